@@ -1,0 +1,1 @@
+"""DICOM DIMSE node that segments received series with nnU-Net and sends DICOM SEG back."""

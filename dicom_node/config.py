@@ -1,0 +1,326 @@
+"""Typed node configuration: the YAML contract of ``dicom-node serve --config PATH``.
+
+Everything is validated when the file loads; regexes are compiled then, relative paths are resolved
+against the config file's folder, and unknown keys are an error. The loaded object is immutable and is
+passed explicitly to whatever needs it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydicom.datadict import tag_for_keyword
+
+from dicom_node.errors import ConfigError
+
+_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash
+
+
+def _check_ae_title(value: str) -> str:
+    if not isinstance(value, str) or not _AE_RE.match(value) or not value.strip():
+        raise ValueError(f"invalid AE title {value!r}: 1-16 printable ASCII characters, no backslash")
+    return value.strip()
+
+
+AETitle = Annotated[str, Field(min_length=1, max_length=16)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSection(_Strict):
+    """Listening side of the node."""
+
+    ae_title: list[AETitle] = Field(default_factory=lambda: ["NNUNET"])
+    host: str = "0.0.0.0"
+    port: int = Field(default=11112, ge=0, le=65535)
+    storage_dir: Path = Path("./var")
+    allowed_calling_aes: list[AETitle] = Field(default_factory=list)
+    max_associations: int = Field(default=10, ge=1, le=1000)
+    acse_timeout_seconds: float = Field(default=30.0, gt=0)
+    dimse_timeout_seconds: float = Field(default=30.0, gt=0)
+    network_timeout_seconds: float = Field(default=60.0, gt=0)
+    max_pdu_bytes: int = Field(
+        default=1_048_576,
+        ge=4096,
+        le=64 * 1024 * 1024,
+        description="maximum PDU length we announce; larger incoming PDUs abort the association",
+    )
+    min_free_disk_mb: int = Field(
+        default=1024, ge=0, description="below this free space C-STORE answers 0xA700"
+    )
+    fsync: bool = Field(default=True, description="fsync each received file and its directory")
+    retention_days: float = Field(default=7.0, gt=0)
+
+    @field_validator("ae_title", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("ae_title", "allowed_calling_aes")
+    @classmethod
+    def _valid_aes(cls, value: list[str]) -> list[str]:
+        titles = [_check_ae_title(v) for v in value]
+        if len(set(titles)) != len(titles):
+            raise ValueError("duplicate AE titles")
+        return titles
+
+    @field_validator("ae_title")
+    @classmethod
+    def _at_least_one(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one AE title is needed")
+        return value
+
+
+class DestinationConfig(_Strict):
+    """A DICOM peer that receives our results."""
+
+    ae_title: AETitle
+    host: str
+    port: int = Field(ge=1, le=65535)
+    calling_ae: AETitle | None = Field(
+        default=None, description="our AE title towards this peer; default: the node's first"
+    )
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("ae_title", "calling_ae")
+    @classmethod
+    def _valid_ae(cls, value: str | None) -> str | None:
+        return None if value is None else _check_ae_title(value)
+
+
+class MatchConfig(_Strict):
+    """Conditions of a rule. Every given field must match. Strings are Python regexes matched with
+    ``re.fullmatch`` against the raw attribute value (case-sensitive unless the pattern says
+    ``(?i)``). A missing attribute is matched as the empty string."""
+
+    called_ae: str | None = None
+    calling_ae: str | None = None
+    modality: str | None = None
+    series_description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    _compiled: dict[str, re.Pattern[str]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _compile(self) -> MatchConfig:
+        compiled: dict[str, re.Pattern[str]] = {}
+        fields = {
+            "called_ae": self.called_ae,
+            "calling_ae": self.calling_ae,
+            "modality": self.modality,
+            "series_description": self.series_description,
+        }
+        for name, pattern in fields.items():
+            if pattern is not None:
+                compiled[name] = _compile_regex(name, pattern)
+        for keyword, pattern in self.tags.items():
+            if tag_for_keyword(keyword) is None:
+                raise ValueError(f"tags: {keyword!r} is not a DICOM keyword")
+            compiled[f"tags.{keyword}"] = _compile_regex(f"tags.{keyword}", pattern)
+        self._compiled = compiled
+        return self
+
+    def patterns(self) -> dict[str, re.Pattern[str]]:
+        """Compiled patterns keyed by field name (``tags.Keyword`` for tags)."""
+        return dict(self._compiled)
+
+
+def _compile_regex(field: str, pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{field}: invalid regex {pattern!r}: {exc}") from exc
+
+
+class RuleConfig(_Strict):
+    """One routing rule; rules are tried in order and the first match wins unless it says
+    ``continue: true``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    enabled: bool = True
+    match: MatchConfig = Field(default_factory=MatchConfig)
+    models: list[str] = Field(min_length=1)
+    destinations: list[str] = Field(default_factory=list)
+    series_quiet_seconds: float = Field(default=10.0, ge=0, le=86400)
+    complete_on_release: bool = Field(
+        default=False, description="also complete when the delivering association is released"
+    )
+    use_expected_count: bool = Field(
+        default=True,
+        description="complete at once when ImagesInAcquisition (0020,1002) instances have arrived",
+    )
+    continue_: bool = Field(default=False, alias="continue")
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="inference argument overrides (model spec default_args)"
+    )
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class InferenceSection(_Strict):
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    predictor_cache_size: int = Field(default=4, ge=1, le=64)
+    workers: int = Field(default=1, ge=1, le=16, description="inference jobs run at once")
+    empty_result: Literal["empty_seg", "skip"] = Field(
+        default="empty_seg",
+        description="what to send when a model finds nothing: a SEG with empty segments, or nothing",
+    )
+    max_attempts: int = Field(default=2, ge=1, le=10)
+
+
+class SendingSection(_Strict):
+    backoff_initial_seconds: float = Field(default=2.0, gt=0)
+    backoff_max_seconds: float = Field(default=300.0, gt=0)
+    give_up_after_hours: float = Field(default=72.0, gt=0)
+
+
+class NodeConfig(_Strict):
+    """The whole node configuration."""
+
+    node: NodeSection = Field(default_factory=NodeSection)
+    model_spec: Path | None = None
+    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+    rules: list[RuleConfig] = Field(default_factory=list)
+    rules_file: Path | None = Field(
+        default=None, description="a YAML file holding the rules list instead of inline rules"
+    )
+    inference: InferenceSection = Field(default_factory=InferenceSection)
+    sending: SendingSection = Field(default_factory=SendingSection)
+
+    config_path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> NodeConfig:
+        if self.rules and self.rules_file is not None:
+            raise ValueError("give either 'rules' or 'rules_file', not both")
+        names = [r.name for r in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate rule names: {', '.join(dupes)}")
+        for rule in self.rules:
+            unknown = [d for d in rule.destinations if d not in self.destinations]
+            if unknown:
+                raise ValueError(
+                    f"rule {rule.name!r}: unknown destination(s) {', '.join(unknown)}; "
+                    f"configured: {', '.join(sorted(self.destinations)) or 'none'}"
+                )
+        if self.rules and self.model_spec is None:
+            raise ValueError("rules need 'model_spec' (the model-serve-spec.yaml file)")
+        return self
+
+    @property
+    def watched_rules_path(self) -> Path | None:
+        """The file whose changes reload the rules."""
+        return self.rules_file or self.config_path
+
+    def with_rules(self, rules: list[RuleConfig]) -> NodeConfig:
+        """A copy with other rules, validated like a fresh load."""
+        data = self.model_dump(by_alias=True)
+        data["rules"] = [r.model_dump(by_alias=True) for r in rules]
+        data["rules_file"] = None
+        new = NodeConfig.model_validate(data)
+        return new.model_copy(update={"config_path": self.config_path, "rules_file": self.rules_file})
+
+
+def _format_validation_error(source: Path | str, exc: ValidationError) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def _resolve(base: Path, value: Path | None) -> Path | None:
+    if value is None:
+        return None
+    value = value.expanduser()
+    return value if value.is_absolute() else (base / value).resolve()
+
+
+def load_rules_file(path: Path) -> list[RuleConfig]:
+    """Load a rules-only YAML file (a list of rules, or a mapping with a ``rules`` key)."""
+    data = _read_yaml(path)
+    if isinstance(data, dict) and set(data) == {"rules"}:
+        data = data["rules"]
+    if data is None:
+        data = []
+    if not isinstance(data, list):
+        raise ConfigError(f"{path}: a rules file holds a list of rules")
+    try:
+        return [RuleConfig.model_validate(item) for item in data]
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(path, exc)) from exc
+
+
+def load_config(path: Path | str) -> NodeConfig:
+    """Read, validate and resolve a node configuration file. Raises :class:`ConfigError`."""
+    path = Path(path).resolve()
+    data = _read_yaml(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return config_from_mapping(data, base_dir=path.parent, source=path)
+
+
+def config_from_mapping(
+    data: dict[str, Any], *, base_dir: Path, source: Path | None = None
+) -> NodeConfig:
+    """Validate a configuration given as a mapping (relative paths against ``base_dir``)."""
+    where: Path | str = source if source is not None else "<config>"
+    try:
+        cfg = NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(where, exc)) from exc
+    node = cfg.node.model_copy(update={"storage_dir": _resolve(base_dir, cfg.node.storage_dir)})
+    rules_file = _resolve(base_dir, cfg.rules_file)
+    rules = cfg.rules
+    if rules_file is not None:
+        rules = load_rules_file(rules_file)
+    update = {
+        "node": node,
+        "model_spec": _resolve(base_dir, cfg.model_spec),
+        "rules_file": rules_file,
+        "config_path": source,
+    }
+    cfg = cfg.model_copy(update=update)
+    if rules_file is not None:
+        try:
+            cfg = cfg.with_rules(rules)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(rules_file, exc)) from exc
+    return cfg

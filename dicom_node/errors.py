@@ -1,0 +1,35 @@
+"""The node's exception hierarchy. Each carries a message meant for the log and the journal."""
+
+from __future__ import annotations
+
+
+class NodeError(Exception):
+    """Base of every error raised on purpose by ``dicom_node``."""
+
+
+class ConfigError(NodeError):
+    """The configuration (or a rules file) is invalid; the message says where and why."""
+
+
+class InvalidUIDError(NodeError):
+    """A UID that may not be used to build a path or a record."""
+
+
+class StorageError(NodeError):
+    """A received instance could not be filed."""
+
+
+class OutOfResourcesError(StorageError):
+    """Disk full or below the configured free-space reserve (answered 0xA700)."""
+
+
+class DatasetMismatchError(StorageError):
+    """The dataset does not match the SOP class/instance of the request (answered 0xA900)."""
+
+
+class CannotUnderstandError(StorageError):
+    """The dataset cannot be parsed or lacks what filing needs (answered 0xC000-class)."""
+
+
+class DeliveryError(NodeError):
+    """A result could not be sent to a destination."""
