@@ -1,0 +1,32 @@
+"""The inference engine's exception hierarchy. Messages are meant for users: they name the model,
+file or series at fault and say what is wrong."""
+
+from __future__ import annotations
+
+
+class InferenceError(Exception):
+    """Base of every error raised on purpose by ``inference``."""
+
+
+class SpecError(InferenceError):
+    """The model spec (model-serve-spec.yaml), a model folder or its metadata is invalid."""
+
+
+class UnknownModelError(SpecError):
+    """An id or alias that names no model in the spec."""
+
+
+class SeriesError(InferenceError):
+    """The DICOM files do not form a series we can turn into a volume."""
+
+
+class PredictionError(InferenceError):
+    """nnU-Net inference failed."""
+
+
+class InsufficientGpuMemoryError(PredictionError):
+    """Not enough free GPU memory to admit the job now (retryable)."""
+
+
+class SegWriteError(InferenceError):
+    """A result could not be encoded as DICOM (SEG, RTSTRUCT)."""
