@@ -297,9 +297,7 @@ def load_config(path: Path | str) -> NodeConfig:
     return config_from_mapping(data, base_dir=path.parent, source=path)
 
 
-def config_from_mapping(
-    data: dict[str, Any], *, base_dir: Path, source: Path | None = None
-) -> NodeConfig:
+def config_from_mapping(data: dict[str, Any], *, base_dir: Path, source: Path | None = None) -> NodeConfig:
     """Validate a configuration given as a mapping (relative paths against ``base_dir``)."""
     where: Path | str = source if source is not None else "<config>"
     try:

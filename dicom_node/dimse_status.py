@@ -32,8 +32,11 @@ def is_success(status: int) -> bool:
 
 
 def is_warning(status: int) -> bool:
-    return status in (0x0001, COERCION_OF_DATA_ELEMENTS, ELEMENTS_DISCARDED,
-                      DATASET_DOES_NOT_MATCH_SOP_CLASS_WARNING) or (status & 0xF000) == 0xB000
+    return (
+        status
+        in (0x0001, COERCION_OF_DATA_ELEMENTS, ELEMENTS_DISCARDED, DATASET_DOES_NOT_MATCH_SOP_CLASS_WARNING)
+        or (status & 0xF000) == 0xB000
+    )
 
 
 def describe(status: int) -> str:

@@ -19,7 +19,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +61,8 @@ CREATE TABLE IF NOT EXISTS series (
     generation         INTEGER NOT NULL DEFAULT 0,  -- bumped by every new or replaced instance
     state              TEXT NOT NULL DEFAULT 'receiving',
         -- receiving | queued (a job exists for the current generation) | unmatched | error
-    rule_name          TEXT,               -- NULL until routed
-    quiet_seconds      REAL,               -- copied from the rule when routed
+    rules              TEXT,               -- JSON list of matched rule names; NULL until routed
+    quiet_seconds      REAL,               -- from the matched rule(s) when routed (the longest)
     complete_on_release INTEGER NOT NULL DEFAULT 0,
     use_expected_count INTEGER NOT NULL DEFAULT 1,
     last_association_id TEXT,
@@ -79,7 +79,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     models       TEXT NOT NULL,            -- JSON list of model ids/aliases (a cascade if several)
     destinations TEXT NOT NULL,            -- JSON list of destination names
     args         TEXT NOT NULL DEFAULT '{}',  -- JSON inference argument overrides
-    trigger      TEXT NOT NULL,            -- quiet_period | association_released | expected_count | manual
+    trigger      TEXT NOT NULL,  -- quiet_period | association_released | expected_count | manual
     state        TEXT NOT NULL DEFAULT 'pending',
         -- pending | running | done | empty | failed | superseded
     attempts     INTEGER NOT NULL DEFAULT 0,
@@ -143,6 +143,16 @@ class InstanceRecord:
 
 
 @dataclass(frozen=True)
+class JobSpec:
+    """What a matched rule asks for a completed series."""
+
+    rule_name: str
+    models: Sequence[str]
+    destinations: Sequence[str]
+    args: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class RecordOutcome:
     """What :meth:`Journal.record_instance` did."""
 
@@ -166,9 +176,7 @@ class Journal:
             self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
-                self.path, check_same_thread=False, timeout=30, isolation_level=None
-            )
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA busy_timeout = 30000")
         if not readonly:
@@ -276,7 +284,7 @@ class Journal:
                     "UPDATE series SET last_received = MAX(last_received, ?), instance_count = ?,"
                     " expected_count = COALESCE(?, expected_count), generation = generation + 1,"
                     " state = 'receiving', released = 0, last_association_id = ?,"
-                    " rule_name = CASE WHEN state = 'unmatched' THEN NULL ELSE rule_name END"
+                    " rules = CASE WHEN state = 'unmatched' THEN NULL ELSE rules END"
                     " WHERE series_uid = ?",
                     (
                         rec.received_at,
@@ -297,9 +305,7 @@ class Journal:
         return RecordOutcome(replaced=old is not None, old_path=old_path, late=had_job)
 
     def has_instance(self, sop_instance_uid: str) -> bool:
-        rows = self._query(
-            "SELECT 1 FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)
-        )
+        rows = self._query("SELECT 1 FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,))
         return bool(rows)
 
     def known_paths(self) -> set[str]:
@@ -314,42 +320,44 @@ class Journal:
 
     def get_series(self, series_uid: str) -> dict[str, Any] | None:
         rows = self._query("SELECT * FROM series WHERE series_uid = ?", (series_uid,))
-        return rows[0] if rows else None
+        return _decode_series(rows[0]) if rows else None
 
     def list_series(self, limit: int = 100) -> list[dict[str, Any]]:
-        return self._query("SELECT * FROM series ORDER BY last_received DESC LIMIT ?", (limit,))
+        rows = self._query("SELECT * FROM series ORDER BY last_received DESC LIMIT ?", (limit,))
+        return [_decode_series(r) for r in rows]
 
     def unrouted_series(self) -> list[dict[str, Any]]:
         """Series receiving instances that have no rule decision yet."""
-        return self._query(
-            "SELECT * FROM series WHERE state = 'receiving' AND rule_name IS NULL"
-            " ORDER BY first_received"
+        rows = self._query(
+            "SELECT * FROM series WHERE state = 'receiving' AND rules IS NULL ORDER BY first_received"
         )
+        return [_decode_series(r) for r in rows]
 
     def set_routing(
         self,
         series_uid: str,
         *,
-        rule_name: str | None,
-        quiet_seconds: float | None = None,
+        rules: Sequence[str],
+        quiet_seconds: float = 0.0,
         complete_on_release: bool = False,
         use_expected_count: bool = True,
         note: str = "",
     ) -> None:
-        """Store a routing decision. ``rule_name=None`` marks the series unmatched (kept, not sent)."""
+        """Store a routing decision: the names of the matched rules (in order). No rule marks the
+        series ``unmatched`` (kept for the retention period, never sent)."""
         with self._tx() as cur:
-            if rule_name is None:
+            if not rules:
                 cur.execute(
-                    "UPDATE series SET state = 'unmatched', rule_name = NULL, routing_note = ?"
+                    "UPDATE series SET state = 'unmatched', rules = NULL, routing_note = ?"
                     " WHERE series_uid = ? AND state = 'receiving'",
                     (note, series_uid),
                 )
             else:
                 cur.execute(
-                    "UPDATE series SET rule_name = ?, quiet_seconds = ?, complete_on_release = ?,"
+                    "UPDATE series SET rules = ?, quiet_seconds = ?, complete_on_release = ?,"
                     " use_expected_count = ?, routing_note = ? WHERE series_uid = ?",
                     (
-                        rule_name,
+                        json.dumps(list(rules)),
                         quiet_seconds,
                         int(complete_on_release),
                         int(use_expected_count),
@@ -359,21 +367,17 @@ class Journal:
                 )
 
     def clear_routing_of_receiving(self) -> int:
-        """Forget the rule of series still receiving (after a rules reload), so they are routed
+        """Forget the rules of series still receiving (after a rules reload), so they are routed
         again. Returns how many."""
         with self._tx() as cur:
-            cur.execute(
-                "UPDATE series SET rule_name = NULL WHERE state = 'receiving'"
-                " AND rule_name IS NOT NULL"
-            )
+            cur.execute("UPDATE series SET rules = NULL WHERE state = 'receiving' AND rules IS NOT NULL")
             return cur.rowcount
 
     def mark_association_released(self, association_id: str) -> int:
         """Note that an association ended; series it delivered last may complete on release."""
         with self._tx() as cur:
             cur.execute(
-                "UPDATE series SET released = 1 WHERE last_association_id = ?"
-                " AND state = 'receiving'",
+                "UPDATE series SET released = 1 WHERE last_association_id = ? AND state = 'receiving'",
                 (association_id,),
             )
             return cur.rowcount
@@ -382,11 +386,10 @@ class Journal:
         """Routed series whose completion condition holds at ``now``, each with a ``trigger``:
         ``expected_count`` (all announced instances arrived), ``association_released`` (rule
         option) or ``quiet_period`` (no new instance for the rule's quiet seconds)."""
-        rows = self._query(
-            "SELECT * FROM series WHERE state = 'receiving' AND rule_name IS NOT NULL"
-        )
+        rows = self._query("SELECT * FROM series WHERE state = 'receiving' AND rules IS NOT NULL")
         due = []
         for row in rows:
+            _decode_series(row)
             if (
                 row["use_expected_count"]
                 and row["expected_count"]
@@ -406,68 +409,64 @@ class Journal:
         """The earliest time a routed, receiving series can complete by its quiet period."""
         rows = self._query(
             "SELECT MIN(last_received + COALESCE(quiet_seconds, 0)) AS t FROM series"
-            " WHERE state = 'receiving' AND rule_name IS NOT NULL"
+            " WHERE state = 'receiving' AND rules IS NOT NULL"
         )
         value = rows[0]["t"] if rows else None
         return None if value is None else float(value)
 
     # ------------------------------------------------------------------ jobs
 
-    def create_job(
+    def create_jobs(
         self,
         series_uid: str,
         *,
         generation: int,
-        rule_name: str,
-        models: Sequence[str],
-        destinations: Sequence[str],
-        args: dict[str, Any],
+        jobs: Sequence[JobSpec],
         trigger: str,
         now: float,
-    ) -> int | None:
-        """Queue a job for ``generation`` of a series, if the series is still at that generation and
-        receiving. Earlier pending jobs of the series are superseded. Returns the job id, or None if
-        the series moved on meanwhile (a new instance arrived)."""
+    ) -> list[int]:
+        """Queue one job per matched rule for ``generation`` of a series, if the series is still at
+        that generation and receiving. Earlier pending jobs of the series are superseded. Returns the
+        job ids, or [] if the series moved on meanwhile (a new instance arrived)."""
+        ids: list[int] = []
         with self._tx() as cur:
             row = cur.execute(
                 "SELECT generation, state FROM series WHERE series_uid = ?", (series_uid,)
             ).fetchone()
             if row is None or row["generation"] != generation or row["state"] != "receiving":
-                return None
+                return []
             cur.execute(
                 "UPDATE jobs SET state = 'superseded', finished_at = ?"
                 " WHERE series_uid = ? AND state = 'pending'",
                 (now, series_uid),
             )
-            cur.execute(
-                "INSERT INTO jobs (series_uid, generation, rule_name, models, destinations, args,"
-                " trigger, state, created_at) VALUES (?,?,?,?,?,?,?,'pending',?)",
-                (
-                    series_uid,
-                    generation,
-                    rule_name,
-                    json.dumps(list(models)),
-                    json.dumps(list(destinations)),
-                    json.dumps(args, sort_keys=True),
-                    trigger,
-                    now,
-                ),
-            )
-            job_id = int(cur.lastrowid or 0)
+            for spec in jobs:
+                cur.execute(
+                    "INSERT INTO jobs (series_uid, generation, rule_name, models, destinations,"
+                    " args, trigger, state, created_at) VALUES (?,?,?,?,?,?,?,'pending',?)",
+                    (
+                        series_uid,
+                        generation,
+                        spec.rule_name,
+                        json.dumps(list(spec.models)),
+                        json.dumps(list(spec.destinations)),
+                        json.dumps(dict(spec.args), sort_keys=True),
+                        trigger,
+                        now,
+                    ),
+                )
+                ids.append(int(cur.lastrowid or 0))
             cur.execute("UPDATE series SET state = 'queued' WHERE series_uid = ?", (series_uid,))
-        return job_id
+        return ids
 
     def claim_job(self, now: float) -> dict[str, Any] | None:
         """Atomically take the oldest pending job and mark it running."""
         with self._tx() as cur:
-            row = cur.execute(
-                "SELECT * FROM jobs WHERE state = 'pending' ORDER BY id LIMIT 1"
-            ).fetchone()
+            row = cur.execute("SELECT * FROM jobs WHERE state = 'pending' ORDER BY id LIMIT 1").fetchone()
             if row is None:
                 return None
             cur.execute(
-                "UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1"
-                " WHERE id = ?",
+                "UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1 WHERE id = ?",
                 (now, row["id"]),
             )
         job = _row_to_dict(row)
@@ -484,9 +483,7 @@ class Journal:
         if state is None:
             rows = self._query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
         else:
-            rows = self._query(
-                "SELECT * FROM jobs WHERE state = ? ORDER BY id DESC LIMIT ?", (state, limit)
-            )
+            rows = self._query("SELECT * FROM jobs WHERE state = ? ORDER BY id DESC LIMIT ?", (state, limit))
         return [_decode_job(r) for r in rows]
 
     def finish_job(
@@ -625,9 +622,7 @@ class Journal:
         )
 
     def next_delivery_time(self) -> float | None:
-        rows = self._query(
-            "SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE state = 'pending'"
-        )
+        rows = self._query("SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE state = 'pending'")
         value = rows[0]["t"] if rows else None
         return None if value is None else float(value)
 
@@ -645,17 +640,14 @@ class Journal:
     ) -> None:
         with self._tx() as cur:
             cur.execute(
-                "INSERT INTO events (at, level, kind, series_uid, job_id, message)"
-                " VALUES (?,?,?,?,?,?)",
+                "INSERT INTO events (at, level, kind, series_uid, job_id, message) VALUES (?,?,?,?,?,?)",
                 (time.time() if now is None else now, level, kind, series_uid, job_id, message),
             )
 
     def recent_events(self, limit: int = 20, level: str | None = None) -> list[dict[str, Any]]:
         if level is None:
             return self._query("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
-        return self._query(
-            "SELECT * FROM events WHERE level = ? ORDER BY id DESC LIMIT ?", (level, limit)
-        )
+        return self._query("SELECT * FROM events WHERE level = ? ORDER BY id DESC LIMIT ?", (level, limit))
 
     def recover(self) -> dict[str, int]:
         """At start-up: work that was in flight when the process died goes back to the queue."""
@@ -683,3 +675,9 @@ def _decode_job(job: dict[str, Any]) -> dict[str, Any]:
         if isinstance(job.get(key), str):
             job[key] = json.loads(job[key])
     return job
+
+
+def _decode_series(row: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(row.get("rules"), str):
+        row["rules"] = json.loads(row["rules"])
+    return row

@@ -14,9 +14,7 @@ def is_valid_uid(value: object) -> bool:
     """True for a DICOM UID safe to use as a path component: digits and dots, no empty
     component, at most 64 characters."""
     return (
-        isinstance(value, str)
-        and 0 < len(value) <= MAX_UID_LENGTH
-        and _UID_RE.fullmatch(value) is not None
+        isinstance(value, str) and 0 < len(value) <= MAX_UID_LENGTH and _UID_RE.fullmatch(value) is not None
     )
 
 

@@ -1,1 +1,3 @@
-"""Inference engine: model spec, DICOM series to volume, warm nnU-Net predictors, SEG writing. No networking."""
+"""Inference engine: model spec, DICOM series to volume, warm nnU-Net predictors, SEG writing.
+
+Knows nothing of networking."""
