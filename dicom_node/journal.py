@@ -88,7 +88,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at  REAL,
     error        TEXT,
     outputs      TEXT,                     -- JSON list of {path, sop_instance_uid, sop_class_uid}
-    timings      TEXT                      -- JSON {stage: seconds}
+    timings      TEXT,                     -- JSON {stage: seconds}
+    not_before   REAL                      -- a retried job waits until then (NULL: at once)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_by_series ON jobs(series_uid);
@@ -184,10 +185,17 @@ class Journal:
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._conn.executescript(_SCHEMA)
+            self._add_missing_columns()
             self._conn.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+
+    def _add_missing_columns(self) -> None:
+        """Columns added after a database was created (additive schema changes)."""
+        have = {r["name"] for r in self._conn.execute("PRAGMA table_info(jobs)").fetchall()}
+        if "not_before" not in have:
+            self._conn.execute("ALTER TABLE jobs ADD COLUMN not_before REAL")
 
     def close(self) -> None:
         with self._lock:
@@ -460,9 +468,13 @@ class Journal:
         return ids
 
     def claim_job(self, now: float) -> dict[str, Any] | None:
-        """Atomically take the oldest pending job and mark it running."""
+        """Atomically take the oldest pending job that is due (``not_before``) and mark it running."""
         with self._tx() as cur:
-            row = cur.execute("SELECT * FROM jobs WHERE state = 'pending' ORDER BY id LIMIT 1").fetchone()
+            row = cur.execute(
+                "SELECT * FROM jobs WHERE state = 'pending' AND COALESCE(not_before, 0) <= ?"
+                " ORDER BY id LIMIT 1",
+                (now,),
+            ).fetchone()
             if row is None:
                 return None
             cur.execute(
@@ -549,13 +561,21 @@ class Journal:
                 )
         return True
 
-    def retry_job(self, job_id: int, *, error: str) -> None:
-        """Put a running job back to pending (e.g. not enough GPU memory now)."""
+    def retry_job(self, job_id: int, *, error: str, not_before: float | None = None) -> None:
+        """Put a running job back to pending (e.g. not enough GPU memory now), to be claimed again
+        at ``not_before`` (at once when None)."""
         with self._tx() as cur:
             cur.execute(
-                "UPDATE jobs SET state = 'pending', error = ? WHERE id = ? AND state = 'running'",
-                (error, job_id),
+                "UPDATE jobs SET state = 'pending', error = ?, not_before = ?"
+                " WHERE id = ? AND state = 'running'",
+                (error, not_before, job_id),
             )
+
+    def next_job_time(self) -> float | None:
+        """When the earliest pending job may be claimed (None: no pending job)."""
+        rows = self._query("SELECT MIN(COALESCE(not_before, 0)) AS t FROM jobs WHERE state = 'pending'")
+        value = rows[0]["t"] if rows else None
+        return None if value is None else float(value)
 
     # ------------------------------------------------------------------ deliveries
 
