@@ -8,6 +8,7 @@ passed explicitly to whatever needs it.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,11 +18,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from dicom_node.errors import ConfigError
 
@@ -116,6 +118,19 @@ class MatchConfig(_Strict):
 
     _compiled: dict[str, re.Pattern[str]] = PrivateAttr(default_factory=dict)
 
+    @field_validator("called_ae", "calling_ae", "modality", "series_description", mode="before")
+    @classmethod
+    def _int_as_text(cls, value: Any) -> Any:
+        # YAML reads ``SeriesNumber: 3`` as an int; the pattern is its decimal text.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _int_tags_as_text(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: cls._int_as_text(v) for k, v in value.items()}
+        return value
+
     @model_validator(mode="after")
     def _compile(self) -> MatchConfig:
         compiled: dict[str, re.Pattern[str]] = {}
@@ -129,8 +144,11 @@ class MatchConfig(_Strict):
             if pattern is not None:
                 compiled[name] = _compile_regex(name, pattern)
         for keyword, pattern in self.tags.items():
-            if tag_for_keyword(keyword) is None:
+            tag = tag_for_keyword(keyword)
+            if tag is None:
                 raise ValueError(f"tags: {keyword!r} is not a DICOM keyword")
+            if dictionary_VR(tag) == "SQ":
+                raise ValueError(f"tags: {keyword!r} is a sequence; only plain attributes can be matched")
             compiled[f"tags.{keyword}"] = _compile_regex(f"tags.{keyword}", pattern)
         self._compiled = compiled
         return self
@@ -177,6 +195,9 @@ class RuleConfig(_Strict):
         return [value] if isinstance(value, str) else value
 
 
+_RULES_ADAPTER: TypeAdapter[list[RuleConfig]] = TypeAdapter(list[RuleConfig])
+
+
 class InferenceSection(_Strict):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     predictor_cache_size: int = Field(default=4, ge=1, le=64)
@@ -207,7 +228,17 @@ class NodeConfig(_Strict):
     inference: InferenceSection = Field(default_factory=InferenceSection)
     sending: SendingSection = Field(default_factory=SendingSection)
 
-    config_path: Path | None = Field(default=None, exclude=True)
+    config_path: Path | None = Field(
+        default=None, exclude=True, description="set by load_config: the file this came from"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_config_path_key(cls, data: Any) -> Any:
+        # config_path is filled in by the loader, never read from the file.
+        if isinstance(data, dict) and "config_path" in data:
+            raise ValueError("config_path: unknown key")
+        return data
 
     @model_validator(mode="after")
     def _cross_check(self) -> NodeConfig:
@@ -233,24 +264,75 @@ class NodeConfig(_Strict):
         """The file whose changes reload the rules."""
         return self.rules_file or self.config_path
 
-    def with_rules(self, rules: list[RuleConfig]) -> NodeConfig:
-        """A copy with other rules, validated like a fresh load."""
+    def with_rules(self, rules: Sequence[RuleConfig]) -> NodeConfig:
+        """A copy with other rules, validated like a fresh load (destinations known, names unique,
+        a model spec present). Raises :class:`ConfigError`."""
         data = self.model_dump(by_alias=True)
         data["rules"] = [r.model_dump(by_alias=True) for r in rules]
         data["rules_file"] = None
-        new = NodeConfig.model_validate(data)
+        try:
+            new = NodeConfig.model_validate(data)
+        except ValidationError as exc:
+            where = self.rules_file or self.config_path or "<rules>"
+            raise ConfigError(_format_validation_error(where, exc, data)) from exc
         return new.model_copy(update={"config_path": self.config_path, "rules_file": self.rules_file})
 
 
-def _format_validation_error(source: Path | str, exc: ValidationError) -> str:
+def _where(loc: tuple[int | str, ...], data: Any) -> str:
+    """``rules.0.match`` -> ``rules[0] (ct-demo).match``: name the rule, not only its index."""
+    parts = [str(p) for p in loc]
+    rules: Any = None
+    start = 0
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+        rules = data.get("rules") if isinstance(data, dict) else None
+        start = 1
+    elif loc and isinstance(loc[0], int) and isinstance(data, list):
+        rules, parts = data, ["rules", *parts]
+    if rules is None or not isinstance(rules, list):
+        return ".".join(parts) or "(top level)"
+    index = int(loc[start])
+    item = rules[index] if 0 <= index < len(rules) else None
+    name = item.get("name") if isinstance(item, dict) else None
+    head = f"rules[{index}]" + (f" ({name})" if isinstance(name, str) else "")
+    rest = parts[2:]
+    return head + ("." + ".".join(rest) if rest else "")
+
+
+def _format_validation_error(source: Path | str, exc: ValidationError, data: Any = None) -> str:
     lines = [f"{source}: invalid configuration"]
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        where = _where(tuple(err["loc"]), data)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
+
+
+class _StrictYAMLLoader(yaml.SafeLoader):
+    """Safe YAML loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # unhashable key: the base class reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -259,7 +341,7 @@ def _read_yaml(path: Path) -> Any:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_StrictYAMLLoader)  # a SafeLoader subclass: no objects
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
 
@@ -281,9 +363,9 @@ def load_rules_file(path: Path) -> list[RuleConfig]:
     if not isinstance(data, list):
         raise ConfigError(f"{path}: a rules file holds a list of rules")
     try:
-        return [RuleConfig.model_validate(item) for item in data]
+        return _RULES_ADAPTER.validate_python(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(path, exc)) from exc
+        raise ConfigError(_format_validation_error(path, exc, data)) from exc
 
 
 def load_config(path: Path | str) -> NodeConfig:
@@ -303,7 +385,7 @@ def config_from_mapping(data: dict[str, Any], *, base_dir: Path, source: Path | 
     try:
         cfg = NodeConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(where, exc)) from exc
+        raise ConfigError(_format_validation_error(where, exc, data)) from exc
     node = cfg.node.model_copy(update={"storage_dir": _resolve(base_dir, cfg.node.storage_dir)})
     rules_file = _resolve(base_dir, cfg.rules_file)
     rules = cfg.rules
@@ -317,8 +399,5 @@ def config_from_mapping(data: dict[str, Any], *, base_dir: Path, source: Path | 
     }
     cfg = cfg.model_copy(update=update)
     if rules_file is not None:
-        try:
-            cfg = cfg.with_rules(rules)
-        except ValidationError as exc:
-            raise ConfigError(_format_validation_error(rules_file, exc)) from exc
+        cfg = cfg.with_rules(rules)
     return cfg
