@@ -30,3 +30,7 @@ class InsufficientGpuMemoryError(PredictionError):
 
 class SegWriteError(InferenceError):
     """A result could not be encoded as DICOM (SEG, RTSTRUCT)."""
+
+
+class PhantomError(InferenceError, ValueError):
+    """Invalid arguments for a synthetic phantom or its DICOM series (inference.phantom)."""
