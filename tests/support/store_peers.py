@@ -1,0 +1,105 @@
+"""Storage SCP peers for tests: dcmtk ``storescp`` writing to a folder, and an in-process pynetdicom SCP
+that records what it was offered and answers with scripted statuses."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification
+
+from tests.support.tools import dcmtk, peer_env, wait_for
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+@contextmanager
+def dcmtk_storescp(
+    port: int, out_dir: Path, *, ae_title: str = "STORESCP"
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A dcmtk storescp (TCP_NODELAY=1, one process per association) writing every received instance
+    to ``out_dir``; stopped on exit."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = open(out_dir.parent / f"storescp-{port}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [dcmtk("storescp"), "--fork", "+xa", "-aet", ae_title, "-od", str(out_dir), str(port)],
+        env=peer_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: proc.poll() is not None or port_open(port), timeout=15, what="storescp listening")
+        if proc.poll() is not None:
+            raise RuntimeError(f"storescp exited with {proc.returncode}")
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def stored_sop_uids(out_dir: Path) -> list[str]:
+    """SOP Instance UIDs of the files in a storescp output folder (one entry per file)."""
+    uids = []
+    for path in sorted(p for p in out_dir.rglob("*") if p.is_file()):
+        ds = dcmread(path, stop_before_pixels=True)
+        uids.append(str(ds.SOPInstanceUID))
+    return uids
+
+
+@dataclass
+class RecordingSCP:
+    """A pynetdicom storage SCP on ``port`` that answers each C-STORE with the next status of
+    ``statuses`` (the last one repeats) and records associations, offered contexts and datasets."""
+
+    port: int
+    ae_title: str = "RECORDER"
+    statuses: Sequence[int] = (0x0000,)
+    associations: int = 0
+    requested: list[list[tuple[str, list[str]]]] = field(default_factory=list)
+    received: list[Dataset] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: object | None = None
+
+    def __enter__(self) -> RecordingSCP:
+        ae = AE(ae_title=self.ae_title)
+        ae.supported_contexts = AllStoragePresentationContexts
+        ae.add_supported_context(Verification)
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REQUESTED, self._on_requested)]
+        self._ae = ae
+        self._server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._ae.shutdown()
+
+    def _on_requested(self, event: evt.Event) -> None:
+        offered = [
+            (str(cx.abstract_syntax), [str(ts) for ts in cx.transfer_syntax])
+            for cx in event.assoc.requestor.requested_contexts
+        ]
+        with self._lock:
+            self.associations += 1
+            self.requested.append(offered)
+
+    def _on_store(self, event: evt.Event) -> int:
+        with self._lock:
+            status = self.statuses[min(len(self.received), len(self.statuses) - 1)]
+            self.received.append(event.dataset)
+        return status
