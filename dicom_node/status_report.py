@@ -1,0 +1,174 @@
+"""What ``dicom-node status`` shows: a snapshot of the journal, as data and as text.
+
+The snapshot is read through a read-only journal connection, so it works while the node runs (SQLite
+WAL lets readers see the last committed state without blocking the writer).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from dicom_node.journal import Journal
+
+SERIES_FIELDS = (
+    "series_uid",
+    "study_uid",
+    "modality",
+    "series_description",
+    "called_ae",
+    "calling_ae",
+    "instance_count",
+    "expected_count",
+    "generation",
+    "state",
+    "rules",
+    "routing_note",
+    "last_received",
+)
+JOB_FIELDS = (
+    "id",
+    "series_uid",
+    "generation",
+    "rule_name",
+    "models",
+    "trigger",
+    "state",
+    "attempts",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "timings",
+    "error",
+)
+DELIVERY_FIELDS = (
+    "id",
+    "job_id",
+    "series_uid",
+    "destination",
+    "sop_instance_uid",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "last_status",
+    "last_error",
+    "done_at",
+)
+EVENT_FIELDS = ("id", "at", "level", "kind", "series_uid", "job_id", "message")
+
+
+def _pick(row: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    return {f: row.get(f) for f in fields}
+
+
+def snapshot(journal: Journal, *, limit: int = 20) -> dict[str, Any]:
+    """Counts per state plus the most recent series, jobs, deliveries and warning/error events."""
+    events = [e for e in journal.recent_events(limit=limit * 5) if e["level"] in ("warning", "error")][:limit]
+    return {
+        "counts": journal.counts(),
+        "series": [_pick(s, SERIES_FIELDS) for s in journal.list_series(limit=limit)],
+        "jobs": [_pick(j, JOB_FIELDS) for j in journal.list_jobs(limit=limit)],
+        "deliveries": [_pick(d, DELIVERY_FIELDS) for d in journal.list_deliveries(limit=limit)],
+        "events": [_pick(e, EVENT_FIELDS) for e in events],
+    }
+
+
+def to_json(snap: dict[str, Any]) -> str:
+    return json.dumps(snap, indent=2, sort_keys=False, default=str)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(float(ts)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _short(text: Any, width: int) -> str:
+    s = "" if text is None else str(text)
+    return s if len(s) <= width else s[: width - 3] + "..."
+
+
+def _table(title: str, header: Sequence[str], rows: list[list[str]]) -> list[str]:
+    if not rows:
+        return [f"{title}: none", ""]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = [
+        f"{title}:",
+        ("  " + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))).rstrip(),
+    ]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return [*lines, ""]
+
+
+def _timings(t: dict[str, float] | None) -> str:
+    if not t:
+        return "-"
+    return " ".join(f"{k}={v:.1f}s" for k, v in t.items())
+
+
+def to_text(snap: dict[str, Any]) -> str:
+    """A human-readable report."""
+    counts = snap["counts"]
+    lines = [f"instances: {counts.get('instances', {}).get('total', 0)}"]
+    for table in ("series", "jobs", "deliveries"):
+        per_state = counts.get(table, {})
+        text = ", ".join(f"{k} {v}" for k, v in sorted(per_state.items())) or "none"
+        lines.append(f"{table}: {text}")
+    lines.append("")
+    lines += _table(
+        "recent series",
+        ["series UID", "modality", "description", "instances", "state", "rules"],
+        [
+            [
+                s["series_uid"],
+                s["modality"] or "",
+                _short(s["series_description"], 30),
+                f"{s['instance_count']}" + (f"/{s['expected_count']}" if s["expected_count"] else ""),
+                s["state"],
+                ",".join(s["rules"] or []) or "-",
+            ]
+            for s in snap["series"]
+        ],
+    )
+    lines += _table(
+        "jobs",
+        ["id", "series UID", "rule", "trigger", "state", "attempts", "timings", "error"],
+        [
+            [
+                str(j["id"]),
+                j["series_uid"],
+                j["rule_name"],
+                j["trigger"],
+                j["state"],
+                str(j["attempts"]),
+                _timings(j["timings"]),
+                _short(j["error"], 80) or "-",
+            ]
+            for j in snap["jobs"]
+        ],
+    )
+    lines += _table(
+        "deliveries",
+        ["id", "job", "destination", "state", "attempts", "status", "next/done", "last error"],
+        [
+            [
+                str(d["id"]),
+                str(d["job_id"]),
+                d["destination"],
+                d["state"],
+                str(d["attempts"]),
+                "-" if d["last_status"] is None else f"0x{int(d['last_status']):04X}",
+                _when(d["done_at"] if d["state"] in ("done", "failed") else d["next_attempt_at"]),
+                _short(d["last_error"], 80) or "-",
+            ]
+            for d in snap["deliveries"]
+        ],
+    )
+    lines += _table(
+        "last warnings and errors",
+        ["when", "level", "kind", "message"],
+        [[_when(e["at"]), e["level"], e["kind"], _short(e["message"], 120)] for e in snap["events"]],
+    )
+    return "\n".join(lines).rstrip() + "\n"
