@@ -6,8 +6,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from dicom_node.config import NodeConfig, RuleConfig, config_from_mapping, load_config, load_rules_file
+from dicom_node.config import (
+    DestinationConfig,
+    NodeConfig,
+    RuleConfig,
+    config_from_mapping,
+    load_config,
+    load_rules_file,
+)
 from dicom_node.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -241,3 +249,29 @@ def test_example_configs_load(name: str) -> None:
 def test_example_rules_file_loads() -> None:
     rules = load_rules_file(REPO / "config" / "rules.example.yaml")
     assert [r.name for r in rules] == ["ct-abdomen", "ct-thin-slices"]
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, info in model.model_fields.items():
+        if info.exclude:
+            continue
+        keys.append(info.alias or name)
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(_keys(annotation))
+    return keys
+
+
+def test_every_key_is_documented() -> None:
+    doc = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    models: list[type[BaseModel]] = [NodeConfig, DestinationConfig, RuleConfig]
+    missing = sorted({k for m in models for k in _keys(m) if f"| `{k}` |" not in doc})
+    assert missing == [], f"keys missing from docs/configuration.md: {missing}"
+
+
+def test_full_example_shows_every_key() -> None:
+    text = (REPO / "config" / "node.example.yaml").read_text(encoding="utf-8")
+    models: list[type[BaseModel]] = [NodeConfig, DestinationConfig, RuleConfig]
+    missing = sorted({k for m in models for k in _keys(m) if f"{k}:" not in text})
+    assert missing == [], f"keys missing from config/node.example.yaml: {missing}"
