@@ -33,3 +33,11 @@ class CannotUnderstandError(StorageError):
 
 class DeliveryError(NodeError):
     """A result could not be sent to a destination."""
+
+
+class OverlayError(NodeError):
+    """A segmentation overlay picture cannot be drawn from the given arrays."""
+
+
+class DemoError(NodeError):
+    """``dicom-node demo`` could not complete; the message names the stage and the reason."""
