@@ -92,7 +92,7 @@ class DestinationConfig(_Strict):
     """A DICOM peer that receives our results."""
 
     ae_title: AETitle
-    host: str
+    host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
     calling_ae: AETitle | None = Field(
         default=None, description="our AE title towards this peer; default: the node's first"

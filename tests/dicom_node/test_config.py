@@ -275,3 +275,8 @@ def test_full_example_shows_every_key() -> None:
     models: list[type[BaseModel]] = [NodeConfig, DestinationConfig, RuleConfig]
     missing = sorted({k for m in models for k in _keys(m) if f"{k}:" not in text})
     assert missing == [], f"keys missing from config/node.example.yaml: {missing}"
+
+
+def test_destination_needs_host_and_port(tmp_path: Path) -> None:
+    msg = error_of(write(tmp_path, 'destinations: {pacs: {ae_title: P, host: "", port: 0}}\n'))
+    assert "destinations.pacs.host" in msg and "destinations.pacs.port" in msg
