@@ -129,7 +129,7 @@ def make_phantom(
     kidney = _ellipsoid(coords, kidney_centre, kidney_radii, rng.uniform(-0.8, 0.8)) & body & ~liver
 
     # Spine: bright unlabelled cylinder in the back midline (part of the body label).
-    spine_r = rng.uniform(0.08, 0.11) * min(a, b)
+    spine_r = rng.uniform(0.13, 0.17) * min(a, b)
     spine = ((x - cx) ** 2 + (y - (cy + 0.68 * b)) ** 2 <= spine_r**2) & body & ~kidney & ~liver
 
     labels = np.zeros((nz, ny, nx), dtype=np.uint8)
