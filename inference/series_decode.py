@@ -21,6 +21,8 @@ from pydicom.pixels.decoders.base import Decoder, get_decoder
 from pydicom.uid import (
     JPEG2000,
     UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
@@ -49,6 +51,11 @@ PLUGIN_PREFERENCE: Mapping[str, tuple[str, ...]] = MappingProxyType(
         JPEGExtended12Bit: ("pylibjpeg", "gdcm", "pillow"),
         RLELossless: ("pylibjpeg", "pydicom"),
     }
+)
+
+
+NATIVE_LITTLE_ENDIAN: frozenset[str] = frozenset(
+    {ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian}
 )
 
 
@@ -86,9 +93,37 @@ def decoder_for(ts: UID, where: Path) -> Decoder:
     return decoder
 
 
+def native_pixels(ds: Dataset, ts: UID) -> np.ndarray | None:
+    """Greyscale little-endian native pixel data viewed straight from the bytes (no copy), with
+    unused high bits masked or sign-extended as pydicom does; None when pydicom must decode it."""
+    if ts not in NATIVE_LITTLE_ENDIAN or int(ds.get("SamplesPerPixel", 1)) != 1:
+        return None
+    bits_allocated = int(ds.get("BitsAllocated", 0))
+    bits_stored = int(ds.get("BitsStored", bits_allocated))
+    data = ds.get("PixelData")
+    if bits_allocated not in (8, 16, 32) or not 0 < bits_stored <= bits_allocated or data is None:
+        return None
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    kind = "i" if int(ds.get("PixelRepresentation", 0)) else "u"
+    dtype = np.dtype(f"<{kind}{bits_allocated // 8}")
+    count = rows * columns * frames
+    if len(data) < count * dtype.itemsize:
+        return None  # pydicom's decoder reports the short data
+    array = np.frombuffer(data, dtype=dtype, count=count)
+    array = array.reshape((frames, rows, columns) if frames > 1 else (rows, columns))
+    shift = bits_allocated - bits_stored
+    if shift:
+        array = np.right_shift(np.left_shift(array, shift), shift)
+    return array
+
+
 def decode_pixels(ds: Dataset, where: Path) -> np.ndarray:
     """Stored pixel values of ``ds``: (rows, columns) or (frames, rows, columns), no rescale applied."""
     ts = transfer_syntax_of(ds)
+    native = native_pixels(ds, ts)
+    if native is not None:
+        return native
     decoder = decoder_for(ts, where)
     if not decoder.is_encapsulated:
         return _as_array(decoder, ds, "", ts, where)

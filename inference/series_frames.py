@@ -4,7 +4,7 @@ per frame of an enhanced multi-frame file (functional groups). No pixel data is 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,14 @@ class SliceInfo:
     slope: float
     intercept: float
     localizer: bool
-    stack_values: tuple[tuple[str, str], ...]  # (attribute, value) pairs from STACK_ATTRIBUTES
+    header: Dataset = field(repr=False, compare=False)  # the file's dataset
+    groups: tuple[Dataset | None, ...] = field(default=(), repr=False, compare=False)  # frame's groups
+
+    def stack_values(self) -> tuple[tuple[str, str], ...]:
+        """(attribute, value) pairs of STACK_ATTRIBUTES, read when a message needs them."""
+        if self.frame is None:
+            return tuple((name, _text(self.header.get(keyword))) for name, keyword, _ in STACK_ATTRIBUTES)
+        return _frame_stack_values(self.header, self.groups)
 
 
 def _floats(value: Any, count: int) -> tuple[float, ...] | None:
@@ -131,7 +138,7 @@ def slice_from_file(ds: Dataset, source: int, path: Path) -> SliceInfo:
         slope=_float(ds.get("RescaleSlope"), 1.0),
         intercept=_float(ds.get("RescaleIntercept"), 0.0),
         localizer=_is_localizer(ds.get("ImageType")),
-        stack_values=tuple((name, _text(ds.get(keyword))) for name, keyword, _ in STACK_ATTRIBUTES),
+        header=ds,
     )
 
 
@@ -212,7 +219,8 @@ def slices_from_multiframe(ds: Dataset, source: int, path: Path) -> list[SliceIn
                 slope=slope,
                 intercept=intercept,
                 localizer=file_localizer or _frame_type_localizer(groups),
-                stack_values=_frame_stack_values(ds, groups),
+                header=ds,
+                groups=(frame_groups, shared),
             )
         )
     return slices

@@ -27,8 +27,10 @@ DUPLICATE_DISTANCE_MM = 0.01
 # or at most this fraction of the series (whichever is larger); more means a genuinely mixed series.
 STRAY_MAX_COUNT = 3
 STRAY_MAX_FRACTION = 0.1
-# Positions may drift within the image plane by at most this fraction of a pixel over the whole stack.
+# Positions may drift within the image plane by this fraction of a pixel over the whole stack; more is
+# refused when the stack leans more than TILT_MAX_DEGREES off the normal (gantry tilt), else a warning.
 DRIFT_MAX_PIXELS = 0.2
+TILT_MAX_DEGREES = 0.2
 _LISTED = 3  # how many offending items an error message names
 
 
@@ -143,8 +145,9 @@ def _axes(orientation: Sequence[float], where: str) -> tuple[np.ndarray, np.ndar
 def _differing(slices: Sequence[SliceInfo]) -> str:
     """Which stack attributes take several values among ``slices`` (for messages)."""
     parts = []
-    for index, (name, _) in enumerate(slices[0].stack_values):
-        values = sorted({s.stack_values[index][1] for s in slices})
+    table = [s.stack_values() for s in slices]
+    for index, (name, _) in enumerate(table[0]):
+        values = sorted({row[index][1] for row in table})
         if len(values) > 1:
             parts.append(f"{name} {', '.join(values[:6])}")
     return "; ".join(parts)
@@ -197,18 +200,32 @@ def _check_spacing(ordered: list[SliceInfo], depth: np.ndarray, tolerance: float
     )
 
 
-def _refuse_drift(
-    ordered: list[SliceInfo], positions: np.ndarray, normal: np.ndarray, pixel: float, where: str
+def _check_drift(
+    ordered: list[SliceInfo],
+    positions: np.ndarray,
+    normal: np.ndarray,
+    pixel: float,
+    where: str,
+    warnings: list[str],
 ) -> None:
+    """Refuse stacks whose positions wander within the image plane (gantry tilt, shear): a regular
+    grid along the normal would misplace their voxels. Tiny angles (rounded cosines) only warn."""
     offsets = positions - positions[0]
     in_plane = offsets - np.outer(offsets @ normal, normal)
     drift = float(np.linalg.norm(in_plane, axis=1).max())
-    if drift > max(0.01, DRIFT_MAX_PIXELS * pixel):
+    if drift <= max(0.01, DRIFT_MAX_PIXELS * pixel):
+        return
+    length = float(offsets[-1] @ normal)
+    angle = float(np.degrees(np.arctan2(drift, abs(length))))
+    text = (
+        f"slice positions drift {drift:.2f} mm within the image plane between {ordered[0].label} and "
+        f"{ordered[-1].label} ({angle:.2f} degrees off the slice normal)"
+    )
+    if angle > TILT_MAX_DEGREES:
         raise SeriesError(
-            f"{where}: slice positions drift {drift:.2f} mm within the image plane between "
-            f"{ordered[0].label} and {ordered[-1].label} (gantry tilt or sheared stack); "
-            "resample the series to an orthogonal grid first"
+            f"{where}: {text}: gantry tilt or sheared stack; resample the series to an orthogonal grid first"
         )
+    warnings.append(f"{text}; ignored, the volume assumes slices stacked along the normal")
 
 
 def arrange_slices(
@@ -226,7 +243,7 @@ def arrange_slices(
     kept = _main_orientation(kept, orientation_tolerance, where, warnings)
     _require_same(kept, where)
 
-    row, col, normal = _axes(kept[0].orientation or (), where)
+    _, _, normal = _axes(kept[0].orientation or (), where)
     depth_unsorted = np.asarray([np.dot(s.position or (), normal) for s in kept])
     order = np.argsort(depth_unsorted, kind="stable")
     ordered = [kept[i] for i in order]
@@ -234,12 +251,14 @@ def arrange_slices(
     positions = np.asarray([s.position for s in ordered], dtype=np.float64)
 
     _refuse_duplicates(ordered, depth, where)
+    row, col, normal = _axes(ordered[0].orientation or (), where)  # as SimpleITK: the first slice's
+    depth = positions @ normal
     if len(ordered) < min_slices:
         raise SeriesError(f"{where}: only {len(ordered)} usable slice(s), at least {min_slices} needed")
     row_spacing, col_spacing = ordered[0].pixel_spacing or (1.0, 1.0)
     if len(ordered) > 1:
         _check_spacing(ordered, depth, spacing_tolerance, where)
-        _refuse_drift(ordered, positions, normal, min(row_spacing, col_spacing), where)
+        _check_drift(ordered, positions, normal, min(row_spacing, col_spacing), where, warnings)
         z_spacing = float(depth[-1] - depth[0]) / (len(ordered) - 1)
     else:
         z_spacing = ordered[0].nominal_spacing or 1.0

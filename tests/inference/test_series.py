@@ -410,7 +410,23 @@ def test_gantry_tilt_is_refused(phantom: Phantom, tmp_path: Path) -> None:
         ds.ImagePositionPatient = [x, y + 0.5 * k, z]  # sheared along y
 
     edit_files(paths, tilt)
-    assert "drift 5.50 mm within the image plane" in error_of(paths)
+    message = error_of(paths)
+    assert "drift 5.50 mm within the image plane" in message and "(11.31 degrees off" in message
+    assert "gantry tilt" in message
+
+
+def test_tiny_drift_from_rounded_cosines_only_warns(phantom: Phantom, tmp_path: Path) -> None:
+    paths = write(phantom, tmp_path / "s", spacing=(0.8, 0.7, 10.0))
+
+    def lean(ds: Dataset, k: int) -> None:
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x + 0.015 * k, y, z]  # 0.09 degrees
+
+    edit_files(paths, lean)
+    result = load_series(paths)
+    [warning] = result.warnings
+    assert "drift 0.16 mm" in warning and "(0.09 degrees off" in warning and "ignored" in warning
+    np.testing.assert_array_equal(result.volume.array, hu(phantom))
 
 
 def test_mixed_sizes_are_refused(phantom: Phantom, tmp_path: Path) -> None:

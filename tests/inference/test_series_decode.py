@@ -19,6 +19,7 @@ from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
@@ -31,7 +32,7 @@ from pydicom.uid import (
 from inference.errors import SeriesError
 from inference.phantom import Phantom, make_phantom, write_ct_series
 from inference.series import load_series
-from inference.series_decode import decode_pixels, plugin_order
+from inference.series_decode import decode_pixels, native_pixels, plugin_order
 from tests.support.dicom_series import edit_files, oblique_orientation, recompress, transcode
 
 SPACING = (0.8, 0.7, 2.5)
@@ -171,3 +172,47 @@ def test_unsupported_transfer_syntax_is_named(phantom: Phantom, tmp_path: Path) 
     with pytest.raises(SeriesError, match=re.escape(str(paths[0]))):
         decode_pixels(pydicom.dcmread(paths[0]), paths[0])
     assert UID(MPEG2MPML).is_encapsulated
+
+
+@pytest.mark.parametrize(
+    ("bits_allocated", "bits_stored", "signed", "frames"),
+    [
+        (16, 12, False, 1),
+        (16, 12, True, 1),
+        (16, 16, True, 3),
+        (8, 8, False, 2),
+        (16, 10, True, 2),
+        (32, 32, True, 1),
+    ],
+)
+def test_native_fast_path_equals_pydicom(
+    bits_allocated: int, bits_stored: int, signed: bool, frames: int
+) -> None:
+    """Our zero-copy view of native pixel data masks or sign-extends unused high bits exactly as pydicom."""
+    rng = np.random.default_rng(bits_stored + frames)
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows, ds.Columns = 6, 5
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits_allocated, bits_stored, bits_stored - 1
+    ds.PixelRepresentation = int(signed)
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    raw = rng.integers(0, 256, size=6 * 5 * frames * bits_allocated // 8, dtype=np.uint8)  # junk high bits
+    ds.PixelData = raw.tobytes()
+
+    ours = native_pixels(ds, UID(ExplicitVRLittleEndian))
+    assert ours is not None
+    theirs, _ = get_decoder(ExplicitVRLittleEndian).as_array(ds)
+    assert ours.dtype == theirs.dtype
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_native_fast_path_leaves_short_data_to_pydicom(tmp_path: Path, phantom: Phantom) -> None:
+    [path] = write_ct_series(phantom, tmp_path, enhanced=True)
+    ds = pydicom.dcmread(path)
+    ds.PixelData = ds.PixelData[:-10]
+    assert native_pixels(ds, UID(ExplicitVRLittleEndian)) is None
+    with pytest.raises(SeriesError, match="less than expected"):
+        decode_pixels(ds, path)
