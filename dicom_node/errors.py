@@ -35,6 +35,14 @@ class DeliveryError(NodeError):
     """A result could not be sent to a destination."""
 
 
+class MissingAttributeError(CannotUnderstandError):
+    """A dataset lacks an attribute filing needs (answered 0xC002)."""
+
+
+class UnreadableDatasetError(CannotUnderstandError):
+    """A dataset (or its header) cannot be parsed (answered 0xC003)."""
+
+
 class OverlayError(NodeError):
     """A segmentation overlay picture cannot be drawn from the given arrays."""
 

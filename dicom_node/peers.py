@@ -1,0 +1,54 @@
+"""DICOM peers given as ``AE@HOST:PORT`` strings (command line, tests, destinations)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from dicom_node.errors import ConfigError
+
+# printable ASCII without backslash, like the config's AE title check
+_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
+_HOST_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)$")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A remote application entity: AE title, host and TCP port."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not _AE_RE.match(self.ae_title) or not self.ae_title.strip():
+            raise ConfigError(
+                f"invalid AE title {self.ae_title!r}: 1-16 printable ASCII characters, no backslash"
+            )
+        if self.ae_title != self.ae_title.strip():
+            object.__setattr__(self, "ae_title", self.ae_title.strip())
+        if not self.host or not _HOST_RE.match(self.host):
+            raise ConfigError(f"invalid host {self.host!r} for peer {self.ae_title}")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"invalid port {self.port} for peer {self.ae_title}: 1-65535")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` for socket APIs (IPv6 brackets removed)."""
+        return self.host.strip("[]"), self.port
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> Peer:
+        """Parse ``AE@HOST:PORT`` (IPv6 hosts in brackets: ``AE@[::1]:104``).
+
+        Raises :class:`ConfigError` with the offending text."""
+        ae, sep, rest = text.rpartition("@")
+        host, colon, port_text = rest.rpartition(":")
+        if not sep or not colon or not ae or not host:
+            raise ConfigError(f"invalid peer {text!r}: expected AE@HOST:PORT")
+        if not port_text.isdigit():
+            raise ConfigError(f"invalid peer {text!r}: port {port_text!r} is not a number")
+        return cls(ae_title=ae, host=host, port=int(port_text))
