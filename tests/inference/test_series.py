@@ -508,3 +508,41 @@ def test_unreadable_file_is_named(phantom: Phantom, tmp_path: Path, damage: Call
 
 def test_no_files(tmp_path: Path) -> None:
     assert "no DICOM files given" in error_of([])
+
+
+def test_enhanced_per_frame_geometry_groups(phantom: Phantom, tmp_path: Path) -> None:
+    """Orientation and pixel measures given per frame instead of shared give the same volume."""
+    [shared_file] = write(phantom, tmp_path / "shared", orientation=OBLIQUE, enhanced=True)
+    reference = load_series([shared_file])
+
+    def per_frame(ds: Dataset, _: int) -> None:
+        shared = ds.SharedFunctionalGroupsSequence[0]
+        for frame in ds.PerFrameFunctionalGroupsSequence:
+            frame.PlaneOrientationSequence = shared.PlaneOrientationSequence
+            frame.PixelMeasuresSequence = shared.PixelMeasuresSequence
+        del shared.PlaneOrientationSequence
+        del shared.PixelMeasuresSequence
+
+    [path] = edit_files(write(phantom, tmp_path / "per-frame", orientation=OBLIQUE, enhanced=True), per_frame)
+    assert "PlaneOrientationSequence" not in pydicom.dcmread(path).SharedFunctionalGroupsSequence[0]
+    result = load_series([path])
+    np.testing.assert_array_equal(result.volume.array, reference.volume.array)
+    assert_same_geometry(result, reference)
+
+
+def test_enhanced_localizer_frame_is_dropped(phantom: Phantom, tmp_path: Path) -> None:
+    [path] = write(phantom, tmp_path / "e", enhanced=True)
+
+    def mark_last_frame(ds: Dataset, _: int) -> None:
+        frame_type = Dataset()
+        frame_type.FrameType = ["ORIGINAL", "PRIMARY", "LOCALIZER", "NONE"]
+        last = ds.PerFrameFunctionalGroupsSequence[-1]
+        last.CTImageFrameTypeSequence = [frame_type]
+        last.PlanePositionSequence[0].ImagePositionPatient = [0.0, 0.0, 500.0]  # off the stack
+
+    edit_files([path], mark_last_frame)
+    result = load_series([path])
+    assert result.frame_order == list(range(11))
+    np.testing.assert_array_equal(result.volume.array, hu(phantom)[:11])
+    [warning] = result.warnings
+    assert "dropped 1 localizer image(s)" in warning and "frame 12 of enhanced_ct.dcm" in warning
