@@ -34,3 +34,7 @@ class SegWriteError(InferenceError):
 
 class PhantomError(InferenceError, ValueError):
     """Invalid arguments for a synthetic phantom or its DICOM series (inference.phantom)."""
+
+
+class ArgsError(InferenceError):
+    """Inference arguments (request parameters or a model's default_args) are invalid."""

@@ -1,0 +1,39 @@
+"""Deterministic DICOM UIDs: the same inputs always give the same UID.
+
+``derive_uid(*parts)`` = ``"2.25."`` + the decimal value of the first 128 bits of SHA-256 over the parts.
+Each part is encoded as its UTF-8 length, a colon and its UTF-8 bytes, so ``("ab", "c")`` and
+``("a", "bc")`` never collide. The "2.25" root (ISO/IEC 9834-8 UUID-derived UIDs) needs no
+registration; the result has at most 44 characters and no component with a leading zero.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+UID_ROOT = "2.25."
+MAX_UID_LENGTH = 64
+_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+def derive_uid(*parts: str) -> str:
+    """A UID determined by ``parts`` (at least one; each a ``str``)."""
+    if not parts:
+        raise ValueError("derive_uid needs at least one part")
+    digest = hashlib.sha256()
+    for part in parts:
+        if not isinstance(part, str):
+            raise TypeError(f"derive_uid parts must be str, got {type(part).__name__}: {part!r}")
+        data = part.encode("utf-8")
+        digest.update(f"{len(data)}:".encode("ascii"))
+        digest.update(data)
+    value = int.from_bytes(digest.digest()[:16], "big")
+    return f"{UID_ROOT}{value}"
+
+
+def is_valid_uid(value: object) -> bool:
+    """True for a syntactically valid DICOM UID: digits and dots, no empty component, no leading
+    zero in a component (other than a lone "0"), at most 64 characters."""
+    return (
+        isinstance(value, str) and 0 < len(value) <= MAX_UID_LENGTH and _UID_RE.fullmatch(value) is not None
+    )
