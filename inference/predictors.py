@@ -72,23 +72,22 @@ def resolve_folds(model_dir: Path, folds: Fold | Sequence[Fold] | None, checkpoi
     """Concrete folds for ``model_dir``: the requested ones, each checked to have ``checkpoint``,
     or every ``fold_N`` folder holding it when ``folds`` is None.
 
-    ``"all"`` alone is nnU-Net's ``fold_all`` (a model trained on every case) when the folder has
-    it, else every trained ``fold_N`` (the ensemble), which is what users of 5-fold models mean."""
+    ``"all"`` alone means every trained ``fold_N`` (the ensemble) or, when there is none,
+    nnU-Net's ``fold_all`` (a model trained on every case), as :mod:`inference.spec` reads it."""
     if not _CHECKPOINT_NAME.fullmatch(checkpoint):
         raise SpecError(f"invalid checkpoint name {checkpoint!r} (expected e.g. checkpoint_final.pth)")
     wanted = normalise_folds(folds)
-    if wanted == ("all",) and not (model_dir / "fold_all" / checkpoint).is_file():
-        logger.info("model %s has no fold_all/%s: 'all' means every trained fold", model_dir, checkpoint)
-        wanted = None
-    if wanted is None:
+    if wanted is None or wanted == ("all",):
         found: list[int] = []
         for child in model_dir.glob("fold_*"):
             suffix = child.name[len("fold_") :]
             if suffix.isdigit() and (child / checkpoint).is_file():
                 found.append(int(suffix))
-        if not found:
-            raise SpecError(f"model folder {model_dir} has no fold_N/{checkpoint}")
-        return tuple(sorted(found))
+        if found:
+            return tuple(sorted(found))
+        if wanted == ("all",) and (model_dir / "fold_all" / checkpoint).is_file():
+            return ("all",)
+        raise SpecError(f"model folder {model_dir} has no fold_N/{checkpoint}")
     for fold in wanted:
         path = model_dir / f"fold_{fold}" / checkpoint
         if not path.is_file():

@@ -131,9 +131,14 @@ def test_checkpoint_selection_and_missing_checkpoint(cache: PredictorCache, mode
     assert cache.loads == 1
 
 
-def test_all_means_fold_all_when_trained_on_all_else_every_fold(models: dict[str, Path]) -> None:
-    assert resolve_folds(models["best"], "all", "checkpoint_best.pth") == ("all",)
+def test_all_means_every_fold_else_fold_all(models: dict[str, Path], tmp_path: Path) -> None:
+    assert resolve_folds(models["best"], "all", "checkpoint_best.pth") == (0,)
     assert resolve_folds(models["a"], "all", "checkpoint_final.pth") == (0, 1)
+    only_all = make_random_model(tmp_path / "only_all", folds=("all",))
+    assert resolve_folds(only_all, "all", "checkpoint_final.pth") == ("all",)
+    assert resolve_folds(only_all, ["all"], "checkpoint_final.pth") == ("all",)
+    with pytest.raises(SpecError, match="has no fold_N"):
+        resolve_folds(only_all, None, "checkpoint_final.pth")
     assert normalise_folds(["1", 0, 1]) == (1, 0)
     with pytest.raises(SpecError, match="invalid fold"):
         normalise_folds(["first"])

@@ -112,11 +112,13 @@ def make_random_model(
     checkpoints: Sequence[str] = ("checkpoint_final.pth",),
     seed: int = 0,
     mirror_axes: tuple[int, ...] | None = (0, 1, 2),
+    finds_nothing: bool = False,
 ) -> Path:
     """Write a model folder (``trainer__plans__configuration`` layout) and return it.
 
     ``spacing`` and ``patch_size`` are nnU-Net's (z, y, x). Each fold gets different weights
-    (seed + fold number), each checkpoint of a fold the same weights.
+    (seed + fold number), each checkpoint of a fold the same weights. ``finds_nothing``: a huge
+    background bias on the output layer, so every voxel is background.
     """
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -146,6 +148,9 @@ def make_random_model(
             for param in network.parameters():
                 param.mul_(3.0)
         state = {k: v.clone() for k, v in network.state_dict().items()}
+        if finds_nothing:
+            last = max(k for k in state if k.startswith("decoder.seg_layers.") and k.endswith(".bias"))
+            state[last][0] += 200.0  # fp16 logits x Gaussian weight (10) stay finite
         fold_dir = folder / f"fold_{fold}"
         fold_dir.mkdir(exist_ok=True)
         for name in checkpoints:
@@ -158,3 +163,27 @@ def make_random_model(
                 checkpoint["inference_allowed_mirroring_axes"] = mirror_axes
             torch.save(checkpoint, fold_dir / name)
     return folder
+
+
+def write_random_spec(
+    root: Path, models: dict[str, dict[str, object]], *, spec_name: str = "model-serve-spec.yaml"
+) -> Path:
+    """A model-serve-spec.yaml under ``root`` serving random-weights models.
+
+    ``models``: id -> ``make_random_model`` keyword arguments plus optional spec keys
+    ``aliases``, ``default_args``, ``min_mem``, ``metadata``. Each model goes to
+    ``root/models/<id>/nnUNetTrainer__nnUNetPlans__3d_fullres``."""
+    import yaml
+
+    spec_keys = ("aliases", "default_args", "min_mem", "metadata")
+    entries = []
+    for model_id, options in models.items():
+        build = {k: v for k, v in options.items() if k not in spec_keys}
+        rel = f"{model_id}/nnUNetTrainer__nnUNetPlans__3d_fullres"
+        make_random_model(root / "models" / rel, **build)  # type: ignore[arg-type]
+        entry: dict[str, object] = {"id": model_id, "rel_path": rel, "min_mem": 100}
+        entry.update({k: v for k, v in options.items() if k in spec_keys})
+        entries.append(entry)
+    path = root / spec_name
+    path.write_text(yaml.safe_dump({"model_folder": "models", "models": entries}, sort_keys=False))
+    return path
