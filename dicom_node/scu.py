@@ -93,7 +93,8 @@ def _failure_reason(assoc: object) -> str:
             )
         return "association rejected"
     if getattr(assoc, "is_aborted", False):
-        return "association aborted"
+        # pynetdicom also reports a refused or failed connection as aborted
+        return "association aborted (or connection refused)"
     return "no association (peer unreachable or not answering)"
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -17,12 +15,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_node import dimse_status as st
-from dicom_node.config import NodeSection
-from dicom_node.filing import Spool
-from dicom_node.ingest import Ingestor
-from dicom_node.journal import Journal
 from dicom_node.peers import Peer
-from dicom_node.receive import Receiver, ScpServer
 from dicom_node.scu import send_files
 from tests.support.instances import (
     dataset_bytes,
@@ -34,65 +27,14 @@ from tests.support.instances import (
     uid_checks_relaxed,
     write_series,
 )
+from tests.support.scp import Node, running_node
 from tests.support.tools import dcmtk, peer_env, wait_for
-
-
-@dataclass
-class Node:
-    server: ScpServer
-    journal: Journal
-    storage: Path
-    instances: list[str] = field(default_factory=list)
-    released: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    def spool_files(self) -> list[Path]:
-        return sorted(p for p in (self.storage / "spool").rglob("*.dcm"))
-
-
-def start_node(storage: Path, **node_options: object) -> Node:
-    options: dict[str, object] = {
-        "ae_title": ["NNUNET", "SECOND"],
-        "host": "127.0.0.1",
-        "port": 0,
-        "storage_dir": storage,
-        "min_free_disk_mb": 0,
-        "max_pdu_bytes": 65536,
-    }
-    options.update(node_options)
-    section = NodeSection.model_validate(options)
-    journal = Journal(storage / "journal.sqlite")
-    spool = Spool(storage, fsync=section.fsync, min_free_bytes=section.min_free_disk_mb * 1024 * 1024)
-    node = Node(server=None, journal=journal, storage=storage)  # type: ignore[arg-type]
-
-    def on_instance(series_uid: str) -> None:
-        with node.lock:
-            node.instances.append(series_uid)
-
-    def on_released(association_id: str) -> None:
-        with node.lock:
-            node.released.append(association_id)
-
-    receiver = Receiver(
-        Ingestor(spool, journal, on_instance=on_instance),
-        ae_titles=section.ae_title,
-        allowed_calling_aes=section.allowed_calling_aes,
-        on_released=on_released,
-    )
-    node.server = ScpServer(section, receiver).start()
-    return node
 
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Node]:
-    n = start_node(tmp_path / "storage")
-    yield n
-    n.server.stop(grace_seconds=2)
-    n.journal.close()
+    with running_node(tmp_path / "storage") as n:
+        yield n
 
 
 def storescu(
@@ -287,15 +229,12 @@ def test_wrong_called_ae_is_rejected_with_reason_7(node: Node) -> None:
 
 @pytest.mark.dcmtk
 def test_calling_ae_outside_the_allow_list_is_rejected_with_reason_3(tmp_path: Path) -> None:
-    node = start_node(tmp_path / "storage", allowed_calling_aes=["MODALITY", "ECHOTEST"])
-    try:
+    with running_node(tmp_path / "storage", allowed_calling_aes=["MODALITY", "ECHOTEST"]) as node:
         assert _associate_result(node.port, "NNUNET", "STRANGER") == (0x01, 0x01, 0x03)
         proc = echoscu(node.port, calling="STRANGER")
         assert proc.returncode != 0 and "Calling AE Title Not Recognized" in proc.stderr
         assert _associate_result(node.port, "NNUNET", "MODALITY") is None
         assert echo(node.port) == 0
-    finally:
-        node.server.stop(grace_seconds=2)
 
 
 def _files_outside(root: Path, allowed: Path) -> list[Path]:
@@ -346,16 +285,13 @@ def test_dataset_not_matching_the_command_gets_a900(node: Node, tmp_path: Path) 
 
 
 def test_free_space_reserve_answers_a700_and_writes_nothing(tmp_path: Path) -> None:
-    node = start_node(tmp_path / "storage", min_free_disk_mb=1 << 40)  # an exabyte reserve
-    try:
+    with running_node(tmp_path / "storage", min_free_disk_mb=1 << 40) as node:  # an exabyte reserve
         (rsp,) = send_datasets(node.port, [make_ct()])
         assert rsp.Status == st.OUT_OF_RESOURCES
         assert node.spool_files() == []
         assert list((node.storage / "spool" / ".tmp").iterdir()) == []
         assert node.journal.counts()["instances"]["total"] == 0
         assert node.journal.recent_events(level="error")[0]["kind"] == "store_refused"
-    finally:
-        node.server.stop(grace_seconds=2)
 
 
 # ------------------------------------------------------------------------------- PDU guard

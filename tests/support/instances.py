@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from tests.support.tools import dcmtk, free_port, peer_env, wait_for
 
 
 def make_ct(
@@ -185,3 +188,33 @@ def raw_associate(port: int, called_ae: str = "NNUNET", calling_ae: str = "RAWSC
     pdu_type, _ = recv_pdu(sock)
     assert pdu_type == 0x02, f"expected A-ASSOCIATE-AC, got PDU type {pdu_type}"
     return sock
+
+
+# ------------------------------------------------------------------------------- dcmtk peers
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def dcmtk_storescp(out_dir: Path, *options: str, ae_title: str = "STORESCP") -> Iterator[int]:
+    """Run dcmtk storescp (TCP_NODELAY=1) writing to ``out_dir``; yields its port."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    cmd = [dcmtk("storescp"), "-aet", ae_title, "-od", str(out_dir), *options, str(port)]
+    proc = subprocess.Popen(cmd, env=peer_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: proc.poll() is not None or _listening(port), timeout=20, what="storescp")
+        if proc.poll() is not None:
+            raise RuntimeError(f"storescp exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
