@@ -118,9 +118,9 @@ class CodeBook:
 
     def __init__(self, sct: Mapping[str, Code], curated: Mapping[str, SegmentCoding] | None = None) -> None:
         self._sct_by_lower = {k.lower(): _Entry(k, c) for k, c in sct.items()}
-        self._sct_by_value: dict[str, Code] = {}
+        self._sct_by_value: dict[str, list[Code]] = {}
         for code in sct.values():
-            self._sct_by_value.setdefault(code.value, code)
+            self._sct_by_value.setdefault(code.value, []).append(clean_meaning(code))
         self._curated = dict(curated or {})
 
     @classmethod
@@ -152,10 +152,18 @@ class CodeBook:
                 return self._coding(entry, _LATERALITY[sides[0]])
         return None
 
-    def sct_code(self, value: str) -> Code | None:
-        """The SNOMED CT concept with this code value, if pydicom knows it (for its meaning)."""
-        code = self._sct_by_value.get(value)
-        return None if code is None else clean_meaning(code)
+    def sct_code(self, value: str, name: str | None = None) -> Code | None:
+        """The SNOMED CT concept with this code value, if pydicom knows it (for its meaning). pydicom
+        lists some values under several meanings (64033007: "Kidney", "Endo-renal"...): the one
+        matching ``name`` wins, else the shortest."""
+        candidates = self._sct_by_value.get(value)
+        if not candidates:
+            return None
+        if name:
+            for code in candidates:
+                if snake_key(code.meaning) == snake_key(name):
+                    return code
+        return min(candidates, key=lambda c: (len(c.meaning), c.meaning))
 
     def category(self, name: str) -> Code | None:
         """A CID 7150 category by name ("Anatomical Structure", "tissue"...)."""

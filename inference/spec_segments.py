@@ -165,13 +165,13 @@ def _code(
     where: str, field: str, given: CodeLike, codebook: CodeBook, scheme: str, *, default_meaning: str
 ) -> Code:
     if isinstance(given, CodeInput):
-        meaning = given.meaning or _known_meaning(given.value, given.scheme, codebook)
+        meaning = given.meaning or _known_meaning(given.value, given.scheme, codebook, default_meaning)
         if meaning is None:
             raise SpecError(f"{where}: {field} {given.value} ({given.scheme}) needs a meaning")
         return Code(given.value, given.scheme, meaning)
     text = str(given).strip()
     if text.isdigit() or scheme != "SCT":
-        meaning = _known_meaning(text, scheme, codebook) or default_meaning
+        meaning = _known_meaning(text, scheme, codebook, default_meaning) or default_meaning
         return Code(text, scheme, meaning)
     looked_up = codebook.lookup(text)
     if looked_up is None:
@@ -179,10 +179,10 @@ def _code(
     return looked_up.property_type
 
 
-def _known_meaning(value: str, scheme: str, codebook: CodeBook) -> str | None:
+def _known_meaning(value: str, scheme: str, codebook: CodeBook, name: str | None = None) -> str | None:
     if scheme != "SCT":
         return None
-    code = codebook.sct_code(value)
+    code = codebook.sct_code(value, name)
     return None if code is None else code.meaning
 
 

@@ -86,3 +86,10 @@ def test_works_without_totalsegmentator_table() -> None:
 def test_word_splitting() -> None:
     assert split_words("Left UpperLobeOfLung") == ["Left", "Upper", "Lobe", "Of", "Lung"]
     assert snake_key("LeftKidney") == snake_key("left-kidney") == "left_kidney"
+
+
+def test_meaning_by_code_value_prefers_the_name_then_the_shortest(book: CodeBook) -> None:
+    kidney = book.sct_code("64033007")  # pydicom also lists it as "Endo-renal"
+    assert kidney is not None and kidney.meaning == "Kidney"
+    assert book.sct_code("64033007", "endo renal").meaning == "Endo-renal"  # type: ignore[union-attr]
+    assert book.sct_code("999999999") is None

@@ -204,6 +204,14 @@ def test_inline_segments_with_codes_modifiers_and_positions(root: Path) -> None:
     assert m.output.manufacturer == "Hospital AI Lab" and m.output.body_part_examined == "ABDOMEN"
 
 
+def test_code_values_get_their_snomed_meaning(root: Path) -> None:
+    names = [{"name": "Liver", "code": "10200004"}, {"name": "Milt", "label": "Spleen", "code": "78961009"}]
+    m = load(root, model(metadata={"segment_names": names})).resolve("liver")
+    assert m.segments[1].coding.property_type.meaning == "Liver"
+    assert m.segments[2].coding.property_type.meaning == "Spleen"  # not "Splenic structure"
+    assert m.segments[2].label == "Spleen"
+
+
 DCMQI = {
     "SeriesDescription": "Liver and spleen",
     "SeriesNumber": "300",
