@@ -265,18 +265,29 @@ def _per_stage_class_idx(value: ClassIdx | list[ClassIdx]) -> list[ClassIdx]:
     return list(value)
 
 
+# Names pydantic puts in error locations for the member of a union it tried (not field names).
+_UNION_TAGS = frozenset(
+    {"str", "int", "float", "bool", "list", "dict", "tuple", "none", "SegmentEntry", "CodeInput"}
+)
+
+
 def describe_validation_error(error: ValidationError) -> str:
-    """One ``path: message`` per problem. Union member tags are dropped from paths (pydantic reports
-    each member of a union), then repeated lines."""
-    seen: dict[str, None] = {}
+    """One ``path: message`` per problem. pydantic reports every member of a union; union tags are
+    dropped from paths, and a member's type mismatch is dropped when another member got further."""
+    found: list[tuple[str, str, str]] = []
     for item in error.errors():
         path = ""
         for part in item["loc"]:
             if isinstance(part, int):
                 path += f"[{part}]"
-            elif part.isidentifier():
+            elif part.isidentifier() and part not in _UNION_TAGS:
                 path += f".{part}" if path else part
-        message = item["msg"].removeprefix("Value error, ")
+        found.append((path, item["msg"].removeprefix("Value error, "), item["type"]))
+    seen: dict[str, None] = {}
+    for path, message, kind in found:
+        mismatch = kind.endswith("_type") or kind in ("literal_error", "model_type", "dict_type")
+        if mismatch and any(other != path and other.startswith(path) for other, _, _ in found):
+            continue
         line = message if not path or message.startswith(path) else f"{path}: {message}"
         seen.setdefault(line, None)
     return "; ".join(seen)

@@ -303,7 +303,8 @@ def _resolve(
     try:
         model.check_stage(default_args.for_stage(0))
     except ArgsError as exc:
-        raise SpecError(f"model {mid!r}: invalid default_args: {exc}") from exc
+        detail = str(exc).removeprefix(f"model {mid!r}: ")
+        raise SpecError(f"model {mid!r}: invalid default_args: {detail}") from exc
     return model
 
 
