@@ -20,6 +20,7 @@ from inference.series import SourceSeries, load_series
 from inference.spec import ResolvedModel, load_model_spec
 from tests.support.dicom_series import oblique_orientation
 from tests.support.fake_model import make_model_folder, write_spec
+from tests.support.seg_read import seg_labels_on_grid
 from tests.support.tools import dciodvfy
 
 OBLIQUE = oblique_orientation(10.0, 15.0)
@@ -92,6 +93,9 @@ def test_round_trip_single_frame(
     assert seg is not None
     ds = check_written(write_seg(seg, root / "out" / "axial.dcm"))
     assert np.array_equal(read_seg_labelmap(root / "out" / "axial.dcm", axial.headers), phantom.labels)
+    assert np.array_equal(
+        seg_labels_on_grid(root / "out" / "axial.dcm", axial.volume.geometry), phantom.labels
+    )
     check_positions(ds, axial)
     # segment number = label value; every model label described
     assert [int(s.SegmentNumber) for s in ds.SegmentSequence] == [1, 2, 3]
@@ -193,6 +197,7 @@ def test_oblique_source(root: Path, model: ResolvedModel, phantom: Phantom) -> N
     )
     check_positions(ds, oblique)
     assert np.array_equal(read_seg_labelmap(path, oblique.headers), phantom.labels)
+    assert np.array_equal(seg_labels_on_grid(path, oblique.volume.geometry), phantom.labels)
 
 
 def test_enhanced_multiframe_source(root: Path, model: ResolvedModel, phantom: Phantom) -> None:
@@ -204,6 +209,7 @@ def test_enhanced_multiframe_source(root: Path, model: ResolvedModel, phantom: P
     ds = check_written(path)
     check_positions(ds, enhanced)
     assert np.array_equal(read_seg_labelmap(path, enhanced.headers, enhanced.frame_order), phantom.labels)
+    assert np.array_equal(seg_labels_on_grid(path, enhanced.volume.geometry), phantom.labels)
 
 
 def test_enhanced_source_with_frames_out_of_order(root: Path, model: ResolvedModel, phantom: Phantom) -> None:
