@@ -1,0 +1,369 @@
+"""One inference request end to end, in this process.
+
+Resolve the models, validate the arguments and plan the cascade (before touching any pixel), load
+each input series once (:func:`inference.series.load_series`), bring extra channels onto the grid
+of the first series, run the stages on warm predictors, then write the results into the request's
+``output_dir``: a DICOM SEG per reported stage (``seg-<model>.dcm``, written atomically, UIDs
+derived from the source series and the model) and NIfTI copies when asked.
+
+Request and result types live here and are re-exported by :mod:`inference.executor`, the
+interface the node's worker uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import SimpleITK as sitk
+from pydantic import BaseModel, ConfigDict, Field
+
+from inference.args import InferenceArgs, StageArgs, merge, parse_args
+from inference.cascade import Stage, StageResult, StageRunner, plan_stages, run_cascade
+from inference.errors import InferenceError, PredictionError
+from inference.nifti import write_nifti
+from inference.predictors import Prediction, PredictorCache
+from inference.series import SourceSeries, load_series
+from inference.spec import ModelCatalog
+from inference.volume import Geometry, Volume
+
+logger = logging.getLogger(__name__)
+
+EmptyResult = Literal["empty_seg", "skip"]
+
+
+class InferenceRequest(BaseModel):
+    """What to segment and how.
+
+    ``inputs``: series, each a list of DICOM file paths; several series = several input channels.
+    ``models``: ids or aliases; several = a cascade run in this order. ``args``: overrides of each
+    model's spec ``default_args`` (nnunet_serve names, see :mod:`inference.args`).
+    ``stage_inputs``: optional per-stage input lists (series index or ``from:<model>...``, see
+    :mod:`inference.cascade`); by default each stage takes the first series it needs.
+    ``empty_result``: when the final label map is empty, write an empty SEG or nothing.
+    ``nifti*``: NIfTI copies of label maps, probabilities, inputs (also switched on by the args
+    ``save_nifti_output``, ``save_proba_map``, ``save_nifti_inputs``). ``seg_each_stage``: a SEG
+    for every stage of a cascade, not only the last.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    inputs: Sequence[Sequence[str | Path]] = Field(min_length=1)
+    models: Sequence[str] = Field(min_length=1)
+    args: dict[str, Any] = Field(default_factory=dict)
+    output_dir: Path
+    empty_result: EmptyResult = "empty_seg"
+    nifti: bool = False
+    nifti_probabilities: bool = False
+    nifti_inputs: bool = False
+    stage_inputs: Sequence[Sequence[str | int]] | None = None
+    seg_each_stage: bool = False
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """A file written for a request. ``kind``: ``seg`` (deliverable DICOM), ``nifti_labels``,
+    ``nifti_probabilities`` or ``nifti_input``; UIDs only for DICOM outputs."""
+
+    path: Path
+    kind: str
+    sop_instance_uid: str | None = None
+    sop_class_uid: str | None = None
+
+
+@dataclass
+class InferenceResult:
+    """``empty``: the final label map has no foreground. ``timings``: seconds for ``load``,
+    ``inference``, ``postprocess``, ``seg_write``, ``total``."""
+
+    outputs: list[OutputFile] = field(default_factory=list)
+    empty: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+#: Stage arguments that change what a model outputs (hence the SEG's content).
+_OUTPUT_ARGS = (
+    "use_folds",
+    "checkpoint_name",
+    "tta",
+    "tile_step_size",
+    "proba_threshold",
+    "min_confidence",
+    "class_idx",
+    "min_intersection",
+    "crop_padding",
+    "cascade_mode",
+)
+
+
+def uid_variant(stages: Sequence[Stage], index: int, defaults: Callable[[str], StageArgs]) -> str | None:
+    """What distinguishes stage ``index``'s SEG from the model's plain run: None when the stage is
+    alone and runs with its model's default arguments (so its UIDs depend only on the source series
+    and the model), else a short hash of the stages up to it and their non-default arguments."""
+    parts = []
+    for position, stage in enumerate(stages[: index + 1]):
+        base = defaults(stage.model)
+        changed = {
+            name: getattr(stage.args, name)
+            for name in _OUTPUT_ARGS
+            if getattr(stage.args, name) != getattr(base, name)
+            and not (position == 0 and name in ("min_intersection", "crop_padding", "cascade_mode"))
+        }
+        parts.append(f"{stage.model}:{sorted(changed.items())!r}:{[str(i) for i in stage.inputs]}")
+        if position == 0 and index == 0 and not changed and all(i.series is not None for i in stage.inputs):
+            return None
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _same_grid(a: Geometry, b: Geometry) -> bool:
+    return (
+        a.shape == b.shape
+        and np.allclose(a.spacing, b.spacing, atol=1e-4)
+        and np.allclose(a.origin, b.origin, atol=1e-3)
+        and np.allclose(a.direction, b.direction, atol=1e-5)
+    )
+
+
+def on_grid(volume: Volume, reference: Geometry) -> np.ndarray:
+    """``volume`` resampled (linear) onto ``reference``; itself when it is already on that grid."""
+    if _same_grid(volume.geometry, reference):
+        return np.asarray(volume.array, dtype=np.float32)
+    target = sitk.Image([int(n) for n in reversed(reference.shape)], sitk.sitkFloat32)
+    target.SetSpacing(reference.spacing)
+    target.SetOrigin(reference.origin)
+    target.SetDirection(reference.direction)
+    moving = Volume(np.asarray(volume.array, dtype=np.float32), volume.geometry).to_sitk()
+    resampled = sitk.Resample(moving, target, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(resampled)
+
+
+@dataclass
+class _Timer:
+    inference: float = 0.0
+
+
+@dataclass
+class Segmentation:
+    """What :meth:`Pipeline.segment` produced: the loaded series, the grid every array is on (the
+    first series'), the input arrays on that grid and one result per stage."""
+
+    stages: list[Stage]
+    sources: list[SourceSeries] = field(default_factory=list)
+    reference: Geometry = field(
+        default_factory=lambda: Geometry(
+            (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0), (0, 0, 0)
+        )
+    )
+    arrays: list[np.ndarray] = field(default_factory=list)
+    results: list[StageResult] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The final stage's label map (z, y, x) on :attr:`reference`."""
+        return self.results[-1].labels
+
+
+class Pipeline:
+    """Runs requests against a model catalog on one predictor cache (hence one device)."""
+
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        cache: PredictorCache,
+        *,
+        probabilities_dtype: Any = np.float32,
+    ) -> None:
+        self.catalog = catalog
+        self.cache = cache
+        self._probabilities_dtype = probabilities_dtype
+
+    # ------------------------------------------------------------------ planning
+
+    def _stage_args_factory(
+        self, request_args: InferenceArgs, raw: dict[str, Any]
+    ) -> Callable[[str, int | None], StageArgs]:
+        per_stage = set(request_args.stage_counts())
+        shared = {k: v for k, v in raw.items() if k not in per_stage}
+
+        def stage_args(model_id: str, index: int | None) -> StageArgs:
+            model = self.catalog.resolve(model_id)
+            if index is None:
+                merged = merge(model.default_args, shared)
+                return merged.for_stage(0)
+            return merge(model.default_args, raw).for_stage(index)
+
+        return stage_args
+
+    def plan(self, request: InferenceRequest) -> list[Stage]:
+        """Resolve models and arguments into stages; raises before any file is read."""
+        request_args = parse_args(request.args, where="request arguments")
+        request_args.check_stages(len(request.models))
+        stages = plan_stages(
+            request.models,
+            n_series=len(request.inputs),
+            channels=lambda m: len(self.catalog.resolve(m).channel_names),
+            canonical=lambda m: self.catalog.resolve(m).id,
+            stage_args=self._stage_args_factory(request_args, dict(request.args)),
+            stage_inputs=request.stage_inputs,
+            save_probabilities=request.nifti_probabilities,
+        )
+        for stage in stages:
+            self.catalog.resolve(stage.model).check_stage(stage.args)
+            if stage.args.save_rt_struct_output:
+                raise PredictionError(f"model {stage.model}: RTSTRUCT output is not supported; use the SEG")
+        return stages
+
+    # ------------------------------------------------------------------ running
+
+    def _runner(self, timer: _Timer) -> StageRunner:
+        def run(
+            stage: Stage, images: list[np.ndarray], spacing_xyz: Sequence[float], probabilities: bool
+        ) -> Prediction:
+            model = self.catalog.resolve(stage.model)
+            folds = model.check_stage(stage.args)
+            started = time.perf_counter()
+            try:
+                return self.cache.predict(
+                    model.model_dir,
+                    images,
+                    spacing_xyz,
+                    folds=folds,
+                    checkpoint=stage.args.checkpoint_name,
+                    tta=stage.args.tta,
+                    tile_step_size=stage.args.tile_step_size,
+                    probabilities=probabilities,
+                    probabilities_dtype=self._probabilities_dtype,
+                    min_mem_mib=model.min_mem,
+                )
+            finally:
+                timer.inference += time.perf_counter() - started
+
+        return run
+
+    def segment(self, request: InferenceRequest) -> Segmentation:
+        """Plan, load and run every stage; nothing is written."""
+        started = time.perf_counter()
+        stages = self.plan(request)
+        done = Segmentation(stages=stages)
+
+        t = time.perf_counter()
+        done.sources = self._load(request)
+        first = done.sources[0]
+        done.reference = first.volume.geometry
+        for index, source in enumerate(done.sources):
+            if index and not _same_grid(source.volume.geometry, done.reference):
+                done.warnings.append(
+                    f"series {source.series_uid} (input {index}) resampled onto the grid of series "
+                    f"{first.series_uid}"
+                )
+            done.warnings.extend(source.warnings)
+        done.arrays = [on_grid(s.volume, done.reference) for s in done.sources]
+        done.timings["load"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        timer = _Timer()
+        done.results = run_cascade(stages, done.arrays, done.reference.spacing, self._runner(timer))
+        for stage_result in done.results:
+            done.warnings.extend(stage_result.warnings)
+        done.timings["inference"] = timer.inference
+        done.timings["postprocess"] = time.perf_counter() - t - timer.inference
+        done.timings["segment"] = time.perf_counter() - started
+        return done
+
+    def run(self, request: InferenceRequest) -> InferenceResult:
+        """Segment, then write the SEG(s) and any NIfTI copies into ``request.output_dir``."""
+        started = time.perf_counter()
+        done = self.segment(request)
+        result = InferenceResult(warnings=list(done.warnings))
+        result.timings = {k: done.timings[k] for k in ("load", "inference", "postprocess")}
+
+        t = time.perf_counter()
+        final = done.results[-1]
+        result.empty = final.empty
+        request.output_dir.mkdir(parents=True, exist_ok=True)
+        last = len(done.results) - 1
+        for index in range(last + 1) if request.seg_each_stage else [last]:
+            result.outputs.extend(self._write_seg(done, index, request))
+        result.timings["seg_write"] = time.perf_counter() - t
+        result.outputs.extend(self._write_nifti(request, done))
+        result.timings["total"] = time.perf_counter() - started
+        logger.info(
+            "series %s: %s -> %s in %.2f s (load %.2f, inference %.2f, postprocess %.2f, seg %.2f)",
+            done.sources[0].series_uid,
+            "+".join(s.model for s in done.stages),
+            "empty" if result.empty else f"{len(result.outputs)} output(s)",
+            result.timings["total"],
+            result.timings["load"],
+            result.timings["inference"],
+            result.timings["postprocess"],
+            result.timings["seg_write"],
+        )
+        return result
+
+    def _load(self, request: InferenceRequest) -> list[SourceSeries]:
+        sources = []
+        for index, files in enumerate(request.inputs):
+            if not files:
+                raise InferenceError(f"input {index} lists no files")
+            sources.append(load_series([Path(f) for f in files]))
+        return sources
+
+    def _write_seg(self, done: Segmentation, index: int, request: InferenceRequest) -> list[OutputFile]:
+        """Build and write stage ``index``'s SEG (none for an empty result with ``skip``)."""
+        from inference.seg import build_seg, write_seg
+
+        stage_result = done.results[index]
+        model = self.catalog.resolve(stage_result.stage.model)
+        source = done.sources[0]
+        variant = uid_variant(done.stages, index, lambda m: self.catalog.resolve(m).default_args.for_stage(0))
+        dataset = build_seg(
+            stage_result.labels,
+            source.headers,
+            model,
+            empty_result=request.empty_result,
+            frame_order=source.frame_order,
+            uid_variant=variant,
+        )
+        if dataset is None:
+            return []
+        suffix = f"-{stage_result.stage.args.suffix}" if stage_result.stage.args.suffix else ""
+        path = write_seg(dataset, request.output_dir / f"seg-{model.id}{suffix}.dcm")
+        return [
+            OutputFile(
+                path=path,
+                kind="seg",
+                sop_instance_uid=str(dataset.SOPInstanceUID),
+                sop_class_uid=str(dataset.SOPClassUID),
+            )
+        ]
+
+    def _write_nifti(self, request: InferenceRequest, done: Segmentation) -> list[OutputFile]:
+        outputs: list[OutputFile] = []
+        out = request.output_dir
+        for stage_result in done.results:
+            args = stage_result.stage.args
+            name = stage_result.stage.model
+            if request.nifti or args.save_nifti_output:
+                path = write_nifti(stage_result.labels, done.reference, out / f"{name}.nii.gz")
+                outputs.append(OutputFile(path=path, kind="nifti_labels"))
+            if (
+                request.nifti_probabilities or args.save_proba_map
+            ) and stage_result.probabilities is not None:
+                path = write_nifti(
+                    stage_result.probabilities, done.reference, out / f"{name}-probabilities.nii.gz"
+                )
+                outputs.append(OutputFile(path=path, kind="nifti_probabilities"))
+        if request.nifti_inputs or any(r.stage.args.save_nifti_inputs for r in done.results):
+            for index, array in enumerate(done.arrays):
+                path = write_nifti(array, done.reference, out / f"input-{index}.nii.gz")
+                outputs.append(OutputFile(path=path, kind="nifti_input"))
+        return outputs
