@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 import SimpleITK as sitk
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inference.args import InferenceArgs, StageArgs, merge, parse_args
 from inference.cascade import Stage, StageResult, StageRunner, plan_stages, run_cascade
@@ -64,6 +64,12 @@ class InferenceRequest(BaseModel):
     nifti_inputs: bool = False
     stage_inputs: Sequence[Sequence[str | int]] | None = None
     seg_each_stage: bool = False
+
+    @field_validator("inputs", mode="after")
+    @classmethod
+    def _paths(cls, value: Sequence[Sequence[str | Path]]) -> list[list[str | Path]]:
+        """File paths as ``Path`` objects whatever the caller passed."""
+        return [[Path(item) for item in series] for series in value]
 
 
 @dataclass(frozen=True)
