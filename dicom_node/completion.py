@@ -62,6 +62,10 @@ class CompletionLoop:
     def start(self) -> None:
         self._loop.start()
 
+    def request_stop(self) -> None:
+        """Take no new work; :meth:`stop` waits for the current step."""
+        self._loop.request_stop()
+
     def wake(self) -> None:
         """Something arrived or an association ended: look again now."""
         self._loop.wake()

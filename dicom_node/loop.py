@@ -89,10 +89,14 @@ class LoopThread:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Ask the threads to end and wait for the running steps to finish (up to ``timeout``)."""
+    def request_stop(self) -> None:
+        """Ask the threads to end after their current step, without waiting."""
         self._stopping.set()
         self._wakeup.wake()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the threads to end and wait for the running steps to finish (up to ``timeout``)."""
+        self.request_stop()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))

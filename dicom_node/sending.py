@@ -103,6 +103,10 @@ class Sender:
     def start(self) -> None:
         self._loop.start()
 
+    def request_stop(self) -> None:
+        """Take no new work; :meth:`stop` waits for the current step."""
+        self._loop.request_stop()
+
     def wake(self) -> None:
         self._loop.wake()
 
@@ -261,7 +265,7 @@ class _AssociationObserver:
         self.connected = True
 
     def _on_acse(self, event: evt.Event) -> None:
-        self.acse.append(event.primitive)
+        self.acse.append(getattr(event, "primitive", None))
 
     def why_not_established(self, assoc: Association) -> str:
         if not self.connected:
