@@ -103,3 +103,47 @@ class RecordingSCP:
             status = self.statuses[min(len(self.received), len(self.statuses) - 1)]
             self.received.append(event.dataset)
         return status
+
+
+@dataclass
+class BlockingStoreSCP:
+    """A storage SCP that files every instance as ``out_dir/<SOP Instance UID>.dcm`` (a later copy
+    replaces the earlier one, as dcmtk storescp does) and holds its answer to the FIRST C-STORE until
+    :attr:`release` is set: a slow destination, so a test can act while a send is in flight."""
+
+    port: int
+    out_dir: Path
+    ae_title: str = "SLOWPACS"
+    entered: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    stores: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __enter__(self) -> BlockingStoreSCP:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        ae = AE(ae_title=self.ae_title)
+        ae.supported_contexts = AllStoragePresentationContexts
+        self._ae = ae
+        ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self._ae.shutdown()
+
+    def files(self) -> list[Path]:
+        return sorted(self.out_dir.glob("*.dcm"))
+
+    def _on_store(self, event: evt.Event) -> int:
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        ds.save_as(self.out_dir / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+        with self._lock:
+            self.stores += 1
+            first = self.stores == 1
+        if first:
+            self.entered.set()
+            self.release.wait(120)
+        return 0x0000

@@ -1,0 +1,253 @@
+"""The node: wires the parts together and runs them.
+
+``Node(config).start()`` opens the journal and puts work that was in flight back in the queue, repairs
+the spool, loads the model catalog and the rules, builds the executor, then starts (in this order)
+the sender, the inference workers, the completion loop, the drop-folder watcher, the rules watcher and
+last the SCP, so nothing is accepted before everything that handles it runs. ``stop()`` goes the other
+way: it stops accepting associations (letting a store in progress finish), stops the threads and
+closes the journal. Signal handling belongs to the command that runs the node (``serve``), not here.
+
+Parts meet only through the journal and wake-up callbacks:
+receive -> ``on_instance``/``on_released`` -> completion -> ``on_jobs`` -> workers -> ``on_deliveries``
+-> sender.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from dicom_node.completion import CompletionLoop
+from dicom_node.config import NodeConfig
+from dicom_node.dropfolder import DropFolder
+from dicom_node.errors import ConfigError, NodeError
+from dicom_node.filing import Spool
+from dicom_node.ingest import Ingestor
+from dicom_node.journal import Journal
+from dicom_node.loop import Clock
+from dicom_node.receive import Receiver, ScpServer
+from dicom_node.routing import RuleSet
+from dicom_node.rules_watch import watch_config_rules
+from dicom_node.sending import Sender
+from dicom_node.worker import Worker
+from inference.errors import InferenceError
+from inference.executor import Executor
+
+logger = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+class Node:
+    """One DICOM node (see the module docstring). ``executor`` replaces the in-process nnU-Net
+    executor (tests, a remote executor); ``clock`` is the wall clock used for journal times."""
+
+    def __init__(
+        self, config: NodeConfig, *, executor: Executor | None = None, clock: Clock = time.time
+    ) -> None:
+        self.config = config
+        self.storage_dir = Path(config.node.storage_dir)
+        self._executor = executor
+        self._clock = clock
+        self._rules_lock = threading.Lock()
+        self._rules = RuleSet()
+        self.journal: Journal | None = None
+        self.spool: Spool | None = None
+        self.sender: Sender | None = None
+        self.worker: Worker | None = None
+        self.completion: CompletionLoop | None = None
+        self.server: ScpServer | None = None
+        self._watchers: list[_Stoppable] = []
+        self._started = False
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def port(self) -> int:
+        """The port the SCP listens on (the real one when the configuration says 0)."""
+        if self.server is None:
+            raise RuntimeError("the node is not started")
+        return self.server.port
+
+    @property
+    def ae_title(self) -> str:
+        return self.config.node.ae_title[0]
+
+    @property
+    def address(self) -> str:
+        """``AE@HOST:PORT`` of the running SCP."""
+        return f"{self.ae_title}@{self.config.node.host}:{self.port}"
+
+    @property
+    def rules(self) -> RuleSet:
+        with self._rules_lock:
+            return self._rules
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._started:
+            raise RuntimeError("the node is already started")
+        self._started = True
+        cfg = self.config
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        (self.storage_dir / "outputs").mkdir(exist_ok=True)
+        journal = self.journal = Journal(self.storage_dir / "journal.sqlite")
+        journal.recover()
+        spool = self.spool = Spool(
+            self.storage_dir, fsync=cfg.node.fsync, min_free_bytes=cfg.node.min_free_disk_mb * MB
+        )
+        spool.reconcile(journal)
+
+        catalog = self._load_catalog()
+        try:
+            self._rules = RuleSet.from_config(cfg, catalog)
+        except ConfigError as exc:
+            raise ConfigError(f"{cfg.config_path or 'config'}: rules: {exc}") from exc
+        executor = self._executor
+        if executor is None and catalog is not None:
+            executor = self._build_executor(catalog)
+
+        self.sender = Sender(
+            journal,
+            cfg.destinations,
+            storage_dir=self.storage_dir,
+            calling_ae=self.ae_title,
+            settings=cfg.sending,
+            clock=self._clock,
+        )
+        self.sender.start()
+        if executor is not None:
+            self.worker = Worker(
+                journal,
+                executor,
+                storage_dir=self.storage_dir,
+                empty_result=cfg.inference.empty_result,
+                max_attempts=cfg.inference.max_attempts,
+                on_deliveries=self.sender.wake,
+                threads=cfg.inference.workers,
+                clock=self._clock,
+            )
+            self.worker.start()
+        else:
+            logger.info("no model spec: received series are filed and routed, nothing is inferred")
+        self.completion = CompletionLoop(
+            journal,
+            storage_dir=self.storage_dir,
+            rules=lambda: self.rules,
+            on_jobs=self._wake_workers,
+            clock=self._clock,
+        )
+        self.completion.start()
+
+        ingestor = Ingestor(spool, journal, clock=self._clock, on_instance=self._on_instance)
+        self._start_drop_folder(ingestor)
+        self._start_rules_watcher(catalog)
+        receiver = Receiver(
+            ingestor,
+            ae_titles=cfg.node.ae_title,
+            allowed_calling_aes=cfg.node.allowed_calling_aes,
+            on_released=self._on_released,
+        )
+        server = ScpServer(cfg.node, receiver)
+        try:
+            self.server = server.start()
+        except OSError as exc:
+            raise NodeError(f"cannot listen on {cfg.node.host}:{cfg.node.port}: {exc}") from exc
+        logger.info("node %s ready; storage %s", self.address, self.storage_dir)
+
+    def stop(self, grace_seconds: float = 5.0) -> None:
+        """Stop accepting, finish the store in progress, stop the threads, close the journal.
+        Safe to call more than once and after a failed start."""
+        for part in (self.worker, self.completion, self.sender):
+            if part is not None:
+                part.request_stop()  # no new jobs or sends from here on
+        if self.server is not None:
+            self.server.stop(grace_seconds)
+            self.server = None
+        for watcher in reversed(self._watchers):
+            try:
+                watcher.stop()
+            except Exception:
+                logger.exception("stopping %s failed", type(watcher).__name__)
+        self._watchers = []
+        for part in (self.completion, self.worker, self.sender):
+            if part is not None:
+                part.stop()  # a running job gets a moment to finish; else it is recovered at start
+        self.completion = self.worker = self.sender = None
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+        self._started = False
+
+    def __enter__(self) -> Node:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _on_instance(self, series_uid: str) -> None:
+        if self.completion is not None:
+            self.completion.wake()
+
+    def _on_released(self, association_id: str) -> None:
+        journal, completion = self.journal, self.completion
+        if (
+            journal is not None
+            and journal.mark_association_released(association_id)
+            and completion is not None
+        ):
+            completion.wake()
+
+    def _wake_workers(self) -> None:
+        if self.worker is not None:
+            self.worker.wake()
+
+    def _set_rules(self, rules: RuleSet) -> None:
+        with self._rules_lock:
+            self._rules = rules
+        if self.completion is not None:
+            self.completion.rules_reloaded()
+
+    # ------------------------------------------------------------------ building parts
+
+    def _load_catalog(self) -> Any:
+        if self.config.model_spec is None:
+            return None
+        from inference.spec import load_model_spec
+
+        try:
+            return load_model_spec(self.config.model_spec)
+        except InferenceError as exc:
+            raise ConfigError(f"model spec {self.config.model_spec}: {exc}") from exc
+
+    def _build_executor(self, catalog: Any) -> Executor:
+        from inference.executor import InProcessExecutor
+
+        return InProcessExecutor(
+            catalog,
+            device=self.config.inference.device,
+            max_models=self.config.inference.predictor_cache_size,
+        )
+
+    def _start_drop_folder(self, ingestor: Ingestor) -> None:
+        watcher = DropFolder(self.storage_dir / "incoming", ingestor, called_ae=self.ae_title)
+        watcher.start()
+        self._watchers.append(watcher)
+
+    def _start_rules_watcher(self, catalog: Any) -> None:
+        if self.config.watched_rules_path is None:
+            return
+        watcher = watch_config_rules(self.config, self._set_rules, catalog)
+        watcher.start()
+        self._watchers.append(watcher)
