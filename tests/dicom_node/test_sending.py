@@ -16,7 +16,6 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
     SegmentationStorage,
     generate_uid,
 )
@@ -24,7 +23,7 @@ from pydicom.uid import (
 from dicom_node.backoff import Backoff
 from dicom_node.config import DestinationConfig, SendingSection
 from dicom_node.journal import InstanceRecord, JobSpec, Journal
-from dicom_node.sending import Sender, requested_contexts
+from dicom_node.sending import Sender
 from tests.support.store_peers import RecordingSCP, dcmtk_storescp, stored_sop_uids
 from tests.support.tools import free_port, wait_for
 
@@ -125,22 +124,6 @@ def test_backoff_doubles_up_to_the_maximum_with_full_jitter() -> None:
         Backoff(0.0, 1.0)
 
 
-def test_contexts_are_only_those_needed() -> None:
-    rtss = "1.2.840.10008.5.1.4.1.1.481.3"
-    cxs = requested_contexts(
-        [
-            (SegmentationStorage, ExplicitVRLittleEndian),
-            (SegmentationStorage, ExplicitVRLittleEndian),
-            (rtss, "1.2.840.10008.1.2.4.80"),
-        ]
-    )
-    offered = {(str(c.abstract_syntax), tuple(str(t) for t in c.transfer_syntax)) for c in cxs}
-    assert offered == {
-        (SegmentationStorage, (ExplicitVRLittleEndian, ImplicitVRLittleEndian)),
-        (rtss, ("1.2.840.10008.1.2.4.80",)),
-    }
-
-
 def test_batch_goes_over_one_association_with_only_the_needed_context(
     journal: Journal, tmp_path: Path
 ) -> None:
@@ -157,7 +140,7 @@ def test_batch_goes_over_one_association_with_only_the_needed_context(
         sender = make_sender(journal, tmp_path, port)
         assert sender.send_due() is None  # nothing left
         assert scp.associations == 1
-        assert [cx[0] for cx in scp.requested[0]] == [SegmentationStorage]
+        assert scp.requested[0] == [(SegmentationStorage, [ExplicitVRLittleEndian])]  # only what is needed
         assert sorted(str(ds.SOPInstanceUID) for ds in scp.received) == sorted(uid for _, uid in files)
     rows = journal.list_deliveries()
     assert {r["state"] for r in rows} == {"done"}
