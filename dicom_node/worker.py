@@ -94,7 +94,8 @@ class Worker:
         job_id = int(job["id"])
         series_uid = str(job["series_uid"])
         if int(job["attempts"]) > self._max_retryable_attempts:
-            self._fail(job, f"gave up after {job['attempts'] - 1} attempt(s); last error: {job['error']}")
+            last = job["error"] or "none recorded (the node may have stopped or died during the job)"
+            self._fail(job, f"gave up after {job['attempts'] - 1} attempt(s); last error: {last}")
             return
         instances = self._journal.instances_of_series(series_uid)
         paths = [self._storage_dir / row["path"] for row in instances]
