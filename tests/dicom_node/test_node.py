@@ -111,6 +111,19 @@ def test_late_arrival_reruns_and_replaces_with_the_same_seg_uid(
     assert len(referenced_instances(paths[0])) == len(files)
 
 
+def test_association_release_completes_the_series_when_the_rule_says_so(
+    tmp_path: Path, spec: Path, destination: tuple[int, Path]
+) -> None:
+    dest_port, out = destination
+    files = phantom_series(tmp_path / "ct", slices=6)
+    rule = {"complete_on_release": True, "use_expected_count": False, "series_quiet_seconds": 600}
+    with Node(make_config(tmp_path, spec, dest_port, rule=rule)) as node:
+        assert storescu(node.port, files).returncode == 0  # one association, released at the end
+        wait_for(lambda: received_segs(out), timeout=120, what="SEG")
+        [job] = journal_of(node).list_jobs()
+        assert job["trigger"] == "association_released"
+
+
 def test_unmatched_series_is_filed_but_not_processed(
     tmp_path: Path, spec: Path, destination: tuple[int, Path]
 ) -> None:
