@@ -13,6 +13,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +36,9 @@ Part = Buffer | BinaryIO
 Payload = Part | Sequence[Part]
 
 _COPY_CHUNK = 1024 * 1024
+# statvfs is re-read at most this often, or sooner when the running estimate nears the reserve
+_SPACE_RECHECK_SECONDS = 1.0
+_SPACE_RECHECK_MARGIN = 256 * 1024 * 1024
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 
 
@@ -102,6 +107,9 @@ class Spool:
         self.fsync = fsync
         self.min_free_bytes = max(0, int(min_free_bytes))
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._space_lock = threading.Lock()
+        self._free_estimate = 0
+        self._free_checked_at: float | None = None
 
     # ------------------------------------------------------------------ paths
 
@@ -167,14 +175,25 @@ class Spool:
         return StoredFile(relpath=relpath, size=written)
 
     def _check_space(self, size: int) -> None:
+        """Refuse a write that would leave less than the reserve. statvfs is read again each
+        second, or at once when the estimate (last reading minus what we wrote since) comes within
+        256 MB of the reserve; a disk filled faster than that by others still ends in ENOSPC, which
+        store() handles too."""
         if self.min_free_bytes <= 0:
             return
-        free = self.free_bytes()
-        if free - size < self.min_free_bytes:
-            raise OutOfResourcesError(
-                f"free space in {self.root} is {free // (1024 * 1024)} MB, below the reserve of "
-                f"{self.min_free_bytes // (1024 * 1024)} MB plus this instance ({size} bytes)"
-            )
+        now = time.monotonic()
+        with self._space_lock:
+            stale = self._free_checked_at is None or now - self._free_checked_at > _SPACE_RECHECK_SECONDS
+            if stale or self._free_estimate - size < self.min_free_bytes + _SPACE_RECHECK_MARGIN:
+                self._free_estimate = self.free_bytes()
+                self._free_checked_at = now
+            free = self._free_estimate
+            if free - size < self.min_free_bytes:
+                raise OutOfResourcesError(
+                    f"free space in {self.root} is {free // (1024 * 1024)} MB, below the reserve of "
+                    f"{self.min_free_bytes // (1024 * 1024)} MB plus this instance ({size} bytes)"
+                )
+            self._free_estimate = free - size
 
     def _make_parents(self, directory: Path) -> list[Path]:
         """Create the series folder (and its study folder); return those created, outermost first."""

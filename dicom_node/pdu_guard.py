@@ -63,6 +63,8 @@ class PduLimits:
         return None
 
 
+_socket_recv = socket.socket.recv
+
 RefusedCallback = Callable[[tuple[Any, ...], int, int], None]
 
 
@@ -99,23 +101,28 @@ class PduGuardSocket(socket.socket):
         return self._refused
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        left = self._body_left
+        if left and not flags and not self._pending:  # inside a PDU body: the hot path
+            data = _socket_recv(self, bufsize if bufsize < left else left)
+            self._body_left = left - len(data)
+            return data
         if flags & socket.MSG_PEEK:
-            return super().recv(bufsize, flags)
+            return _socket_recv(self, bufsize, flags)
         if self._refused or bufsize <= 0:
             return b""
         if self._pending:
             out, self._pending = self._pending[:bufsize], self._pending[bufsize:]
             return out
-        if self._body_left > 0:
-            data = super().recv(min(bufsize, self._body_left), flags)
-            self._body_left -= len(data)
+        if left:
+            data = _socket_recv(self, min(bufsize, left), flags)
+            self._body_left = left - len(data)
             return data
         return self._next_header(bufsize, flags)
 
     def _next_header(self, bufsize: int, flags: int) -> bytes:
         header = b""
         while len(header) < PDU_HEADER_LENGTH:
-            chunk = super().recv(PDU_HEADER_LENGTH - len(header), flags)
+            chunk = _socket_recv(self, PDU_HEADER_LENGTH - len(header), flags)
             if not chunk:
                 return header  # closed mid-header: pynetdicom sees a short read
             header += chunk

@@ -1,0 +1,291 @@
+"""Ingest rate of the node's receiver against dcmtk storescp, for the same series in one run.
+
+Writes one CT series (default 300 instances of 512 x 512 16-bit, ~525 kB each, explicit VR little
+endian) to a temporary folder, then sends it with dcmtk ``storescu`` (``TCP_NODELAY=1``, one
+association) to:
+
+- dcmtk ``storescp`` (``TCP_NODELAY=1``, default options, writing to a temporary folder);
+- the node's receiver (:class:`dicom_node.receive.ScpServer` with a full ``Receiver``: spool + journal),
+  with fsync on (the default) and off; ``--chunked`` adds runs with pynetdicom's chunked receive
+  (data sets go to a temp file instead of memory).
+
+It also times the handler's own work without the network ("handler only": header parse, spool write,
+journal row per instance), which shows how much of the node's time is ours and how much pynetdicom's.
+
+Each configuration runs ``--repeats`` times (interleaved); the median is reported as instances/s and
+as the ratio to storescp. The clock runs from starting storescu to its exit, association set-up included.
+Every run checks that all instances were acknowledged (storescu exit code) and, for the node, journaled.
+``--profile`` prints where the node's threads spend their time (cProfile in every thread).
+
+    .venv/bin/python benchmarks/bench_ingest.py [--count 300] [--size 512] [--repeats 3] [--chunked]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from dicom_node.config import NodeSection
+from dicom_node.filing import Spool
+from dicom_node.header import read_header, read_part10_layout
+from dicom_node.ingest import Ingestor, Origin
+from dicom_node.journal import Journal
+from dicom_node.receive import Receiver, ScpServer, set_chunked_receive
+
+STORESCU = "/usr/bin/storescu"
+STORESCP = "/usr/bin/storescp"
+
+
+def peer_env() -> dict[str, str]:
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_series(folder: Path, count: int, size: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    study, series = generate_uid(), generate_uid()
+    paths = []
+    for i in range(count):
+        ds = Dataset()
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = generate_uid()
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = series
+        ds.PatientName = "Bench^Ingest"
+        ds.PatientID = "BENCH"
+        ds.Modality = "CT"
+        ds.SeriesDescription = "ingest benchmark"
+        ds.SeriesNumber = 1
+        ds.InstanceNumber = i + 1
+        ds.ImagesInAcquisition = count
+        ds.ImagePositionPatient = [0.0, 0.0, float(i)]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.PixelSpacing = [0.7, 0.7]
+        ds.SliceThickness = 1.0
+        ds.Rows = ds.Columns = size
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        ds.PixelData = rng.integers(-1024, 2000, size=(size, size), dtype=np.int16).tobytes()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        path = folder / f"ct{i:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def send(port: int, files: list[Path], called: str) -> float:
+    """storescu all files over one association; returns seconds."""
+    cmd = [STORESCU, "-aec", called, "127.0.0.1", str(port), *map(str, files)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=peer_env(), capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"storescu failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return elapsed
+
+
+def run_storescp(files: list[Path], work: Path) -> float:
+    out = work / "storescp"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    port = free_port()
+    proc = subprocess.Popen(
+        [STORESCP, "-aet", "STORESCP", "-od", str(out), str(port)],
+        env=peer_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not _listening(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("storescp did not start")
+            time.sleep(0.05)
+        elapsed = send(port, files, "STORESCP")
+        received = len(list(out.iterdir()))
+        if received != len(files):
+            raise RuntimeError(f"storescp wrote {received} of {len(files)} files")
+        return elapsed
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+class ThreadProfiler:
+    """cProfile in every thread started while active (pynetdicom's association and DUL threads)."""
+
+    def __init__(self) -> None:
+        self.profiles: list[cProfile.Profile] = []
+        self._lock = threading.Lock()
+
+    def _hook(self, frame: object, event: str, arg: object) -> None:
+        prof = cProfile.Profile()
+        with self._lock:
+            self.profiles.append(prof)
+        prof.enable()  # replaces this hook for the rest of the thread
+
+    def __enter__(self) -> ThreadProfiler:
+        threading.setprofile(self._hook)  # type: ignore[arg-type]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        threading.setprofile(None)  # type: ignore[arg-type]
+
+    def report(self, limit: int = 25) -> str:
+        out = io.StringIO()
+        stats: pstats.Stats | None = None
+        for prof in self.profiles:
+            prof.create_stats()
+            if not getattr(prof, "stats", None):
+                continue
+            if stats is None:
+                stats = pstats.Stats(prof, stream=out)
+            else:
+                stats.add(prof)
+        if stats is None:
+            return "(no profile data)"
+        stats.sort_stats("tottime").print_stats(limit)
+        stats.sort_stats("cumulative").print_stats(limit)
+        return out.getvalue()
+
+
+def run_node(files: list[Path], work: Path, *, fsync: bool, profiler: ThreadProfiler | None = None) -> float:
+    storage = work / "node"
+    shutil.rmtree(storage, ignore_errors=True)
+    section = NodeSection(
+        ae_title=["NNUNET"], host="127.0.0.1", port=0, storage_dir=storage, fsync=fsync, min_free_disk_mb=100
+    )
+    journal = Journal(storage / "journal.sqlite")
+    spool = Spool(storage, fsync=fsync, min_free_bytes=section.min_free_disk_mb * 1024 * 1024)
+    receiver = Receiver(Ingestor(spool, journal), ae_titles=section.ae_title)
+    server = ScpServer(section, receiver).start()
+    try:
+        if profiler is not None:
+            with profiler:
+                elapsed = send(server.port, files, "NNUNET")
+        else:
+            elapsed = send(server.port, files, "NNUNET")
+        recorded = journal.counts()["instances"]["total"]
+        if recorded != len(files):
+            raise RuntimeError(f"node journaled {recorded} of {len(files)} instances")
+        return elapsed
+    finally:
+        server.stop(grace_seconds=5)
+        journal.close()
+
+
+def run_handler_only(files: list[Path], work: Path, *, fsync: bool) -> float:
+    """What the C-STORE handler does per instance (header parse, spool write, journal), without
+    the network: the data sets are split from their files before the clock starts."""
+    storage = work / "handler"
+    shutil.rmtree(storage, ignore_errors=True)
+    journal = Journal(storage / "journal.sqlite")
+    ingestor = Ingestor(Spool(storage, fsync=fsync, min_free_bytes=100 * 1024 * 1024), journal)
+    origin = Origin("NNUNET", "STORESCU", "bench")
+    datasets = []
+    for path in files:
+        data = path.read_bytes()
+        layout = read_part10_layout(io.BytesIO(data))
+        datasets.append((layout.transfer_syntax, data[layout.dataset_offset :]))
+    try:
+        start = time.perf_counter()
+        for syntax, data in datasets:
+            header = read_header(io.BytesIO(data), syntax).validated()
+            ingestor.ingest(header, syntax, data, origin)
+        return time.perf_counter() - start
+    finally:
+        journal.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunked", action="store_true", help="also measure pynetdicom chunked receive")
+    parser.add_argument("--profile", action="store_true", help="profile one fsync-on node run")
+    parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temp folder)")
+    args = parser.parse_args()
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_ingest_"))
+    try:
+        files = write_series(work / "series", args.count, args.size)
+        mb = sum(p.stat().st_size for p in files) / 1e6
+        print(f"series: {len(files)} instances, {mb / len(files) * 1000:.0f} kB each, {mb:.0f} MB, in {work}")
+
+        configs: dict[str, Callable[[], float]] = {
+            "dcmtk storescp": lambda: run_storescp(files, work),
+            "node, fsync on": lambda: run_node(files, work, fsync=True),
+            "node, fsync off": lambda: run_node(files, work, fsync=False),
+            "handler only, fsync on": lambda: run_handler_only(files, work, fsync=True),
+            "handler only, fsync off": lambda: run_handler_only(files, work, fsync=False),
+        }
+        if args.chunked:
+
+            def chunked(fsync: bool) -> float:
+                set_chunked_receive(True)
+                try:
+                    return run_node(files, work, fsync=fsync)
+                finally:
+                    set_chunked_receive(False)
+
+            configs["node, chunked, fsync on"] = lambda: chunked(True)
+            configs["node, chunked, fsync off"] = lambda: chunked(False)
+
+        times: dict[str, list[float]] = {name: [] for name in configs}
+        for _ in range(args.repeats):
+            for name, run in configs.items():
+                times[name].append(run())
+
+        base = len(files) / statistics.median(times["dcmtk storescp"])
+        print(f"{'receiver':28s} {'inst/s':>8s} {'MB/s':>7s} {'vs storescp':>12s}   runs (s)")
+        for name, values in times.items():
+            rate = len(files) / statistics.median(values)
+            runs = " ".join(f"{v:.2f}" for v in values)
+            print(f"{name:28s} {rate:8.1f} {rate * mb / len(files):7.1f} {rate / base:12.2f}   {runs}")
+
+        if args.profile:
+            profiler = ThreadProfiler()
+            elapsed = run_node(files, work, fsync=True, profiler=profiler)
+            print(f"\nprofiled run (fsync on): {len(files) / elapsed:.1f} inst/s (profiling slows it)\n")
+            print(profiler.report())
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
