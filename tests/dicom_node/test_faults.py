@@ -152,6 +152,7 @@ def test_kill_during_receive(tmp_path: Path, spec: Path) -> None:
             finally:
                 output, _ = sender.communicate(timeout=60)
         acknowledged = parse_acknowledged(output)
+        print(f"acknowledged before the kill: {len(acknowledged)} of {len(files)}")
         assert 5 <= len(acknowledged) < len(files), "the kill did not land during the receive"
         assert_acknowledged_are_filed(storage, acknowledged)
 
