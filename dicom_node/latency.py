@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 #: Executor timing keys in the order they happen; other keys are listed after them.
 EXECUTOR_STAGES = ("load", "inference", "postprocess", "seg_write")
+#: Timing keys that are sums of the others (executor total, the worker's wall time of the job).
+TOTAL_KEYS = frozenset({"total", "job"})
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class SeriesLatency:
         job_time = self.job_finished_at - self.job_started_at
         known = 0.0
         keys = [k for k in EXECUTOR_STAGES if k in self.executor_timings]
-        keys += sorted(k for k in self.executor_timings if k not in EXECUTOR_STAGES and k != "total")
+        keys += sorted(k for k in self.executor_timings if k not in EXECUTOR_STAGES and k not in TOTAL_KEYS)
         for key in keys:
             out.append((key, self.executor_timings[key]))
             known += self.executor_timings[key]

@@ -44,7 +44,7 @@ def test_stages_from_a_journaled_run(tmp_path: Path) -> None:
     )
     job = journal.claim_job(now=103.5)
     assert job is not None and job["id"] == job_id
-    timings = {"load": 1.0, "inference": 2.0, "seg_write": 0.5, "total": 4.0}
+    timings = {"load": 1.0, "inference": 2.0, "seg_write": 0.5, "total": 3.8, "job": 4.0}
     delivery = {
         "destination": "pacs",
         "path": "outputs/x.dcm",
@@ -62,6 +62,7 @@ def test_stages_from_a_journaled_run(tmp_path: Path) -> None:
     assert stages["completion (quiet_period)"] == pytest.approx(2.0)
     assert stages["queue"] == pytest.approx(0.5)
     assert (stages["load"], stages["inference"], stages["seg_write"]) == (1.0, 2.0, 0.5)
+    assert "total" not in stages and "job" not in stages  # sums, not stages
     assert stages["other (job)"] == pytest.approx(0.5)  # 4 s job minus 3.5 s of executor stages
     assert stages["sending"] == pytest.approx(0.4)  # accepted at the destination
     assert lat.total == pytest.approx(6.9)
