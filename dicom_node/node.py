@@ -188,7 +188,11 @@ class Node:
         self._started = False
 
     def __enter__(self) -> Node:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # whatever had started
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

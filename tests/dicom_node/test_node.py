@@ -14,6 +14,7 @@ import yaml
 from pydicom import dcmread
 
 from dicom_node.config import NodeConfig, config_from_mapping, load_config
+from dicom_node.errors import NodeError
 from dicom_node.journal import Journal
 from dicom_node.node import Node
 from tests.support.node_process import start_node, write_config
@@ -235,3 +236,15 @@ def test_serve_prints_its_address_and_stops_cleanly_on_sigterm(tmp_path: Path, s
     assert "stopped" in node.log()
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", node.port)) != 0
+
+
+def test_a_port_in_use_is_a_clear_start_error(tmp_path: Path, spec: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        data = node_config(tmp_path / "var", spec, free_port())
+        data["node"]["port"] = busy.getsockname()[1]
+        node = Node(config_from_mapping(data, base_dir=tmp_path))
+        with pytest.raises(NodeError, match=r"cannot listen on 127\.0\.0\.1:\d+"), node:
+            pass
+    assert node.journal is None and node.worker is None  # what had started was stopped
