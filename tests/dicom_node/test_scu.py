@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AllStoragePresentationContexts
 
-from dicom_node.errors import ConfigError, DeliveryError
+from dicom_node.errors import DeliveryError
 from dicom_node.peers import Peer
 from dicom_node.scu import MAX_CONTEXTS, echo, iter_files, send_files
 from tests.support.instances import dataset_bytes, dcmtk_storescp, make_ct, write_series
@@ -23,41 +23,6 @@ from tests.support.scp import Node, running_node
 def node(tmp_path: Path) -> Iterator[Node]:
     with running_node(tmp_path / "storage") as n:
         yield n
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("NNUNET@127.0.0.1:11112", Peer("NNUNET", "127.0.0.1", 11112)),
-        ("MY AE@pacs.example.org:104", Peer("MY AE", "pacs.example.org", 104)),
-        ("A@[::1]:4242", Peer("A", "[::1]", 4242)),
-    ],
-)
-def test_peer_parse(text: str, expected: Peer) -> None:
-    peer = Peer.parse(text)
-    assert peer == expected
-    assert str(peer) == text
-    assert Peer.parse(str(peer)) == peer
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "NNUNET127.0.0.1:11112",
-        "NNUNET@127.0.0.1",
-        "@host:1",
-        "A@:1",
-        "A@host:0",
-        "A@host:70000",
-        "A@host:x",
-        "WAYTOOLONGAETITLE1@h:1",
-        "A\\B@h:1",
-        "A@h o s t:1",
-    ],
-)
-def test_peer_parse_rejects(text: str) -> None:
-    with pytest.raises(ConfigError):
-        Peer.parse(text)
 
 
 def test_iter_files_recurses_and_skips_hidden(tmp_path: Path) -> None:
