@@ -44,6 +44,8 @@ def write_nifti(array: np.ndarray, geometry: Geometry, path: Path) -> Path:
     data = data.transpose(2, 1, 0) if data.ndim == 3 else data.transpose(3, 2, 1, 0)
     if data.dtype == np.bool_:
         data = data.astype(np.uint8)
+    elif data.dtype == np.float16:  # NIfTI-1 has no half floats
+        data = data.astype(np.float32)
     image = nib.Nifti1Image(np.ascontiguousarray(data), ras_affine(geometry))
     image.header.set_xyzt_units("mm")
     image.set_qform(image.affine, code=1)

@@ -16,7 +16,6 @@ and, when asked, the per-class probabilities ``(classes, z, y, x)`` as ``float32
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import re
@@ -367,7 +366,7 @@ class PredictorCache:
                     allow_tqdm=False,
                 )
                 predictor.initialize_from_trained_model_folder(key.model_dir, key.folds, key.checkpoint)
-        except (OSError, KeyError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
+        except Exception as exc:  # torch.load / pickle / plans errors: all mean "this folder is unusable"
             raise SpecError(
                 f"cannot load model {key.model_dir} (folds {list(key.folds)}, {key.checkpoint}): {exc}"
             ) from exc

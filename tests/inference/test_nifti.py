@@ -56,3 +56,12 @@ def test_probabilities_are_a_4d_image(tmp_path: Path) -> None:
 def test_shape_mismatch_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InferenceError, match="does not match grid"):
         write_nifti(np.zeros((2, 2, 2)), oblique_geometry((3, 3, 3)), tmp_path / "x.nii.gz")
+
+
+def test_half_floats_are_written_as_float32(tmp_path: Path) -> None:
+    shape = (2, 3, 4)
+    probs = np.random.default_rng(2).random((2, *shape)).astype(np.float16)
+    path = write_nifti(probs, oblique_geometry(shape), tmp_path / "half.nii.gz")
+    read = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    assert read.dtype == np.float32
+    np.testing.assert_array_equal(read, probs.astype(np.float32))

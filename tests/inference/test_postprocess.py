@@ -136,3 +136,13 @@ def test_intersect_components_keeps_overlapping_components_with_their_labels() -
     assert not intersect_components(labels, reference, 0.2).any()
     empty = np.zeros(SHAPE, dtype=np.uint8)
     np.testing.assert_array_equal(intersect_components(empty, reference), empty)
+
+
+def test_half_precision_probabilities_work_the_same() -> None:
+    probs = np.zeros((2, *SHAPE), dtype=np.float32)
+    probs[1][cube(SHAPE, (2, 2, 2), 3)] = 0.8
+    probs[0] = 1 - probs[1]
+    options = PostprocessOptions(proba_threshold=0.5, min_confidence=0.75)
+    np.testing.assert_array_equal(
+        threshold_labels(probs.astype(np.float16), options), threshold_labels(probs, options)
+    )

@@ -131,6 +131,14 @@ def test_checkpoint_selection_and_missing_checkpoint(cache: PredictorCache, mode
     assert cache.loads == 1
 
 
+def test_unreadable_checkpoint_is_a_spec_error(cache: PredictorCache, tmp_path: Path) -> None:
+    broken = make_random_model(tmp_path / "broken")
+    (broken / "fold_0" / "checkpoint_final.pth").write_bytes(b"not a torch checkpoint")
+    with pytest.raises(SpecError, match=r"cannot load model .*broken \(folds \[0\], checkpoint_final\.pth\)"):
+        cache.get(broken, [0])
+    assert cache.loads == 0 and len(cache) == 0
+
+
 def test_all_means_every_fold_else_fold_all(models: dict[str, Path], tmp_path: Path) -> None:
     assert resolve_folds(models["best"], "all", "checkpoint_best.pth") == (0,)
     assert resolve_folds(models["a"], "all", "checkpoint_final.pth") == (0, 1)
