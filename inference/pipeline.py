@@ -123,7 +123,8 @@ def uid_variant(stages: Sequence[Stage], index: int, defaults: Callable[[str], S
             and not (position == 0 and name in ("min_intersection", "crop_padding", "cascade_mode"))
         }
         parts.append(f"{stage.model}:{sorted(changed.items())!r}:{[str(i) for i in stage.inputs]}")
-        if position == 0 and index == 0 and not changed and all(i.series is not None for i in stage.inputs):
+        plain_inputs = [i.series for i in stage.inputs] == list(range(len(stage.inputs)))
+        if position == 0 and index == 0 and not changed and plain_inputs:
             return None
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 

@@ -122,6 +122,28 @@ def test_same_input_twice_gives_the_same_seg_uids(
     assert c.SOPInstanceUID != a.SOPInstanceUID and c.SeriesInstanceUID != a.SeriesInstanceUID
 
 
+def test_output_changing_args_and_cascades_get_their_own_uids(
+    executor: InProcessExecutor, phantom: Phantom, tmp_path: Path
+) -> None:
+    files = write_ct_series(phantom, tmp_path / "in")
+
+    def uids(name: str, models: list[str], **args: Any) -> tuple[str, str]:
+        result = executor.run(
+            InferenceRequest(inputs=[files], models=models, args=args, output_dir=tmp_path / name)
+        )
+        ds = dcmread(result.outputs[-1].path, stop_before_pixels=True)
+        return str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID)
+
+    plain = uids("plain", ["organ"])
+    assert uids("defaults-spelled-out", ["organ"], tile_step_size=1.0, use_folds=[0]) == plain
+    with_tta = uids("tta", ["organ"], tta=True)
+    assert with_tta[0] != plain[0] and with_tta[1] != plain[1]
+    assert uids("tta-again", ["organ"], tta=True) == with_tta
+    lesion = uids("lesion", ["lesion"])
+    after_organ = uids("cascade", ["organ", "lesion"])
+    assert after_organ != lesion and uids("cascade-again", ["organ", "lesion"]) == after_organ
+
+
 def test_empty_result_skip_or_empty_seg(
     executor: InProcessExecutor, phantom: Phantom, tmp_path: Path
 ) -> None:
