@@ -94,3 +94,15 @@ def test_limits() -> None:
     assert limits.limit_for(0x01) == 1024 * 1024
     assert limits.limit_for(0x06) == 64
     assert limits.limit_for(0x42) is None  # unknown types: pynetdicom rejects them itself
+
+
+def test_accepted_tcp_connections_have_nagle_off() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+        guard = PduGuardSocket.wrap(accepted, PduLimits(max_pdu=16384))
+        try:
+            assert guard.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        finally:
+            guard.close()
+            client.close()

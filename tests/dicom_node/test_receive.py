@@ -27,7 +27,7 @@ from tests.support.instances import (
     uid_checks_relaxed,
     write_series,
 )
-from tests.support.scp import Node, running_node
+from tests.support.scp import Node, running_node, start_node
 from tests.support.tools import dcmtk, peer_env, wait_for
 
 
@@ -364,7 +364,62 @@ def _echo_rq_command() -> bytes:
     return head + body
 
 
-def test_connection_closed_mid_header_is_harmless(node: Node) -> None:
-    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as sock:
-        sock.sendall(b"\x01\x00\x00")
+def test_connection_closed_mid_header_is_harmless(tmp_path: Path) -> None:
+    with running_node(tmp_path / "storage", acse_timeout_seconds=1) as node:
+        with socket.create_connection(("127.0.0.1", node.port), timeout=5) as sock:
+            sock.sendall(b"\x01\x00\x00")
+        assert echo(node.port) == 0
+
+
+# ------------------------------------------------------------------------------- faults and limits
+
+
+def test_filing_fault_answers_c000_and_records_store_failed(node: Node) -> None:
+    """A real I/O fault: the spool's temp folder replaced by a file, so no temp file can be made."""
+    tmp_dir = node.storage / "spool" / ".tmp"
+    tmp_dir.rmdir()
+    tmp_dir.write_text("in the way")
+    (rsp,) = send_datasets(node.port, [make_ct()])
+    assert rsp.Status == st.CANNOT_UNDERSTAND
+    assert "cannot write" in rsp.ErrorComment
+    assert node.spool_files() == []
+    assert node.journal.counts()["instances"]["total"] == 0
+    event = node.journal.recent_events(level="error")[0]
+    assert event["kind"] == "store_failed" and "0xC000" in event["message"]
     assert echo(node.port) == 0
+
+
+def test_association_limit(tmp_path: Path) -> None:
+    with running_node(tmp_path / "storage", max_associations=1) as node:
+        ae = AE(ae_title="FIRST")
+        ae.add_requested_context(Verification)
+        first = ae.associate("127.0.0.1", node.port, ae_title="NNUNET")
+        assert first.is_established
+        try:
+            # transient, service provider (presentation), local limit exceeded
+            assert _associate_result(node.port, "NNUNET", "SECOND") == (0x02, 0x03, 0x02)
+        finally:
+            first.release()
+        wait_for(lambda: echo(node.port) == 0, timeout=10, what="a free association slot")
+
+
+def test_idle_connection_is_closed_after_the_acse_timeout(tmp_path: Path) -> None:
+    with running_node(tmp_path / "storage", acse_timeout_seconds=0.5) as node:
+        with socket.create_connection(("127.0.0.1", node.port), timeout=30) as sock:
+            assert sock.recv(100) == b""  # closed by the node, long before our 30 s timeout
+        assert echo(node.port) == 0
+
+
+def test_stop_aborts_open_associations_and_stops_listening(tmp_path: Path) -> None:
+    node = start_node(tmp_path / "storage")
+    port = node.port
+    ae = AE(ae_title="LINGER")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title="NNUNET")
+    assert assoc.is_established
+    node.server.stop(grace_seconds=0.2)
+    wait_for(lambda: not assoc.is_established, timeout=10, what="association ended")
+    assert assoc.is_aborted
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+    node.journal.close()

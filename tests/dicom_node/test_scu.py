@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def test_unreadable_files_are_reported_and_the_rest_sent(node: Node, tmp_path: P
     assert len(node.spool_files()) == 2
 
 
-def test_more_than_128_context_pairs_use_several_associations(node: Node, tmp_path: Path) -> None:
+def test_more_than_128_context_pairs_use_several_associations(tmp_path: Path) -> None:
     """130 (SOP class, transfer syntax) pairs: 65 storage classes x 2 syntaxes -> two associations,
     each proposing only the pairs its files need."""
     classes = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts][:65]
@@ -101,10 +102,29 @@ def test_more_than_128_context_pairs_use_several_associations(node: Node, tmp_pa
         > MAX_CONTEXTS
     )
 
-    results = send_files(paths, Peer("NNUNET", "127.0.0.1", node.port), "SCU")
+    with running_node(tmp_path / "storage", fsync=False) as node:
+        results = send_files(paths, Peer("NNUNET", "127.0.0.1", node.port), "SCU")
+        rows = node.journal.instances_of_series(series)
 
     assert [r.status for r in results] == [0] * 130
-    rows = node.journal.instances_of_series(series)
     assert len(rows) == 130
     assert len({r["association_id"] for r in rows}) == 2
     assert {r["transfer_syntax"] for r in rows} == {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+
+
+def test_associations_have_nagle_off(node: Node) -> None:
+    """pynetdicom sends command and data set as separate PDUs; with Nagle on, each small C-STORE
+    would wait ~40 ms for a delayed ACK."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    from dicom_node.scu import _associate
+
+    ae = AE(ae_title="SCU")
+    ae.add_requested_context(Verification)
+    assoc = _associate(ae, Peer("NNUNET", "127.0.0.1", node.port))
+    try:
+        assert assoc.is_established
+        assert assoc.dul.socket.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        assoc.release()
