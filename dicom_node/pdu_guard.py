@@ -151,15 +151,15 @@ class PduGuardSocket(socket.socket):
             length,
             limit,
         )
-        with contextlib.suppress(OSError):
-            self.sendall(A_ABORT_INVALID_PARAMETER)
-        with contextlib.suppress(OSError):
-            self.shutdown(socket.SHUT_RDWR)
         if self._on_refused is not None:
             try:
                 self._on_refused(peer, pdu_type, length)
             except Exception:
                 logger.exception("PDU refusal callback failed")
+        with contextlib.suppress(OSError):
+            self.sendall(A_ABORT_INVALID_PARAMETER)
+        with contextlib.suppress(OSError):
+            self.shutdown(socket.SHUT_RDWR)
 
 
 class GuardedRequestHandler(RequestHandler):

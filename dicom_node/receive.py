@@ -273,6 +273,18 @@ class Receiver:
     def handle_closed(self, event: Event) -> None:
         self._forget(event.assoc)
 
+    def pdu_refused(self, peer: tuple[Any, ...], pdu_type: int, length: int) -> None:
+        """The PDU guard aborted a connection (it has logged why); note it in the journal."""
+        where = ":".join(str(p) for p in peer[:2]) or "?"
+        try:
+            self.journal.log_event(
+                "warning",
+                "pdu_refused",
+                f"association from {where} aborted: PDU type 0x{pdu_type:02X} of {length} bytes",
+            )
+        except Exception:
+            logger.exception("cannot record the PDU refusal in the journal")
+
     # ------------------------------------------------------------------ DIMSE
 
     def handle_echo(self, event: Event) -> int:
@@ -423,6 +435,7 @@ class ScpServer:
             evt_handlers=self.receiver.evt_handlers(),
             server_class=GuardedAssociationServer,
             pdu_limits=PduLimits(max_pdu=self.node.max_pdu_bytes),
+            on_pdu_refused=self.receiver.pdu_refused,
         )
         self._server = cast(GuardedAssociationServer, server)
         self._thread = threading.Thread(

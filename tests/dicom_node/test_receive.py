@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.encaps import encapsulate
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -142,6 +143,7 @@ COMPRESSED = [
     ("deflated", "image_dfl.dcm", "-xd", "1.2.840.10008.1.2.1.99"),
     ("big_endian", "MR_small_bigendian.dcm", "-xb", "1.2.840.10008.1.2.2"),
     ("implicit", "dcmconv +ti", "-xi", "1.2.840.10008.1.2"),
+    ("htj2k_lossless", "htj2k", None, "1.2.840.10008.1.2.4.201"),
 ]
 IDS = [c[0] for c in COMPRESSED]
 
@@ -149,6 +151,13 @@ IDS = [c[0] for c in COMPRESSED]
 def source_file(spec: str, tmp_path: Path) -> Path:
     if spec.endswith(".dcm"):
         return Path(get_testdata_file(spec))
+    if spec == "htj2k":  # no encoder here; the node never decodes, so a stand-in codestream will do
+        ds = make_ct(rows=8, columns=8, transfer_syntax="1.2.840.10008.1.2.4.201")
+        ds.PixelData = encapsulate([b"\xff\x4f\xff\x51 stand-in HTJ2K codestream"])
+        ds["PixelData"].VR = "OB"
+        path = tmp_path / "htj2k.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        return path
     tool, option = spec.split()
     plain = tmp_path / "plain.dcm"
     make_ct(rows=32, columns=32, PixelRepresentation=0).save_as(plain, enforce_file_format=True)
@@ -309,6 +318,8 @@ def test_oversized_pdu_is_refused_before_its_body(node: Node) -> None:
     finally:
         sock.close()
     assert echo(node.port) == 0
+    event = node.journal.recent_events(level="warning")[0]
+    assert event["kind"] == "pdu_refused" and str(64 * 1024 * 1024) in event["message"]
 
 
 def test_oversized_pdu_body_is_not_buffered(node: Node) -> None:
