@@ -23,27 +23,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
-from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
-from pynetdicom.presentation import PresentationContext, build_context
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_node import dimse_status as st
 from dicom_node.config import NodeSection
+from dicom_node.contexts import supported_contexts
 from dicom_node.errors import (
     CannotUnderstandError,
     DatasetMismatchError,
@@ -59,41 +45,6 @@ from dicom_node.journal import Journal
 from dicom_node.pdu_guard import GuardedAssociationServer, PduLimits
 
 logger = logging.getLogger(__name__)
-
-
-def _optional_syntaxes(*names: str) -> list[str]:
-    import pydicom.uid
-
-    return [str(getattr(pydicom.uid, n)) for n in names if hasattr(pydicom.uid, n)]
-
-
-# Data set encodings we accept, preferred first when a peer proposes several in one context.
-TRANSFER_SYNTAXES: tuple[str, ...] = (
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    DeflatedExplicitVRLittleEndian,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEG2000Lossless,
-    "1.2.840.10008.1.2.4.91",  # JPEG 2000 (lossy or lossless)
-    RLELossless,
-    *_optional_syntaxes("HTJ2KLossless", "HTJ2KLosslessRPCL", "HTJ2K"),
-)
-VERIFICATION_SYNTAXES = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian)
-
-
-def supported_contexts() -> list[PresentationContext]:
-    """Verification plus every storage SOP class pynetdicom knows (170 in 3.0.4), each with
-    :data:`TRANSFER_SYNTAXES`. (A requestor may propose at most 128 contexts per association.)"""
-    contexts = [build_context(Verification, list(VERIFICATION_SYNTAXES))]
-    for cx in AllStoragePresentationContexts:
-        contexts.append(build_context(cast(str, cx.abstract_syntax), list(TRANSFER_SYNTAXES)))
-    return contexts
 
 
 # ---------------------------------------------------------------------------------------- statuses
