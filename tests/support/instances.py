@@ -201,20 +201,27 @@ def _listening(port: int) -> bool:
 
 @contextlib.contextmanager
 def dcmtk_storescp(out_dir: Path, *options: str, ae_title: str = "STORESCP") -> Iterator[int]:
-    """Run dcmtk storescp (TCP_NODELAY=1) writing to ``out_dir``; yields its port."""
+    """Run dcmtk storescp (TCP_NODELAY=1) writing to ``out_dir``; yields its port once it answers a
+    C-ECHO. A port taken by someone else between choosing and binding it is retried with another."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    cmd = [dcmtk("storescp"), "-aet", ae_title, "-od", str(out_dir), *options, str(port)]
-    proc = subprocess.Popen(cmd, env=peer_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: proc.poll() is not None or _listening(port), timeout=20, what="storescp")
-        if proc.poll() is not None:
-            raise RuntimeError(f"storescp exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-        yield port
-    finally:
-        proc.terminate()
+    log_path = out_dir.parent / f"{out_dir.name}.storescp.log"
+    for _attempt in range(3):
+        port = free_port()
+        cmd = [dcmtk("storescp"), "-aet", ae_title, "-od", str(out_dir), *options, str(port)]
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(cmd, env=peer_env(), stdout=log, stderr=log)
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            wait_for(
+                lambda p=proc, n=port: p.poll() is not None or _listening(n), timeout=20, what="storescp"
+            )
+            if proc.poll() is None and echo(port, called_ae=ae_title) == 0 and proc.poll() is None:
+                yield port
+                return
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    raise RuntimeError(f"storescp did not start: {log_path.read_text(errors='replace')[-2000:]}")
