@@ -31,13 +31,13 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from dicom_node.journal import Journal
-from dicom_node.loop import Clock, LoopThread
+from dicom_node.loop import Clock, LoopService, LoopThread
 from dicom_node.routing import RuleSet, SeriesFacts, job_specs, routing_settings
 
 logger = logging.getLogger(__name__)
 
 
-class CompletionLoop:
+class CompletionLoop(LoopService):
     """Routes new series and queues jobs for complete ones (:meth:`run_once`), in its own thread."""
 
     def __init__(
@@ -56,22 +56,6 @@ class CompletionLoop:
         self._on_jobs = on_jobs or (lambda: None)
         self._clock = clock
         self._loop = LoopThread("completion", self.run_once, clock=clock, max_poll=max_poll)
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> None:
-        self._loop.start()
-
-    def request_stop(self) -> None:
-        """Take no new work; :meth:`stop` waits for the current step."""
-        self._loop.request_stop()
-
-    def wake(self) -> None:
-        """Something arrived or an association ended: look again now."""
-        self._loop.wake()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._loop.stop(timeout)
 
     def rules_reloaded(self) -> None:
         """The rules changed: series still receiving are routed again by the new rules."""

@@ -121,3 +121,25 @@ class LoopThread:
             if next_at is not None:
                 timeout = min(self._max_poll, max(self._min_pause, next_at - self._clock()))
             self._wakeup.wait(token, timeout)
+
+
+class LoopService:
+    """Base of the node's background services: lifecycle calls go to the service's one LoopThread,
+    which the subclass creates as ``self._loop`` in its constructor."""
+
+    _loop: LoopThread
+
+    def start(self) -> None:
+        self._loop.start()
+
+    def wake(self) -> None:
+        """Look for work now (something arrived, a job finished...)."""
+        self._loop.wake()
+
+    def request_stop(self) -> None:
+        """Take no new work; :meth:`stop` waits for the current step."""
+        self._loop.request_stop()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking work; a step that is running finishes first (up to ``timeout``)."""
+        self._loop.stop(timeout)

@@ -27,7 +27,7 @@ from dicom_node import dimse_status
 from dicom_node.backoff import Backoff
 from dicom_node.config import DestinationConfig, SendingSection
 from dicom_node.journal import Journal
-from dicom_node.loop import Clock, LoopThread
+from dicom_node.loop import Clock, LoopService, LoopThread
 from dicom_node.peers import Peer
 from dicom_node.scu import SendResult, send_files
 
@@ -42,7 +42,7 @@ class _Attempt:
     retryable: bool = True
 
 
-class Sender:
+class Sender(LoopService):
     """Drains the journal's outbox; runs in its own thread (:meth:`start`, :meth:`wake`, :meth:`stop`)."""
 
     def __init__(
@@ -69,21 +69,6 @@ class Sender:
         self._clock = clock
         self._batch_limit = batch_limit
         self._loop = LoopThread("sender", self.send_due, clock=clock, max_poll=max_poll)
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> None:
-        self._loop.start()
-
-    def request_stop(self) -> None:
-        """Take no new work; :meth:`stop` waits for the current step."""
-        self._loop.request_stop()
-
-    def wake(self) -> None:
-        self._loop.wake()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._loop.stop(timeout)
 
     # ------------------------------------------------------------------ work
 

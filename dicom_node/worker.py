@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dicom_node.journal import Journal
-from dicom_node.loop import Clock, LoopThread
+from dicom_node.loop import Clock, LoopService, LoopThread
 from inference.errors import InsufficientGpuMemoryError
 from inference.executor import Executor, InferenceRequest, InferenceResult
 
@@ -35,7 +35,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class Worker:
+class Worker(LoopService):
     """``threads`` inference worker threads over one executor (GPU jobs one at a time by default)."""
 
     def __init__(
@@ -63,22 +63,6 @@ class Worker:
         self._on_deliveries = on_deliveries or (lambda: None)
         self._clock = clock
         self._loop = LoopThread("worker", self.run_next, clock=clock, max_poll=max_poll, threads=threads)
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> None:
-        self._loop.start()
-
-    def request_stop(self) -> None:
-        """Take no new work; :meth:`stop` waits for the current step."""
-        self._loop.request_stop()
-
-    def wake(self) -> None:
-        self._loop.wake()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop claiming; a job that is running finishes first (up to ``timeout``)."""
-        self._loop.stop(timeout)
 
     # ------------------------------------------------------------------ work
 
