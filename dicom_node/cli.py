@@ -52,7 +52,8 @@ def configure_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-    for noisy in ("pynetdicom", "PIL", "matplotlib", "watchdog"):
+    # libraries that log routine steps at INFO (highdicom: one line per copied module)
+    for noisy in ("pynetdicom", "PIL", "matplotlib", "watchdog", "highdicom", "nnunetv2"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))
 
 

@@ -9,7 +9,6 @@ the problems, one per line (exit 1). Warnings (e.g. a rule that can never match)
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +19,6 @@ from dicom_node.errors import ConfigError
 from dicom_node.routing import ModelResolver, RuleSet
 
 logger = logging.getLogger(__name__)
-
-SPEC_MODULE = "inference.spec"
 
 
 def register(subparsers: Any) -> None:
@@ -36,16 +33,10 @@ def register(subparsers: Any) -> None:
     validate.set_defaults(func=run_validate)
 
 
-def _spec_loader() -> Callable[[Path], ModelResolver] | None:
-    """``inference.spec.load_model_spec``, or None while that module is not built."""
-    try:
-        module = importlib.import_module(SPEC_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name == SPEC_MODULE:
-            return None
-        raise
-    loader: Callable[[Path], ModelResolver] = module.load_model_spec
-    return loader
+def _spec_loader() -> Callable[[Path], ModelResolver]:
+    from inference.spec import load_model_spec  # imported late: the rest of the CLI stays light
+
+    return load_model_spec
 
 
 def never_matching_rules(config: NodeConfig) -> list[str]:
@@ -65,9 +56,7 @@ def never_matching_rules(config: NodeConfig) -> list[str]:
     return warnings
 
 
-def validate(
-    path: Path, spec_loader: Callable[[Path], ModelResolver] | None
-) -> tuple[list[str], list[str], str]:
+def validate(path: Path, spec_loader: Callable[[Path], ModelResolver]) -> tuple[list[str], list[str], str]:
     """(errors, notes, summary line) for the configuration at ``path``."""
     notes: list[str] = []
     try:
@@ -77,8 +66,6 @@ def validate(
     catalog: ModelResolver | None = None
     if config.model_spec is None:
         notes.append("note: no model_spec configured (fine while there are no rules)")
-    elif spec_loader is None:
-        notes.append(f"note: model spec not checked: {SPEC_MODULE} is not available in this build")
     else:
         try:
             catalog = spec_loader(config.model_spec)

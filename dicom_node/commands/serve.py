@@ -42,8 +42,6 @@ def run(args: argparse.Namespace) -> int:
     except NodeError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per copied module
     stop = threading.Event()
     received: list[int] = []
 

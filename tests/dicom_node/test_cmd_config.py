@@ -83,13 +83,6 @@ def test_broken_model_spec_is_an_error(tmp_path: Path) -> None:
     assert errors and "model 'demo': folder missing" in errors[0]
 
 
-def test_missing_spec_module_is_a_note(tmp_path: Path) -> None:
-    errors, notes, summary = validate(write(tmp_path, CONFIG), None)
-    assert errors == []
-    assert any("model spec not checked" in n for n in notes)
-    assert summary == "OK: 2 rules, 2 destinations, 3 models"  # aliases cannot be resolved to ids
-
-
 def test_rule_that_can_never_match_is_a_warning(tmp_path: Path) -> None:
     text = CONFIG.replace("match: {modality: CT}", "match: {called_ae: SOMEONE_ELSE}")
     errors, notes, summary = validate(write(tmp_path, text), stub_loader([]))
