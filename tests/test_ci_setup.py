@@ -21,8 +21,8 @@ def _readme_commands() -> list[str]:
 
 def test_readme_opens_with_the_demo_and_the_test_command() -> None:
     demo, tests = _readme_commands()[:2]
-    assert demo.startswith("scripts/bootstrap.sh && ") and demo.endswith(".venv/bin/dicom-node demo")
-    assert tests.startswith("scripts/bootstrap.sh && ") and "pytest" in tests
+    assert demo.startswith("./scripts/bootstrap.sh && ") and demo.endswith(".venv/bin/dicom-node demo")
+    assert tests.startswith("./scripts/bootstrap.sh && ") and "pytest" in tests
 
 
 def test_ci_runs_exactly_the_readme_test_command_after_lint() -> None:
