@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,8 @@ class JournalBase:
         self.path = Path(path)
         self._lock = threading.RLock()
         if readonly:
-            uri = f"file:{self.path}?mode=ro"
+            # percent-encoded: '?', '#' and '%' in a folder name would otherwise end or alter the path
+            uri = f"file:{urllib.parse.quote(str(self.path))}?mode=ro"
             self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
