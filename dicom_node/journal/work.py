@@ -73,6 +73,7 @@ class WorkOps(JournalBase):
         job = row_to_dict(row)
         assert job is not None
         job["state"] = "running"
+        job["started_at"] = now
         job["attempts"] += 1
         return decode_job(job)
 
