@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from dicom_node.journal.records import InstanceRecord, JobSpec, RecordOutcome
+from dicom_node.journal.retention import RetentionOps
 from dicom_node.journal.schema import SCHEMA_VERSION
 from dicom_node.journal.series import SeriesOps
 from dicom_node.journal.work import WorkOps
@@ -28,7 +29,7 @@ __all__ = ["SCHEMA_VERSION", "InstanceRecord", "JobSpec", "Journal", "RecordOutc
 logger = logging.getLogger(__name__)
 
 
-class Journal(SeriesOps, WorkOps):
+class Journal(SeriesOps, WorkOps, RetentionOps):
     """The journal: every operation is one transaction; see the module docstring."""
 
     def log_event(
