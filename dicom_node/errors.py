@@ -49,3 +49,7 @@ class OverlayError(NodeError):
 
 class DemoError(NodeError):
     """``dicom-node demo`` could not complete; the message names the stage and the reason."""
+
+
+class RetentionError(NodeError):
+    """A series cannot be purged safely (e.g. a path outside storage_dir); it is kept."""

@@ -2,10 +2,11 @@
 
 ``Node(config).start()`` opens the journal and puts work that was in flight back in the queue, repairs
 the spool, loads the model catalog and the rules, builds the executor, then starts (in this order)
-the sender, the inference workers, the completion loop, the drop-folder watcher, the rules watcher and
-last the SCP, so nothing is accepted before everything that handles it runs. ``stop()`` goes the other
-way: it stops accepting associations (letting a store in progress finish), stops the threads and
-closes the journal. Signal handling belongs to the command that runs the node (``serve``), not here.
+the sender, the inference workers, the completion loop, the retention sweep, the drop-folder watcher,
+the rules watcher and last the SCP, so nothing is accepted before everything that handles it runs.
+``stop()`` goes the other way: it stops accepting associations (letting a store in progress finish),
+stops the threads and closes the journal. Signal handling belongs to the command that runs the node
+(``serve``), not here.
 
 Parts meet only through the journal and wake-up callbacks:
 receive -> ``on_instance``/``on_released`` -> completion -> ``on_jobs`` -> workers -> ``on_deliveries``
@@ -29,6 +30,7 @@ from dicom_node.ingest import Ingestor
 from dicom_node.journal import Journal
 from dicom_node.loop import Clock
 from dicom_node.receive import Receiver, ScpServer
+from dicom_node.retention import RetentionService
 from dicom_node.routing import RuleSet
 from dicom_node.rules_watch import watch_config_rules
 from dicom_node.sending import Sender
@@ -47,15 +49,22 @@ class _Stoppable(Protocol):
 
 class Node:
     """One DICOM node (see the module docstring). ``executor`` replaces the in-process nnU-Net
-    executor (tests, a remote executor); ``clock`` is the wall clock used for journal times."""
+    executor (tests, a remote executor); ``clock`` is the wall clock used for journal times;
+    ``retention_interval`` is the period of the retention sweep (the first runs after at most a minute)."""
 
     def __init__(
-        self, config: NodeConfig, *, executor: Executor | None = None, clock: Clock = time.time
+        self,
+        config: NodeConfig,
+        *,
+        executor: Executor | None = None,
+        clock: Clock = time.time,
+        retention_interval: float = 600.0,
     ) -> None:
         self.config = config
         self.storage_dir = Path(config.node.storage_dir)
         self._executor = executor
         self._clock = clock
+        self._retention_interval = retention_interval
         self._rules_lock = threading.Lock()
         self._rules = RuleSet()
         self.journal: Journal | None = None
@@ -63,6 +72,7 @@ class Node:
         self.sender: Sender | None = None
         self.worker: Worker | None = None
         self.completion: CompletionLoop | None = None
+        self.retention: RetentionService | None = None
         self.server: ScpServer | None = None
         self._watchers: list[_Stoppable] = []
         self._started = False
@@ -146,6 +156,15 @@ class Node:
             clock=self._clock,
         )
         self.completion.start()
+        self.retention = RetentionService(
+            journal,
+            storage_dir=self.storage_dir,
+            retention_days=cfg.node.retention_days,
+            clock=self._clock,
+            interval=self._retention_interval,
+            first_delay=min(60.0, self._retention_interval),
+        )
+        self.retention.start()
 
         ingestor = Ingestor(spool, journal, clock=self._clock, on_instance=self._on_instance)
         self._start_drop_folder(ingestor)
@@ -166,7 +185,7 @@ class Node:
     def stop(self, grace_seconds: float = 5.0) -> None:
         """Stop accepting, finish the store in progress, stop the threads, close the journal.
         Safe to call more than once and after a failed start."""
-        for part in (self.worker, self.completion, self.sender):
+        for part in (self.retention, self.worker, self.completion, self.sender):
             if part is not None:
                 part.request_stop()  # no new jobs or sends from here on
         if self.server is not None:
@@ -178,10 +197,10 @@ class Node:
             except Exception:
                 logger.exception("stopping %s failed", type(watcher).__name__)
         self._watchers = []
-        for part in (self.completion, self.worker, self.sender):
+        for part in (self.retention, self.completion, self.worker, self.sender):
             if part is not None:
                 part.stop()  # a running job gets a moment to finish; else it is recovered at start
-        self.completion = self.worker = self.sender = None
+        self.retention = self.completion = self.worker = self.sender = None
         if self.journal is not None:
             self.journal.close()
             self.journal = None
