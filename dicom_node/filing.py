@@ -157,11 +157,7 @@ class Spool:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            new_dirs = self._make_parents(final.parent)
-            # resolved once the folders exist: a symlink planted in the spool would show here
-            if not final.parent.resolve().is_relative_to(self.root):
-                raise StorageError(f"{relpath} resolves outside the spool {self.root}")
-            os.replace(tmp, final)
+            new_dirs = self._place(tmp, final, relpath)
         except OSError as exc:
             _unlink_quietly(tmp)
             if exc.errno in _NO_SPACE:
@@ -173,6 +169,24 @@ class Spool:
         if self.fsync:
             self._sync_dirs(final.parent, new_dirs)
         return StoredFile(relpath=relpath, size=written)
+
+    def _place(self, tmp: Path, final: Path, relpath: str) -> list[Path]:
+        """Rename the written temp file to its final path, creating the folders; returns the new
+        folders. Retried once if a folder vanished meanwhile (retention removes empty study
+        folders of purged series)."""
+        for attempt in (1, 2):
+            new_dirs = self._make_parents(final.parent)
+            # resolved once the folders exist: a symlink planted in the spool would show here
+            if not final.parent.resolve().is_relative_to(self.root):
+                raise StorageError(f"{relpath} resolves outside the spool {self.root}")
+            try:
+                os.replace(tmp, final)
+            except FileNotFoundError:
+                if attempt == 2 or not tmp.exists():
+                    raise
+                continue
+            return new_dirs
+        raise AssertionError("unreachable")
 
     def _check_space(self, size: int) -> None:
         """Refuse a write that would leave less than the reserve. statvfs is read again each

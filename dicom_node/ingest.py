@@ -23,6 +23,7 @@ from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_
 from dicom_node.filing import Part, Payload, Spool, StoredFile
 from dicom_node.header import InstanceHeader
 from dicom_node.journal import InstanceRecord, Journal
+from dicom_node.series_locks import SeriesLocks
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +99,10 @@ class Ingestor:
         *,
         clock: Callable[[], float] = time.time,
         on_instance: Callable[[str], None] | None = None,
+        locks: SeriesLocks | None = None,
     ) -> None:
         self.spool = spool
+        self.locks = locks or SeriesLocks()
         self.journal = journal
         self.clock = clock
         self.on_instance = on_instance
@@ -122,25 +125,27 @@ class Ingestor:
             parts.extend(dataset)
         else:
             parts.append(dataset)  # type: ignore[arg-type]
-        stored = self.spool.store(parts, header.study_uid, header.series_uid, header.sop_instance_uid)
-        outcome = self.journal.record_instance(
-            InstanceRecord(
-                sop_instance_uid=header.sop_instance_uid,
-                sop_class_uid=header.sop_class_uid,
-                series_uid=header.series_uid,
-                study_uid=header.study_uid,
-                transfer_syntax=transfer_syntax,
-                path=stored.relpath,
-                size=stored.size,
-                called_ae=origin.called_ae,
-                calling_ae=origin.calling_ae,
-                association_id=origin.association_id,
-                received_at=self.clock(),
-                modality=header.modality,
-                series_description=header.series_description,
-                expected_count=header.expected_count,
+        # filing and journaling of one series never interleave with a retention purge of it
+        with self.locks.filing(header.series_uid):
+            stored = self.spool.store(parts, header.study_uid, header.series_uid, header.sop_instance_uid)
+            outcome = self.journal.record_instance(
+                InstanceRecord(
+                    sop_instance_uid=header.sop_instance_uid,
+                    sop_class_uid=header.sop_class_uid,
+                    series_uid=header.series_uid,
+                    study_uid=header.study_uid,
+                    transfer_syntax=transfer_syntax,
+                    path=stored.relpath,
+                    size=stored.size,
+                    called_ae=origin.called_ae,
+                    calling_ae=origin.calling_ae,
+                    association_id=origin.association_id,
+                    received_at=self.clock(),
+                    modality=header.modality,
+                    series_description=header.series_description,
+                    expected_count=header.expected_count,
+                )
             )
-        )
         if outcome.old_path is not None:
             # the same SOP instance arrived before under another study/series: one copy only
             self.spool.remove(outcome.old_path)

@@ -34,6 +34,7 @@ from dicom_node.retention import RetentionService
 from dicom_node.routing import RuleSet
 from dicom_node.rules_watch import watch_config_rules
 from dicom_node.sending import Sender
+from dicom_node.series_locks import SeriesLocks
 from dicom_node.worker import Worker
 from inference.errors import InferenceError
 from inference.executor import Executor
@@ -156,17 +157,19 @@ class Node:
             clock=self._clock,
         )
         self.completion.start()
+        locks = SeriesLocks()  # filing and retention purges of one series never interleave
         self.retention = RetentionService(
             journal,
             storage_dir=self.storage_dir,
             retention_days=cfg.node.retention_days,
+            locks=locks,
             clock=self._clock,
             interval=self._retention_interval,
             first_delay=min(60.0, self._retention_interval),
         )
         self.retention.start()
 
-        ingestor = Ingestor(spool, journal, clock=self._clock, on_instance=self._on_instance)
+        ingestor = Ingestor(spool, journal, clock=self._clock, on_instance=self._on_instance, locks=locks)
         self._start_drop_folder(ingestor)
         self._start_rules_watcher(catalog)
         receiver = Receiver(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ class JournalBase:
             finally:
                 cur.close()
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    def _query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
         return [{k: r[k] for k in r.keys()} for r in rows]  # noqa: SIM118

@@ -89,6 +89,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     done_at          REAL
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries(state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_by_series ON deliveries(series_uid);
 
 CREATE TABLE IF NOT EXISTS events (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
