@@ -176,15 +176,20 @@ def _same_elements(sent: Path, stored: Path) -> None:
     assert set(b.keys()) <= set(a.keys())
 
 
+# storescu has no option proposing JPEG lossless process 14 or HTJ2K: those go through our raw
+# sender only (test_raw_sent_syntaxes_are_stored_byte_for_byte)
+DCMTK_SENDABLE = [c for c in COMPRESSED if c[2] is not None]
+
+
 @pytest.mark.dcmtk
-@pytest.mark.parametrize(("name", "spec", "option", "syntax"), COMPRESSED, ids=IDS)
+@pytest.mark.parametrize(
+    ("name", "spec", "option", "syntax"), DCMTK_SENDABLE, ids=[c[0] for c in DCMTK_SENDABLE]
+)
 def test_dcmtk_sent_syntaxes_are_stored_as_sent(
-    node: Node, tmp_path: Path, name: str, spec: str, option: str | None, syntax: str
+    node: Node, tmp_path: Path, name: str, spec: str, option: str, syntax: str
 ) -> None:
     """dcmtk re-encodes what it sends (sequence lengths, padding), so the stored data set is compared
     element by element, compressed pixel data included."""
-    if option is None:
-        pytest.skip(f"storescu has no option proposing {syntax}")
     source = source_file(spec, tmp_path)
     assert dcmread(source, stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax
     proc = storescu(node.port, [source], option)
