@@ -4,7 +4,7 @@ own label names, checked against the labels in dataset.json. Every error names t
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from pydantic import ValidationError
@@ -186,34 +186,38 @@ def _known_meaning(value: str, scheme: str, codebook: CodeBook, name: str | None
     return None if code is None else code.meaning
 
 
-def _category(where: str, given: CodeLike, codebook: CodeBook) -> Code:
+def _named_or_coded(
+    where: str,
+    field: str,
+    given: CodeLike,
+    codebook: CodeBook,
+    by_name: Callable[[str], Code | None],
+    names_hint: str,
+) -> Code:
+    """A code given by name (looked up with ``by_name``), as {value, scheme, meaning}, or as a bare
+    SNOMED CT code value whose meaning the code book knows."""
     if isinstance(given, str) and not given.strip().isdigit():
-        category = codebook.category(given)
-        if category is None:
-            raise SpecError(f"{where}: category {given!r} is not a CID 7150 category name")
-        return category
+        code = by_name(given)
+        if code is None:
+            raise SpecError(f"{where}: {field} {given!r} is not {names_hint}")
+        return code
     if isinstance(given, CodeInput):
-        return _code(where, "category", given, codebook, given.scheme, default_meaning=given.value)
+        return _code(where, field, given, codebook, given.scheme, default_meaning=given.value)
     value = str(given).strip()
     meaning = _known_meaning(value, "SCT", codebook)
     if meaning is None:
-        raise SpecError(f"{where}: category code {value} is unknown; give {{value, scheme, meaning}}")
+        raise SpecError(f"{where}: {field} code {value} is unknown; give {{value, scheme, meaning}}")
     return Code(value, "SCT", meaning)
+
+
+def _category(where: str, given: CodeLike, codebook: CodeBook) -> Code:
+    return _named_or_coded(where, "category", given, codebook, codebook.category, "a CID 7150 category name")
 
 
 def _modifier(where: str, given: CodeLike, codebook: CodeBook) -> Code:
-    if isinstance(given, str) and not given.strip().isdigit():
-        code = codebook.laterality(given)
-        if code is None:
-            raise SpecError(f"{where}: modifier {given!r} is not left, right or bilateral")
-        return code
-    if isinstance(given, CodeInput):
-        return _code(where, "modifier", given, codebook, given.scheme, default_meaning=given.value)
-    value = str(given).strip()
-    meaning = _known_meaning(value, "SCT", codebook)
-    if meaning is None:
-        raise SpecError(f"{where}: modifier code {value} is unknown; give {{value, scheme, meaning}}")
-    return Code(value, "SCT", meaning)
+    return _named_or_coded(
+        where, "modifier", given, codebook, codebook.laterality, "left, right or bilateral"
+    )
 
 
 def _region(where: str, given: CodeLike, codebook: CodeBook) -> Code:
