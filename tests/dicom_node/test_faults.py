@@ -153,7 +153,9 @@ def test_kill_during_receive(tmp_path: Path, spec: Path) -> None:
                 output, _ = sender.communicate(timeout=60)
         acknowledged = parse_acknowledged(output)
         print(f"acknowledged before the kill: {len(acknowledged)} of {len(files)}")
-        assert 5 <= len(acknowledged) < len(files), "the kill did not land during the receive"
+        # storescu waits for each response before sending the next instance, so with the 5th instance
+        # journaled the first 4 were answered; the 5th may have been journaled but not yet answered.
+        assert 4 <= len(acknowledged) < len(files), "the kill did not land during the receive"
         assert_acknowledged_are_filed(storage, acknowledged)
 
         with node_process(config, tmp_path / "node2.log") as node:
