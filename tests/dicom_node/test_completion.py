@@ -17,17 +17,8 @@ from dicom_node.completion import CompletionLoop
 from dicom_node.config import RuleConfig
 from dicom_node.journal import InstanceRecord, Journal
 from dicom_node.routing import RuleSet
+from tests.support.clock import T0, Clock
 from tests.support.tools import wait_for
-
-T0 = 1_700_000_000.0
-
-
-@dataclass
-class Clock:
-    now: float = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

@@ -17,17 +17,8 @@ from dicom_node.worker import Worker
 from inference.errors import InsufficientGpuMemoryError, SeriesError
 from inference.executor import InferenceRequest, InferenceResult, OutputFile
 from inference.uids import derive_uid
+from tests.support.clock import T0, Clock
 from tests.support.tools import wait_for
-
-T0 = 1_700_000_000.0
-
-
-@dataclass
-class Clock:
-    now: float = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
