@@ -5,75 +5,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from dicom_node.completion import CompletionLoop
 from dicom_node.config import RuleConfig
-from dicom_node.journal import InstanceRecord, Journal
+from dicom_node.journal import Journal
 from dicom_node.routing import RuleSet
 from tests.support.clock import T0, Clock
+from tests.support.filed_series import FiledSeries
 from tests.support.tools import wait_for
 
 
-@dataclass
-class Series:
-    """Files instances of one series the way the receiver does: a Part 10 file in the spool, then
-    a journal record."""
-
-    storage: Path
-    journal: Journal
-    modality: str = "CT"
-    description: str = "Phantom CT"
-    calling_ae: str = "STORESCU"
-    called_ae: str = "NNUNET"
-    expected: int | None = None
-    study_uid: str = field(default_factory=generate_uid)
-    uid: str = field(default_factory=generate_uid)
-    sop_uids: list[str] = field(default_factory=list)
-
-    def add(self, at: float, *, association: str | None = "assoc-1", sop_uid: str | None = None) -> None:
-        sop = sop_uid or generate_uid()
-        ds = Dataset()
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = sop
-        ds.StudyInstanceUID = self.study_uid
-        ds.SeriesInstanceUID = self.uid
-        ds.Modality = self.modality
-        ds.SeriesDescription = self.description
-        ds.BodyPartExamined = "ABDOMEN"
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        ds.file_meta.MediaStorageSOPInstanceUID = sop
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        rel = f"spool/{self.study_uid}/{self.uid}/{sop}.dcm"
-        (self.storage / rel).parent.mkdir(parents=True, exist_ok=True)
-        ds.save_as(self.storage / rel, enforce_file_format=True)
-        self.journal.record_instance(
-            InstanceRecord(
-                sop_instance_uid=sop,
-                sop_class_uid=CTImageStorage,
-                series_uid=self.uid,
-                study_uid=self.study_uid,
-                transfer_syntax=ExplicitVRLittleEndian,
-                path=rel,
-                size=(self.storage / rel).stat().st_size,
-                called_ae=self.called_ae,
-                calling_ae=self.calling_ae,
-                association_id=association,
-                received_at=at,
-                modality=self.modality,
-                series_description=self.description,
-                expected_count=self.expected,
-            )
-        )
-        self.sop_uids.append(sop)
-
+class Series(FiledSeries):
     def jobs(self) -> list[dict[str, Any]]:
         return sorted(
             (j for j in self.journal.list_jobs() if j["series_uid"] == self.uid), key=lambda j: j["id"]

@@ -14,18 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from dicom_node.config import config_from_mapping
 from dicom_node.filing import Spool
 from dicom_node.header import InstanceHeader
 from dicom_node.ingest import Ingestor, Origin
-from dicom_node.journal import InstanceRecord, JobSpec, Journal
+from dicom_node.journal import JobSpec, Journal
 from dicom_node.journal.retention import PurgeCounts, PurgePlan
 from dicom_node.node import Node
 from dicom_node.retention import RetentionService
 from dicom_node.series_locks import SeriesLocks
+from tests.support.filed_series import FiledSeries, write_instance
 from tests.support.instances import dataset_bytes, make_ct, write_series
 from tests.support.node_setup import storescu
 from tests.support.tools import wait_for
@@ -45,40 +45,7 @@ class Clock:
         self.now += days * DAY
 
 
-@dataclass
-class Series:
-    """Instances of one series filed the way the receiver does (spool file, then journal record)."""
-
-    storage: Path
-    journal: Journal
-    study_uid: str = field(default_factory=generate_uid)
-    uid: str = field(default_factory=generate_uid)
-
-    def add(self, at: float, count: int = 1) -> list[str]:
-        rels = []
-        for _ in range(count):
-            sop = generate_uid()
-            rel = f"spool/{self.study_uid}/{self.uid}/{sop}.dcm"
-            write_instance(self.storage / rel, self.study_uid, self.uid, sop)
-            self.journal.record_instance(
-                InstanceRecord(
-                    sop_instance_uid=sop,
-                    sop_class_uid=CTImageStorage,
-                    series_uid=self.uid,
-                    study_uid=self.study_uid,
-                    transfer_syntax=ExplicitVRLittleEndian,
-                    path=rel,
-                    size=(self.storage / rel).stat().st_size,
-                    called_ae="NNUNET",
-                    calling_ae="STORESCU",
-                    association_id="assoc-1",
-                    received_at=at,
-                    modality="CT",
-                )
-            )
-            rels.append(rel)
-        return rels
-
+class Series(FiledSeries):
     @property
     def folder(self) -> Path:
         return self.storage / "spool" / self.study_uid / self.uid
@@ -135,21 +102,6 @@ class Series:
         }
 
 
-def write_instance(path: Path, study: str, series: str, sop: str) -> None:
-    ds = Dataset()
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop
-    ds.StudyInstanceUID = study
-    ds.SeriesInstanceUID = series
-    ds.Modality = "CT"
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = sop
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-
-
 def purged_events(journal: Journal, uid: str | None = None) -> list[dict[str, Any]]:
     return [
         e
@@ -191,7 +143,7 @@ def service(
 
 def test_unmatched_series_past_retention_is_purged(journal: Journal, storage: Path, clock: Clock) -> None:
     old = Series(storage, journal)
-    old.add(clock.now, count=3)
+    old.add_many(clock.now, 3)
     old.unmatched()
     young = Series(storage, journal, study_uid=old.study_uid)  # same study, later series
     young.add(clock.now + 2 * DAY)
@@ -220,7 +172,7 @@ def test_unmatched_series_past_retention_is_purged(journal: Journal, storage: Pa
 
 def test_younger_series_is_kept(journal: Journal, storage: Path, clock: Clock) -> None:
     s = Series(storage, journal)
-    [rel] = s.add(clock.now)
+    rel = s.add(clock.now)
     s.unmatched()
     clock.advance(6.9)
     report = service(journal, storage, clock).sweep()
@@ -248,7 +200,7 @@ def test_unfinished_work_keeps_an_expired_series(
     journal: Journal, storage: Path, clock: Clock, unfinished: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     s = Series(storage, journal)
-    rels = s.add(clock.now, count=2)
+    rels = s.add_many(clock.now, 2)
     s.queue_job(clock.now)
     if unfinished != "pending job":
         job = journal.claim_job(clock.now)
@@ -290,7 +242,7 @@ def test_series_still_receiving_is_kept(journal: Journal, storage: Path, clock: 
 
 def test_processed_series_is_purged_with_its_outputs(journal: Journal, storage: Path, clock: Clock) -> None:
     s = Series(storage, journal)
-    s.add(clock.now, count=2)
+    s.add_many(clock.now, 2)
     s.queue_job(clock.now)
     job_id = s.run_job(clock.now + 60)
     s.deliver(clock.now + 90)
@@ -325,7 +277,7 @@ def test_rows_left_by_a_crash_after_the_files_went_are_purged(
     journal: Journal, storage: Path, clock: Clock
 ) -> None:
     s = Series(storage, journal)
-    rels = s.add(clock.now, count=3)
+    rels = s.add_many(clock.now, 3)
     s.queue_job(clock.now)
     s.run_job(clock.now)
     s.deliver(clock.now)
@@ -375,7 +327,7 @@ def test_an_instance_arriving_during_a_purge_waits_and_starts_the_series_anew(
     journal = IngestDuringPurge(storage / "journal.sqlite")
     try:
         s = Series(storage, journal)
-        s.add(clock.now, count=3)
+        s.add_many(clock.now, 3)
         s.unmatched()
         clock.advance(8)
         locks = SeriesLocks()
@@ -403,7 +355,7 @@ def test_paths_outside_the_spool_are_refused(
     journal: Journal, storage: Path, clock: Clock, tmp_path: Path
 ) -> None:
     s = Series(storage, journal)
-    [rel] = s.add(clock.now)
+    rel = s.add(clock.now)
     s.unmatched()
     victim = tmp_path / "victim.dcm"
     victim.write_bytes(b"not ours")
@@ -426,7 +378,7 @@ def test_a_linked_series_folder_is_refused(
     journal: Journal, storage: Path, clock: Clock, tmp_path: Path
 ) -> None:
     s = Series(storage, journal)
-    [rel] = s.add(clock.now)
+    rel = s.add(clock.now)
     s.unmatched()
     elsewhere = tmp_path / "elsewhere"
     s.folder.rename(elsewhere)
