@@ -1,5 +1,6 @@
 """load_series: sorting along the normal, geometry equal to SimpleITK's ImageSeriesReader (axial and
-oblique), rescale, enhanced multi-frame input, the select hook, read-once, and every refusal."""
+oblique), rescale, the select hook, read-once, and every refusal. Enhanced multi-frame input:
+test_series_frames.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import highdicom
 import numpy as np
 import pydicom
 import pytest
@@ -19,35 +19,30 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import BasicTextSRStorage, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 import inference.series as series_module
-from inference.errors import SeriesError
-from inference.phantom import Phantom, make_phantom, write_ct_series
+from inference.phantom import Phantom, make_phantom
 from inference.series import SourceSeries, load_series
 from tests.support.dicom_series import (
     edit_files,
     oblique_orientation,
     random_names,
     set_rescale,
-    shuffle_frames,
 )
-
-SPACING = (0.8, 0.7, 2.5)
-ORIGIN = (-20.0, 15.0, 110.0)
-AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-OBLIQUE = oblique_orientation(30, 30)
+from tests.support.series_checks import (
+    AXIAL,
+    OBLIQUE,
+    ORIGIN,
+    SPACING,
+    error_of,
+    hu,
+    new_instance,
+    series_phantom,
+    write,
+)
 
 
 @pytest.fixture(scope="module")
 def phantom() -> Phantom:
-    return make_phantom(shape=(12, 40, 36), spacing=SPACING, seed=5)
-
-
-def write(phantom: Phantom, folder: Path, **options: Any) -> list[Path]:
-    options.setdefault("origin", ORIGIN)
-    return write_ct_series(phantom, folder, **options)
-
-
-def hu(phantom: Phantom) -> np.ndarray:
-    return phantom.image.astype(np.float32)
+    return series_phantom()
 
 
 def sitk_volume(folder: Path) -> sitk.Image:
@@ -65,26 +60,6 @@ def assert_matches_sitk(result: SourceSeries, folder: Path) -> None:
     expected = sitk.GetArrayFromImage(image).astype(np.float32)
     assert result.volume.array.shape == expected.shape
     np.testing.assert_array_equal(result.volume.array, expected)
-
-
-def assert_same_geometry(a: SourceSeries, b: SourceSeries) -> None:
-    ga, gb = a.volume.geometry, b.volume.geometry
-    assert ga.shape == gb.shape
-    np.testing.assert_allclose(ga.spacing, gb.spacing, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(ga.origin, gb.origin, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(ga.direction, gb.direction, rtol=0, atol=1e-6)
-
-
-def new_instance(ds: Dataset) -> None:
-    """Give an edited copy its own SOP Instance UID (file meta too)."""
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-
-
-def error_of(paths: list[Path], **options: Any) -> str:
-    with pytest.raises(SeriesError) as info:
-        load_series(paths, **options)
-    return str(info.value)
 
 
 # --- ordering and geometry -------------------------------------------------------------------------
@@ -187,68 +162,6 @@ def test_each_file_is_read_once(phantom: Phantom, tmp_path: Path, monkeypatch: p
     result = load_series(paths)
     assert calls == Counter({p: 1 for p in paths})
     np.testing.assert_array_equal(result.volume.array, hu(phantom))
-
-
-# --- enhanced multi-frame --------------------------------------------------------------------------
-
-
-def test_enhanced_ct_matches_the_single_frame_series(phantom: Phantom, tmp_path: Path) -> None:
-    single = load_series(write(phantom, tmp_path / "single", orientation=OBLIQUE))
-    [path] = write(phantom, tmp_path / "enhanced", orientation=OBLIQUE, enhanced=True)
-    result = load_series([path])
-    assert result.is_multiframe
-    assert result.frame_order == list(range(12))
-    assert len(result.headers) == 1 and "PixelData" not in result.headers[0]
-    assert result.sop_instance_uids == [result.headers[0].SOPInstanceUID] * 12
-    assert result.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2.1"
-    np.testing.assert_array_equal(result.volume.array, single.volume.array)
-    assert_same_geometry(result, single)
-
-
-def test_enhanced_frames_out_of_order_with_per_frame_rescale(phantom: Phantom, tmp_path: Path) -> None:
-    [path] = write(phantom, tmp_path / "enhanced", enhanced=True)
-    order = list(range(12))
-    random.Random(3).shuffle(order)  # frame i holds slice order[i]
-    rescales = [((1.0, -1024.0), (0.5, -1024.0), (1.0, -1500.0))[i % 3] for i in range(12)]
-    shuffle_frames(path, order, rescales)
-    result = load_series([path])
-    assert result.frame_order == [order.index(k) for k in range(12)]
-    np.testing.assert_array_equal(result.volume.array, hu(phantom))
-    assert result.volume.geometry.origin == pytest.approx(ORIGIN)
-    assert result.volume.geometry.spacing == pytest.approx(SPACING)
-
-
-def test_legacy_converted_enhanced_ct_from_highdicom(phantom: Phantom, tmp_path: Path) -> None:
-    paths = write(phantom, tmp_path / "single", orientation=OBLIQUE)
-    single = load_series(paths)
-    legacy = highdicom.legacy.LegacyConvertedEnhancedCTImage(
-        [pydicom.dcmread(p) for p in reversed(paths)],
-        series_instance_uid=generate_uid(),
-        series_number=2,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-    )
-    out = tmp_path / "legacy.dcm"
-    legacy.save_as(out)
-    result = load_series([out])
-    assert result.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2.2"
-    np.testing.assert_array_equal(result.volume.array, single.volume.array)
-    assert_same_geometry(result, single)
-
-
-def test_several_multiframe_files_are_refused(phantom: Phantom, tmp_path: Path) -> None:
-    [a] = write(phantom, tmp_path / "a", enhanced=True, series_uid="1.2.3.4")
-    [b] = write(phantom, tmp_path / "b", enhanced=True, series_uid="1.2.3.4")
-    edit_files([b], lambda ds, _: new_instance(ds))
-    message = error_of([a, b])
-    assert "2 multi-frame file(s)" in message and "only one enhanced multi-frame file" in message
-
-
-def test_enhanced_frame_without_position_is_named(phantom: Phantom, tmp_path: Path) -> None:
-    [path] = write(phantom, tmp_path / "e", enhanced=True)
-    edit_files([path], lambda ds, _: delattr(ds.PerFrameFunctionalGroupsSequence[2], "PlanePositionSequence"))
-    message = error_of([path])
-    assert "ImagePositionPatient missing" in message and "frame 3 of enhanced_ct.dcm" in message
 
 
 # --- localizers and the select hook ----------------------------------------------------------------
@@ -508,41 +421,3 @@ def test_unreadable_file_is_named(phantom: Phantom, tmp_path: Path, damage: Call
 
 def test_no_files(tmp_path: Path) -> None:
     assert "no DICOM files given" in error_of([])
-
-
-def test_enhanced_per_frame_geometry_groups(phantom: Phantom, tmp_path: Path) -> None:
-    """Orientation and pixel measures given per frame instead of shared give the same volume."""
-    [shared_file] = write(phantom, tmp_path / "shared", orientation=OBLIQUE, enhanced=True)
-    reference = load_series([shared_file])
-
-    def per_frame(ds: Dataset, _: int) -> None:
-        shared = ds.SharedFunctionalGroupsSequence[0]
-        for frame in ds.PerFrameFunctionalGroupsSequence:
-            frame.PlaneOrientationSequence = shared.PlaneOrientationSequence
-            frame.PixelMeasuresSequence = shared.PixelMeasuresSequence
-        del shared.PlaneOrientationSequence
-        del shared.PixelMeasuresSequence
-
-    [path] = edit_files(write(phantom, tmp_path / "per-frame", orientation=OBLIQUE, enhanced=True), per_frame)
-    assert "PlaneOrientationSequence" not in pydicom.dcmread(path).SharedFunctionalGroupsSequence[0]
-    result = load_series([path])
-    np.testing.assert_array_equal(result.volume.array, reference.volume.array)
-    assert_same_geometry(result, reference)
-
-
-def test_enhanced_localizer_frame_is_dropped(phantom: Phantom, tmp_path: Path) -> None:
-    [path] = write(phantom, tmp_path / "e", enhanced=True)
-
-    def mark_last_frame(ds: Dataset, _: int) -> None:
-        frame_type = Dataset()
-        frame_type.FrameType = ["ORIGINAL", "PRIMARY", "LOCALIZER", "NONE"]
-        last = ds.PerFrameFunctionalGroupsSequence[-1]
-        last.CTImageFrameTypeSequence = [frame_type]
-        last.PlanePositionSequence[0].ImagePositionPatient = [0.0, 0.0, 500.0]  # off the stack
-
-    edit_files([path], mark_last_frame)
-    result = load_series([path])
-    assert result.frame_order == list(range(11))
-    np.testing.assert_array_equal(result.volume.array, hu(phantom)[:11])
-    [warning] = result.warnings
-    assert "dropped 1 localizer image(s)" in warning and "frame 12 of enhanced_ct.dcm" in warning
