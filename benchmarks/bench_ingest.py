@@ -5,7 +5,7 @@ endian) to a temporary folder, then sends it with dcmtk ``storescu`` (``TCP_NODE
 association) to:
 
 - dcmtk ``storescp`` (``TCP_NODELAY=1``, default options, writing to a temporary folder);
-- the node's receiver (:class:`dicom_node.receive.ScpServer` with a full ``Receiver``: spool + journal),
+- the node's receiver (:class:`dicom_node.net.receive.ScpServer` with a full ``Receiver``: spool + journal),
   with fsync on (the default) and off; ``--chunked`` adds runs with pynetdicom's chunked receive
   (data sets go to a temp file instead of memory).
 
@@ -42,11 +42,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from dicom_node.config import NodeSection
-from dicom_node.filing import Spool
-from dicom_node.header import read_header, read_part10_layout
-from dicom_node.ingest import Ingestor, Origin
-from dicom_node.journal import Journal
-from dicom_node.receive import Receiver, ScpServer, set_chunked_receive
+from dicom_node.net.receive import Receiver, ScpServer, set_chunked_receive
+from dicom_node.storage.filing import Spool
+from dicom_node.storage.header import read_header, read_part10_layout
+from dicom_node.storage.ingest import Ingestor, Origin
+from dicom_node.storage.journal import Journal
 
 STORESCU = "/usr/bin/storescu"
 STORESCP = "/usr/bin/storescp"

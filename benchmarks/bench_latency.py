@@ -5,7 +5,7 @@ time, sending), for phantom CT series sent over DICOM.
     .venv/bin/python benchmarks/bench_latency.py [--runs 3] [--quiet-seconds 2] [--device auto]
 
 The node runs in-process (``dicom_node.node.Node``) on a free port with the bundled demo model; the
-destination is a built-in storage SCP. Each run sends a new phantom series (``dicom_node.scu``) and
+destination is a built-in storage SCP. Each run sends a new phantom series (``dicom_node.net.scu``) and
 waits for its SEG. Stage times come from the node's journal (job timings and timestamps) and the
 destination's acceptance time. Run 1 includes loading the model (cold predictor); later runs are warm.
 By default completion is by quiet period; ``--expected-count`` completes as soon as all instances
@@ -29,12 +29,12 @@ from pydicom import dcmread
 from pydicom.uid import SegmentationStorage, generate_uid
 
 from dicom_node.config import load_config
-from dicom_node.latency import SeriesLatency, series_latency
+from dicom_node.demo.latency import SeriesLatency, series_latency
+from dicom_node.demo.phantom import make_phantom, write_ct_series
+from dicom_node.demo.store_receiver import ReceivedInstance, StoreReceiver
+from dicom_node.net.peers import Peer
+from dicom_node.net.scu import send_files
 from dicom_node.node import Node
-from dicom_node.peers import Peer
-from dicom_node.scu import send_files
-from dicom_node.store_receiver import ReceivedInstance, StoreReceiver
-from inference.phantom import make_phantom, write_ct_series
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("bench_latency")

@@ -75,8 +75,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
 
+    from dicom_node.demo.phantom import make_phantom, write_ct_series
     from inference.executor import InferenceRequest, InProcessExecutor
-    from inference.phantom import make_phantom, write_ct_series
 
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp:
         root = Path(tmp)

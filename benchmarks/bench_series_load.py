@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from inference.phantom import write_ct_series
+from dicom_node.demo.phantom import write_ct_series
 from inference.series import find_dicom_files, load_series
 
 

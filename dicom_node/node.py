@@ -21,21 +21,21 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from dicom_node.completion import CompletionLoop
 from dicom_node.config import NodeConfig
-from dicom_node.dropfolder import DropFolder
 from dicom_node.errors import ConfigError, NodeError
-from dicom_node.filing import Spool
-from dicom_node.ingest import Ingestor
-from dicom_node.journal import Journal
-from dicom_node.loop import Clock
-from dicom_node.receive import Receiver, ScpServer
-from dicom_node.retention import RetentionService
-from dicom_node.routing import RuleSet
-from dicom_node.rules_watch import watch_config_rules
-from dicom_node.sending import Sender
-from dicom_node.series_locks import SeriesLocks
-from dicom_node.worker import Worker
+from dicom_node.net.receive import Receiver, ScpServer
+from dicom_node.pipeline.completion import CompletionLoop
+from dicom_node.pipeline.loop import Clock
+from dicom_node.pipeline.routing import RuleSet
+from dicom_node.pipeline.rules_watch import watch_config_rules
+from dicom_node.pipeline.sending import Sender
+from dicom_node.pipeline.worker import Worker
+from dicom_node.storage.dropfolder import DropFolder
+from dicom_node.storage.filing import Spool
+from dicom_node.storage.ingest import Ingestor
+from dicom_node.storage.journal import Journal
+from dicom_node.storage.retention import RetentionService
+from dicom_node.storage.series_locks import SeriesLocks
 from inference.errors import InferenceError
 from inference.executor import Executor
 

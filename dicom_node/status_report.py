@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from dicom_node.journal import Journal
+from dicom_node.storage.journal import Journal
 
 SERIES_FIELDS = (
     "series_uid",

@@ -33,7 +33,7 @@ class SegWriteError(InferenceError):
 
 
 class PhantomError(InferenceError, ValueError):
-    """Invalid arguments for a synthetic phantom or its DICOM series (inference.phantom)."""
+    """Invalid arguments for a synthetic phantom or its DICOM series (dicom_node.demo.phantom)."""
 
 
 class ArgsError(InferenceError):

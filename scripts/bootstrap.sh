@@ -27,6 +27,7 @@ declare -A APT_FOR=(
   [/usr/bin/storescu]=dcmtk
   [/usr/sbin/Orthanc]=orthanc
   [/usr/bin/dciodvfy]=dicom3tools
+  [/usr/bin/chromium]=chromium
 )
 
 missing_packages() {
@@ -93,7 +94,7 @@ install_python_packages() {
   say "installing ${TORCH_PINS[*]}"
   "${pip[@]}" install -q "${TORCH_PINS[@]}"
   say "installing the project and its pinned dependencies (constraints.txt)"
-  "${pip[@]}" install -q -c constraints.txt -e ".[dev]"
+  "${pip[@]}" install -q -c constraints.txt -e ".[dev,ray]"
   # The constraints pin torch; make sure nothing swapped in another build.
   local got
   got="$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/train_demo_model.py --out models
 
 Steps: write a raw nnU-Net dataset (Dataset801_Phantom, channel "CT", labels background / body /
-liver / kidney) from :func:`inference.phantom.make_phantom` with randomised shapes around the
+liver / kidney) from :func:`dicom_node.demo.phantom.make_phantom` with randomised shapes around the
 demo's size (z 24-40, y/x 56-80) at the demo spacing; run nnU-Net's fingerprint, planner and
 3d_fullres preprocessing; shrink the planned network (few features, patch = the demo volume) so
 the model stays far below 2 MB and predicts the demo volume as one tile; train the standard
@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from inference.phantom import LABEL_NAMES, make_phantom  # noqa: E402
+from dicom_node.demo.phantom import LABEL_NAMES, make_phantom  # noqa: E402
 
 logger = logging.getLogger("train_demo_model")
 
@@ -86,7 +86,7 @@ def write_raw_dataset(raw_root: Path, cases: int, seed: int) -> Path:
         "numTraining": cases,
         "file_ending": ".nii.gz",
         "name": "Phantom",
-        "description": "Synthetic abdominal phantoms (inference.phantom) for the nnU-Net DICOM node demo",
+        "description": "Synthetic abdominal phantoms (dicom_node.demo.phantom), nnU-Net DICOM node demo",
         "reference": "nnunet-dicom-node scripts/train_demo_model.py",
         "licence": "Apache-2.0",
     }

@@ -44,6 +44,6 @@ def test_scripts_are_executable_and_parse() -> None:
 def test_bootstrap_pins_torch_before_the_project() -> None:
     text = (ROOT / "scripts" / "bootstrap.sh").read_text()
     assert "TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)" in text
-    assert text.index('install -q "${TORCH_PINS[@]}"') < text.index('-c constraints.txt -e ".[dev]"')
+    assert text.index('install -q "${TORCH_PINS[@]}"') < text.index('-c constraints.txt -e ".[dev,ray]"')
     constraints = (ROOT / "constraints.txt").read_text().splitlines()
     assert "torch==2.14.1" in constraints and "torchvision==0.29.1" in constraints

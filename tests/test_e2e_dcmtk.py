@@ -11,7 +11,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import SegmentationStorage
 
-from inference.phantom import make_phantom, write_ct_series
+from dicom_node.demo.phantom import make_phantom, write_ct_series
 from tests.support.node_process import running_node, write_config
 from tests.support.node_setup import model_spec
 from tests.support.store_peers import dcmtk_storescp

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from dicom_node.journal import Journal
-from inference.phantom import make_phantom, write_ct_series
+from dicom_node.demo.phantom import make_phantom, write_ct_series
+from dicom_node.storage.journal import Journal
 from tests.support.node_process import running_node, write_config
 from tests.support.node_setup import model_spec
 from tests.support.orthanc import Modality, OrthancFactory, orthanc_factory

@@ -16,7 +16,7 @@ from typing import Any
 
 from dicom_node.config import NodeConfig, load_config
 from dicom_node.errors import ConfigError
-from dicom_node.routing import ModelResolver, RuleSet
+from dicom_node.pipeline.routing import ModelResolver, RuleSet
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """``dicom-node demo [--workdir DIR] [--keep]``: run the whole path once on this machine (see
-:mod:`dicom_node.demo`). Exit 0 when a valid SEG came back, 1 with a one-line reason otherwise."""
+:mod:`dicom_node.demo.demo`). Exit 0 when a valid SEG came back, 1 with a one-line reason otherwise."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dicom_node.demo import DEFAULT_MODEL_SPEC, DemoOptions, run_demo
+from dicom_node.demo.demo import DEFAULT_MODEL_SPEC, DemoOptions, run_demo
 from dicom_node.errors import NodeError
 
 logger = logging.getLogger(__name__)

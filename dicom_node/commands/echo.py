@@ -7,10 +7,10 @@ import sys
 import time
 from typing import Any
 
-from dicom_node.dimse_status import describe, is_success
 from dicom_node.errors import ConfigError, DeliveryError
-from dicom_node.peers import Peer
-from dicom_node.scu import echo
+from dicom_node.net.dimse_status import describe, is_success
+from dicom_node.net.peers import Peer
+from dicom_node.net.scu import echo
 
 DEFAULT_CALLING_AE = "ECHOSCU"
 

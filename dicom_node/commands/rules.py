@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 
 from dicom_node.config import NodeConfig, load_config, load_rules_file
 from dicom_node.errors import ConfigError
-from dicom_node.routing import RuleSet, SeriesFacts, dicom_text
+from dicom_node.pipeline.routing import RuleSet, SeriesFacts, dicom_text
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dicom_node.dimse_status import describe
 from dicom_node.errors import ConfigError
-from dicom_node.peers import Peer
-from dicom_node.scu import SendResult, iter_files, send_files
+from dicom_node.net.dimse_status import describe
+from dicom_node.net.peers import Peer
+from dicom_node.net.scu import SendResult, iter_files, send_files
 
 DEFAULT_CALLING_AE = "STORESCU"
 

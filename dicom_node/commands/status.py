@@ -14,8 +14,8 @@ from typing import Any
 
 from dicom_node.config import load_config
 from dicom_node.errors import ConfigError
-from dicom_node.journal import Journal
 from dicom_node.status_report import snapshot, to_json, to_text
+from dicom_node.storage.journal import Journal
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 
 from dicom_node.cli import build_parser, main
 from dicom_node.commands.predict import _request_args, bundled_spec, default_spec
-from inference.phantom import make_phantom, write_ct_series
+from dicom_node.demo.phantom import make_phantom, write_ct_series
 from inference.series import load_series
 from tests.support.random_model import write_random_spec
 from tests.support.seg_read import seg_labels_on_grid

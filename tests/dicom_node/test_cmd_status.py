@@ -13,7 +13,7 @@ import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, SegmentationStorage, generate_uid
 
 from dicom_node.cli import main
-from dicom_node.journal import InstanceRecord, JobSpec, Journal
+from dicom_node.storage.journal import InstanceRecord, JobSpec, Journal
 
 
 def write_config(tmp_path: Path) -> Path:

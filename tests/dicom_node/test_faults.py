@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import pytest
 from pydicom import dcmread
 
-from dicom_node.journal import Journal
+from dicom_node.storage.journal import Journal
 from tests.support.node_process import NodeProcess, start_node, write_config
 from tests.support.node_setup import (
     model_spec,

@@ -15,8 +15,8 @@ from pydicom import dcmread
 
 from dicom_node.config import NodeConfig, config_from_mapping, load_config
 from dicom_node.errors import NodeError
-from dicom_node.journal import Journal
 from dicom_node.node import Node
+from dicom_node.storage.journal import Journal
 from tests.support.node_process import start_node, write_config
 from tests.support.node_setup import (
     model_spec,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dicom_node.journal import InstanceRecord, JobSpec, Journal
 from dicom_node.status_report import snapshot, to_json, to_text
+from dicom_node.storage.journal import InstanceRecord, JobSpec, Journal
 from tests.support.clock import T0
 
 SERIES = "1.2.826.0.1.3680043.9.7777.2.1"

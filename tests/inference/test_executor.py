@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 
+from dicom_node.demo.phantom import make_phantom, write_ct_series
 from inference.errors import PredictionError
 from inference.executor import Executor, InferenceRequest, InferenceResult, InProcessExecutor
-from inference.phantom import make_phantom, write_ct_series
 from inference.series import load_series
 from tests.support.random_model import write_random_spec
 from tests.support.seg_read import seg_labels_on_grid

@@ -14,8 +14,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from dicom_node.demo.phantom import make_phantom, write_ct_series
 from inference.executor import InferenceRequest, InProcessExecutor
-from inference.phantom import make_phantom, write_ct_series
 from inference.series import load_series
 from inference.spec import ResolvedModel, load_model_spec
 from tests.support.random_model import write_random_spec

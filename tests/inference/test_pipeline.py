@@ -16,9 +16,9 @@ import SimpleITK as sitk
 from pydicom import dcmread
 from pydicom.uid import JPEGLSLossless, RLELossless
 
+from dicom_node.demo.phantom import Phantom, make_phantom, write_ct_series
 from inference.errors import ArgsError, SeriesError, UnknownModelError
 from inference.executor import InferenceRequest, InProcessExecutor
-from inference.phantom import Phantom, make_phantom, write_ct_series
 from inference.postprocess import intersect_components
 from inference.series import load_series
 from tests.support.random_model import write_random_spec

@@ -13,8 +13,8 @@ import pydicom
 import pytest
 from pydicom import Dataset
 
+from dicom_node.demo.phantom import LABEL_NAMES, Phantom, make_phantom, write_ct_series
 from inference.errors import SegWriteError
-from inference.phantom import LABEL_NAMES, Phantom, make_phantom, write_ct_series
 from inference.seg import build_seg, read_seg_labelmap, seg_uids, write_seg
 from inference.series import SourceSeries, load_series
 from inference.spec import ResolvedModel, load_model_spec

@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import BasicTextSRStorage, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 import inference.series as series_module
-from inference.phantom import Phantom, make_phantom
+from dicom_node.demo.phantom import Phantom, make_phantom
 from inference.series import SourceSeries, load_series
 from tests.support.dicom_series import (
     edit_files,

@@ -29,8 +29,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from dicom_node.demo.phantom import Phantom, make_phantom, write_ct_series
 from inference.errors import SeriesError
-from inference.phantom import Phantom, make_phantom, write_ct_series
 from inference.series import load_series
 from inference.series_decode import decode_pixels, native_pixels, plugin_order
 from tests.support.dicom_series import edit_files, oblique_orientation, recompress, transcode

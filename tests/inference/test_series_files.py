@@ -10,8 +10,8 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MediaStorageDirectoryStorage, generate_uid
 
+from dicom_node.demo.phantom import Phantom, make_phantom, write_ct_series
 from inference.errors import SeriesError
-from inference.phantom import Phantom, make_phantom, write_ct_series
 from inference.series import find_dicom_files, group_series_files, load_series_dir
 
 

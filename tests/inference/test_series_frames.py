@@ -13,7 +13,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from inference.phantom import Phantom
+from dicom_node.demo.phantom import Phantom
 from inference.series import load_series
 from tests.support.dicom_series import edit_files, shuffle_frames
 from tests.support.series_checks import (

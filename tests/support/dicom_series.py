@@ -1,4 +1,4 @@
-"""Helpers that turn phantom series (``inference.phantom.write_ct_series``) into the awkward inputs
+"""Helpers that turn phantom series (``dicom_node.demo.phantom.write_ct_series``) into the awkward inputs
 ``inference.series`` must handle: re-encoded with dcmtk or pydicom, headers edited, enhanced frames
 stored out of order with per-frame rescale, files renamed at random."""
 

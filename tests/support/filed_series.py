@@ -9,7 +9,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from dicom_node.journal import InstanceRecord, Journal
+from dicom_node.storage.journal import InstanceRecord, Journal
 
 
 def write_instance(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dicom_node.journal import InstanceRecord, JobSpec, Journal
+from dicom_node.storage.journal import InstanceRecord, JobSpec, Journal
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"

@@ -75,7 +75,7 @@ def node_config(
 
 def phantom_series(out_dir: Path, *, slices: int = 16, seed: int = 0, **kw: Any) -> list[Path]:
     """A small phantom CT series (``slices`` x 48 x 48) written to ``out_dir``."""
-    from inference.phantom import make_phantom, write_ct_series
+    from dicom_node.demo.phantom import make_phantom, write_ct_series
 
     phantom = make_phantom(shape=(slices, 48, 48), spacing=(6.0, 6.0, 8.0), seed=seed)
     return write_ct_series(phantom, out_dir, **kw)

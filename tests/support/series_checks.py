@@ -10,8 +10,8 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from dicom_node.demo.phantom import Phantom, make_phantom, write_ct_series
 from inference.errors import SeriesError
-from inference.phantom import Phantom, make_phantom, write_ct_series
 from inference.series import SourceSeries, load_series
 from tests.support.dicom_series import oblique_orientation
 

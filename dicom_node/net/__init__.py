@@ -1,0 +1,1 @@
+"""DICOM networking: the SCP, the SCU, presentation contexts, the PDU guard, DIMSE statuses."""

@@ -1,0 +1,436 @@
+"""The DIMSE SCP: association checks and thin C-ECHO / C-STORE handlers.
+
+:class:`Receiver` holds what the handlers need (an :class:`~dicom_node.storage.ingest.Ingestor`, the journal,
+our AE titles, the calling-AE allow-list, the wake-up callbacks) and the per-association ids; it has no
+pynetdicom state of its own. :class:`ScpServer` builds the pynetdicom AE from the node configuration and
+runs a PDU-guarded association server (:mod:`dicom_node.net.pdu_guard`).
+
+C-STORE: the data set is parsed only up to (0020,1002) from the bytes as received, checked (UIDs valid
+and equal to the command's), filed durably and journaled, and only then answered 0x0000. Failures get
+specific statuses with an ErrorComment (see :func:`status_for`); nothing here raises into pynetdicom
+(whose generic answer would be 0xC211).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, _config, evt
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event
+
+from dicom_node.config import NodeSection
+from dicom_node.errors import (
+    CannotUnderstandError,
+    DatasetMismatchError,
+    InvalidUIDError,
+    MissingAttributeError,
+    OutOfResourcesError,
+    StorageError,
+    UnreadableDatasetError,
+)
+from dicom_node.net import dimse_status as st
+from dicom_node.net.contexts import supported_contexts
+from dicom_node.net.pdu_guard import GuardedAssociationServer, PduLimits
+from dicom_node.storage.header import InstanceHeader, read_header, read_part10_layout
+from dicom_node.storage.ingest import Ingestor, Origin
+from dicom_node.storage.journal import Journal
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------- statuses
+
+_STATUS_BY_ERROR: tuple[tuple[type[Exception], int, str, str], ...] = (
+    # (error class, status, journal level, journal kind); first match wins
+    (InvalidUIDError, st.CANNOT_UNDERSTAND_INVALID_UID, "warning", "store_rejected"),
+    (MissingAttributeError, st.CANNOT_UNDERSTAND_MISSING_ATTRIBUTE, "warning", "store_rejected"),
+    (UnreadableDatasetError, st.CANNOT_UNDERSTAND_UNREADABLE, "warning", "store_rejected"),
+    (CannotUnderstandError, st.CANNOT_UNDERSTAND, "warning", "store_rejected"),
+    (DatasetMismatchError, st.DATASET_DOES_NOT_MATCH_SOP_CLASS, "warning", "store_rejected"),
+    (OutOfResourcesError, st.OUT_OF_RESOURCES, "error", "store_refused"),
+    (StorageError, st.CANNOT_UNDERSTAND, "error", "store_failed"),
+)
+
+
+def status_for(exc: BaseException) -> tuple[int, str, str]:
+    """(status, journal level, journal kind) answering a C-STORE that raised ``exc``; anything
+    unexpected is a 0xC000 failure recorded as ``store_failed``."""
+    for cls, status, level, kind in _STATUS_BY_ERROR:
+        if isinstance(exc, cls):
+            return status, level, kind
+    return st.CANNOT_UNDERSTAND, "error", "store_failed"
+
+
+def status_dataset(status: int, comment: str = "") -> Dataset:
+    """A C-STORE response status with an Error Comment (LO: 64 printable characters, no backslash)."""
+    ds = Dataset()
+    ds.Status = status
+    text = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in comment).strip()
+    if text:
+        ds.ErrorComment = text[:64]
+    return ds
+
+
+# ---------------------------------------------------------------------------------------- receiver
+
+
+@dataclass
+class AssociationInfo:
+    """What we know of one accepted association."""
+
+    association_id: str
+    called_ae: str
+    calling_ae: str
+    peer: str
+    started: float = field(default_factory=time.monotonic)
+    stored: int = 0
+    failed: int = 0
+
+
+class Receiver:
+    """Association checks and DIMSE handlers, bound to a server with :meth:`evt_handlers`.
+
+    ``on_released(association_id)`` runs when a peer releases an association normally (an aborted
+    association completes nothing); like ``on_instance`` it must be quick and must not raise."""
+
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        *,
+        ae_titles: Sequence[str],
+        allowed_calling_aes: Sequence[str] = (),
+        on_released: Callable[[str], None] | None = None,
+    ) -> None:
+        if not ae_titles:
+            raise ValueError("a receiver needs at least one AE title")
+        self.ingestor = ingestor
+        self.journal: Journal = ingestor.journal
+        self.ae_titles = tuple(a.strip() for a in ae_titles)
+        self.allowed_calling_aes = frozenset(a.strip() for a in allowed_calling_aes)
+        self.on_released = on_released
+        self._assocs: dict[Any, AssociationInfo] = {}  # keyed by the Association (a Thread)
+        self._lock = threading.Lock()
+
+    def evt_handlers(self) -> list[tuple[Any, ...]]:
+        return [
+            (evt.EVT_REQUESTED, self.handle_requested),
+            (evt.EVT_ACCEPTED, self.handle_accepted),
+            (evt.EVT_C_ECHO, self.handle_echo),
+            (evt.EVT_C_STORE, self.handle_store),
+            (evt.EVT_RELEASED, self.handle_released),
+            (evt.EVT_ABORTED, self.handle_aborted),
+            (evt.EVT_CONN_CLOSE, self.handle_closed),
+        ]
+
+    # ------------------------------------------------------------------ associations
+
+    def check_association(self, called_ae: str, calling_ae: str) -> int | None:
+        """The A-ASSOCIATE-RJ reason (service-user source) for these AE titles, or None to go on."""
+        if called_ae.strip() not in self.ae_titles:
+            return st.REJECT_CALLED_AE_NOT_RECOGNIZED
+        if self.allowed_calling_aes and calling_ae.strip() not in self.allowed_calling_aes:
+            return st.REJECT_CALLING_AE_NOT_RECOGNIZED
+        return None
+
+    def handle_requested(self, event: Event) -> None:
+        assoc = event.assoc
+        called, calling = _requested_titles(assoc)
+        reason = self.check_association(called, calling)
+        if reason is None:
+            return
+        what = (
+            "called AE not ours" if reason == st.REJECT_CALLED_AE_NOT_RECOGNIZED else "calling AE not allowed"
+        )
+        peer = _peer_text(assoc)
+        logger.warning("rejecting association %s -> %s from %s: %s", calling, called, peer, what)
+        try:
+            self.journal.log_event(
+                "warning", "association_rejected", f"{calling} -> {called} from {peer}: {what}"
+            )
+        except Exception:
+            logger.exception("cannot record the rejection in the journal")
+        # permanent, service-user: pynetdicom skips its own negotiation once the association is rejected
+        assoc.acse.send_reject(0x01, 0x01, reason)
+        evt.trigger(assoc, evt.EVT_REJECTED, {})
+        assoc.kill()
+
+    def handle_accepted(self, event: Event) -> None:
+        assoc = event.assoc
+        called, calling = _requested_titles(assoc)
+        info = AssociationInfo(uuid.uuid4().hex, called, calling, _peer_text(assoc))
+        with self._lock:
+            self._assocs[assoc] = info
+        logger.info(
+            "association %s accepted: %s -> %s from %s",
+            info.association_id,
+            info.calling_ae,
+            info.called_ae,
+            info.peer,
+        )
+
+    def association(self, assoc: Any) -> AssociationInfo:
+        """The info of an accepted association (made on demand should EVT_ACCEPTED be missed)."""
+        with self._lock:
+            info = self._assocs.get(assoc)
+        if info is None:
+            called, calling = _requested_titles(assoc)
+            info = AssociationInfo(uuid.uuid4().hex, called or self.ae_titles[0], calling, _peer_text(assoc))
+            with self._lock:
+                info = self._assocs.setdefault(assoc, info)
+        return info
+
+    def _forget(self, assoc: Any) -> AssociationInfo | None:
+        with self._lock:
+            return self._assocs.pop(assoc, None)
+
+    def handle_released(self, event: Event) -> None:
+        info = self._forget(event.assoc)
+        if info is None:
+            return
+        logger.info(
+            "association %s released by %s: %d stored, %d failed in %.1f s",
+            info.association_id,
+            info.calling_ae,
+            info.stored,
+            info.failed,
+            time.monotonic() - info.started,
+        )
+        if self.on_released is not None and info.stored:
+            try:
+                self.on_released(info.association_id)
+            except Exception:
+                logger.exception("on_released callback failed for %s", info.association_id)
+
+    def handle_aborted(self, event: Event) -> None:
+        info = self._forget(event.assoc)
+        if info is not None:
+            logger.warning(
+                "association %s from %s aborted after %d stored, %d failed",
+                info.association_id,
+                info.calling_ae,
+                info.stored,
+                info.failed,
+            )
+
+    def handle_closed(self, event: Event) -> None:
+        self._forget(event.assoc)
+
+    def pdu_refused(self, peer: tuple[Any, ...], pdu_type: int, length: int) -> None:
+        """The PDU guard aborted a connection (it has logged why); note it in the journal."""
+        where = ":".join(str(p) for p in peer[:2]) or "?"
+        try:
+            self.journal.log_event(
+                "warning",
+                "pdu_refused",
+                f"association from {where} aborted: PDU type 0x{pdu_type:02X} of {length} bytes",
+            )
+        except Exception:
+            logger.exception("cannot record the PDU refusal in the journal")
+
+    # ------------------------------------------------------------------ DIMSE
+
+    def handle_echo(self, event: Event) -> int:
+        return st.SUCCESS
+
+    def handle_store(self, event: Event) -> int | Dataset:
+        info = self.association(event.assoc)
+        request = event.request
+        transfer_syntax = str(event.context.transfer_syntax)
+        origin = Origin(info.called_ae, info.calling_ae, info.association_id)
+        command_uid = str(getattr(request, "AffectedSOPInstanceUID", "") or "")
+        try:
+            header = self._store(event, transfer_syntax, origin)
+        except Exception as exc:
+            info.failed += 1
+            return self._failure(exc, info, command_uid)
+        info.stored += 1
+        logger.debug(
+            "stored %s (series %s) from %s", header.sop_instance_uid, header.series_uid, info.calling_ae
+        )
+        return st.SUCCESS
+
+    def _store(self, event: Event, transfer_syntax: str, origin: Origin) -> InstanceHeader:
+        request = cast(C_STORE, event.request)
+        chunked = _chunked_path(event)
+        if chunked is not None:  # pynetdicom wrote the data set to a temp file (chunked receive)
+            with open(chunked, "rb") as fp:
+                layout = read_part10_layout(fp)
+                header = read_header(fp, transfer_syntax).validated()
+                _check_matches_command(header, request)
+                fp.seek(layout.dataset_offset)
+                self.ingestor.ingest(header, transfer_syntax, fp, origin)
+            return header
+        data = request.DataSet
+        if data is None:
+            raise MissingAttributeError("C-STORE request without a data set")
+        data.seek(0)
+        header = read_header(data, transfer_syntax).validated()
+        _check_matches_command(header, request)
+        with data.getbuffer() as view:  # the received bytes, not a copy
+            self.ingestor.ingest(header, transfer_syntax, view, origin)
+        return header
+
+    def _failure(self, exc: Exception, info: AssociationInfo, command_uid: str) -> Dataset:
+        status, level, kind = status_for(exc)
+        shown = command_uid if len(command_uid) <= 70 else command_uid[:67] + "..."
+        message = (
+            f"C-STORE {shown!r} from {info.calling_ae} -> {info.called_ae}"
+            f" ({info.association_id}): 0x{status:04X} {exc}"
+        )
+        if kind == "store_failed" and not isinstance(exc, StorageError):
+            logger.error("%s", message, exc_info=exc)
+        else:
+            logger.warning("%s", message)
+        try:
+            self.journal.log_event(level, kind, message)
+        except Exception:
+            logger.exception("cannot record the C-STORE failure in the journal")
+        return status_dataset(status, str(exc) or type(exc).__name__)
+
+
+def _check_matches_command(header: InstanceHeader, request: Any) -> None:
+    command_class = str(getattr(request, "AffectedSOPClassUID", "") or "")
+    command_instance = str(getattr(request, "AffectedSOPInstanceUID", "") or "")
+    if header.sop_class_uid != command_class:
+        raise DatasetMismatchError(
+            f"SOP Class UID {header.sop_class_uid} differs from the command's {command_class}"
+        )
+    if header.sop_instance_uid != command_instance:
+        raise DatasetMismatchError(
+            f"SOP Instance UID {header.sop_instance_uid} differs from the command's {command_instance}"
+        )
+
+
+def _chunked_path(event: Event) -> Path | None:
+    try:
+        path = event.dataset_path
+    except AttributeError:
+        return None
+    return Path(path) if path else None
+
+
+def _requested_titles(assoc: Any) -> tuple[str, str]:
+    """(called, calling) AE titles of an association request."""
+    rq = assoc.requestor.primitive
+    if rq is None:
+        return "", ""
+    return str(rq.called_ae_title).strip(), str(rq.calling_ae_title).strip()
+
+
+def _peer_text(assoc: Any) -> str:
+    try:
+        info = assoc.requestor.address_info
+        return f"{info.address}:{info.port}"
+    except AttributeError:
+        return "?"
+
+
+# ---------------------------------------------------------------------------------------- server
+
+
+def build_ae(node: NodeSection) -> AE:
+    """The pynetdicom AE for our SCP. AE title checks are ours (see :meth:`Receiver.check_association`)
+    because pynetdicom checks one called AE title only."""
+    ae = AE(ae_title=node.ae_title[0])
+    ae.maximum_associations = node.max_associations
+    ae.acse_timeout = node.acse_timeout_seconds
+    ae.dimse_timeout = node.dimse_timeout_seconds
+    ae.network_timeout = node.network_timeout_seconds
+    ae.maximum_pdu_size = node.max_pdu_bytes
+    ae.require_called_aet = False
+    ae.require_calling_aet = []
+    ae.supported_contexts = supported_contexts()
+    return ae
+
+
+def set_chunked_receive(enabled: bool) -> None:
+    """pynetdicom keeps this switch in a module-wide setting; the node sets it once at start-up.
+    When on, pynetdicom writes each received data set to a temp file instead of memory."""
+    _config.STORE_RECV_CHUNKED_DATASET = enabled
+
+
+class ScpServer:
+    """A running SCP: ``start()`` binds and serves in a background thread, ``stop()`` ends it."""
+
+    def __init__(
+        self, node: NodeSection, receiver: Receiver, *, host: str | None = None, port: int | None = None
+    ):
+        self.node = node
+        self.receiver = receiver
+        self.host = node.host if host is None else host
+        self._port = node.port if port is None else port
+        self.ae = build_ae(node)
+        self._server: GuardedAssociationServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when the configuration asked for port 0)."""
+        if self._server is not None:
+            return int(self._server.server_address[1])
+        return self._port
+
+    def start(self) -> ScpServer:
+        server = self.ae.make_server(  # returns an instance of server_class
+            (self.host, self._port),
+            ae_title=self.node.ae_title[0],
+            evt_handlers=self.receiver.evt_handlers(),
+            server_class=GuardedAssociationServer,
+            pdu_limits=PduLimits(max_pdu=self.node.max_pdu_bytes),
+            on_pdu_refused=self.receiver.pdu_refused,
+        )
+        self._server = cast(GuardedAssociationServer, server)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="dicom-scp", daemon=True
+        )
+        self._thread.start()
+        logger.info(
+            "DICOM SCP listening on %s:%d as %s (max PDU %d, max %d associations)",
+            self.host,
+            self.port,
+            ", ".join(self.node.ae_title),
+            self.node.max_pdu_bytes,
+            self.node.max_associations,
+        )
+        return self
+
+    def active_associations(self) -> list[Any]:
+        if self._server is None:
+            return []
+        return list(self._server.active_associations)
+
+    def stop(self, grace_seconds: float = 10.0) -> None:
+        """Stop accepting, let running associations finish for up to ``grace_seconds`` (an instance
+        being filed is always finished), then abort the rest."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        deadline = time.monotonic() + grace_seconds
+        assocs = list(server.active_associations)
+        while assocs and time.monotonic() < deadline:
+            time.sleep(0.05)
+            assocs = [a for a in assocs if a.is_alive()]
+        for assoc in assocs:
+            logger.warning("aborting association still open at shutdown")
+            assoc.abort()
+        for assoc in assocs:
+            assoc.join(timeout=grace_seconds)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        logger.info("DICOM SCP stopped")
+
+    def __enter__(self) -> ScpServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""From filed series to delivered results: routing, completion, inference workers, sending."""

@@ -1,0 +1,286 @@
+"""Routing: which rules a series matches, and why the others do not.
+
+Rules are data (:class:`dicom_node.config.RuleConfig`), never evaluated code. Matching semantics:
+
+- rules are tried in order; a disabled rule is skipped;
+- every condition a rule gives must hold; a condition holds when its regex (compiled when the config
+  loaded) matches the **whole** value (``re.fullmatch``), case-sensitively unless the pattern says
+  ``(?i)``;
+- the value is the attribute's raw text: as stored, multi-valued attributes joined with ``\\``, a
+  missing or empty attribute is the empty string;
+- the first matching rule wins; when it says ``continue: true`` the following rules are tried as well.
+
+:func:`route` returns the matched rules plus an explanation per rule, used by the node's log, the journal's
+routing note and ``dicom-node rules explain``. :func:`routing_settings` and :func:`job_specs` turn the
+matched rules into what :class:`dicom_node.storage.journal.Journal` stores.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from dicom_node.config import NodeConfig, RuleConfig
+from dicom_node.errors import ConfigError
+from dicom_node.storage.journal import JobSpec
+
+logger = logging.getLogger(__name__)
+
+FIELDS = ("called_ae", "calling_ae", "modality", "series_description")
+
+
+class ModelResolver(Protocol):
+    """What :class:`RuleSet` needs of a model catalog (``inference.spec.ModelCatalog``):
+    ``resolve`` returns the model for an id or alias and raises for an unknown name."""
+
+    def resolve(self, name: str) -> Any: ...
+
+
+def dicom_text(value: Any) -> str:
+    """The raw text of an element value: multi-valued joined with ``\\``, ``None`` as ``""``."""
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(dicom_text(v) for v in value)
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("latin-1").rstrip("\x00 ")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class SeriesFacts:
+    """What routing looks at for one series: the AEs of the association that delivered it and the
+    header of one of its instances (pixel data not needed)."""
+
+    called_ae: str
+    calling_ae: str
+    modality: str = ""
+    series_description: str = ""
+    header: Dataset | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_dataset(cls, header: Dataset, *, called_ae: str, calling_ae: str) -> SeriesFacts:
+        return cls(
+            called_ae=called_ae,
+            calling_ae=calling_ae,
+            modality=dicom_text(header.get("Modality")),
+            series_description=dicom_text(header.get("SeriesDescription")),
+            header=header,
+        )
+
+    def tag(self, keyword: str) -> str:
+        """Raw text of the attribute ``keyword`` in the header; ``""`` when absent."""
+        if self.header is None or keyword not in self.header:
+            return ""
+        return dicom_text(self.header[keyword].value)
+
+    def value(self, field_name: str) -> str:
+        """The value a condition named ``field_name`` (``modality``, ``tags.BodyPartExamined``...)
+        is matched against."""
+        if field_name.startswith("tags."):
+            return self.tag(field_name[len("tags.") :])
+        if field_name in FIELDS:
+            return str(getattr(self, field_name))
+        raise KeyError(f"unknown routing field {field_name!r}")
+
+
+@dataclass(frozen=True)
+class ConditionFailure:
+    """One condition of a rule that did not hold."""
+
+    field: str
+    pattern: str
+    actual: str
+
+    def describe(self) -> str:
+        return f"{self.field}: {self.actual!r} does not fully match {self.pattern!r}"
+
+
+@dataclass(frozen=True)
+class RuleExplanation:
+    """The outcome of one rule for one series.
+
+    ``matched``: the rule applies (it is in :attr:`RoutingDecision.matched`). ``conditions_met``: all
+    its conditions hold (true also for a rule an earlier match shadowed). ``failures``: the conditions
+    that do not hold. ``shadowed_by``: the earlier rule (without ``continue``) that stopped the search.
+    """
+
+    rule: str
+    enabled: bool
+    matched: bool
+    conditions_met: bool
+    failures: tuple[ConditionFailure, ...] = ()
+    shadowed_by: str | None = None
+
+    def describe(self) -> str:
+        if self.matched:
+            return "matches"
+        if not self.enabled:
+            return "disabled"
+        if self.shadowed_by is not None and self.conditions_met:
+            return f"would match, but rule {self.shadowed_by!r} matched first (without continue)"
+        text = "; ".join(f.describe() for f in self.failures)
+        if self.shadowed_by is not None:
+            return f"not tried after rule {self.shadowed_by!r}; would not match: {text}"
+        return f"no match: {text}"
+
+
+@dataclass(frozen=True)
+class RoutingDecision:
+    matched: list[RuleConfig]
+    explanations: list[RuleExplanation]
+
+    @property
+    def rule_names(self) -> list[str]:
+        return [r.name for r in self.matched]
+
+    def note(self) -> str:
+        """One line for the journal and the log."""
+        if self.matched:
+            return "matched " + ", ".join(self.rule_names)
+        if not self.explanations:
+            return "no rules configured"
+        parts = [f"{e.rule}: {e.describe()}" for e in self.explanations]
+        return "no rule matches (" + " | ".join(parts) + ")"
+
+
+def check_rule(rule: RuleConfig, facts: SeriesFacts) -> tuple[ConditionFailure, ...]:
+    """The conditions of ``rule`` that ``facts`` fail (empty: the rule's conditions hold)."""
+    failures = []
+    for name, pattern in rule.match.patterns().items():
+        actual = facts.value(name)
+        if pattern.fullmatch(actual) is None:
+            failures.append(ConditionFailure(name, pattern.pattern, actual))
+    return tuple(failures)
+
+
+def route(facts: SeriesFacts, rules: Sequence[RuleConfig] | RuleSet) -> RoutingDecision:
+    """Match ``facts`` against ``rules`` in order (see the module docstring). Every rule is
+    explained, including those after the match that ended the search."""
+    matched: list[RuleConfig] = []
+    explanations: list[RuleExplanation] = []
+    stopped_by: str | None = None
+    for rule in rules:
+        if not rule.enabled:
+            explanations.append(RuleExplanation(rule.name, False, False, False, shadowed_by=stopped_by))
+            continue
+        failures = check_rule(rule, facts)
+        ok = not failures
+        applies = ok and stopped_by is None
+        explanations.append(RuleExplanation(rule.name, True, applies, ok, failures, stopped_by))
+        if applies:
+            matched.append(rule)
+            if not rule.continue_:
+                stopped_by = rule.name
+    return RoutingDecision(matched, explanations)
+
+
+@dataclass(frozen=True)
+class RoutingSettings:
+    """Completion settings of a series, combined from its matched rules; the keyword arguments of
+    :meth:`dicom_node.storage.journal.Journal.set_routing` (see :meth:`as_kwargs`)."""
+
+    rules: tuple[str, ...]
+    quiet_seconds: float
+    complete_on_release: bool
+    use_expected_count: bool
+    note: str
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return {
+            "rules": list(self.rules),
+            "quiet_seconds": self.quiet_seconds,
+            "complete_on_release": self.complete_on_release,
+            "use_expected_count": self.use_expected_count,
+            "note": self.note,
+        }
+
+
+def routing_settings(decision: RoutingDecision) -> RoutingSettings:
+    """One completion policy for a series matched by several rules: the longest quiet period;
+    complete on release if any rule asks for it; trust the expected instance count only if every
+    matched rule does (a rule that turned it off says the sender's count is unreliable)."""
+    rules = decision.matched
+    return RoutingSettings(
+        rules=tuple(r.name for r in rules),
+        quiet_seconds=max((r.series_quiet_seconds for r in rules), default=0.0),
+        complete_on_release=any(r.complete_on_release for r in rules),
+        use_expected_count=bool(rules) and all(r.use_expected_count for r in rules),
+        note=decision.note(),
+    )
+
+
+def job_specs(rules: Sequence[RuleConfig]) -> list[JobSpec]:
+    """One journal job per matched rule."""
+    return [
+        JobSpec(rule_name=r.name, models=list(r.models), destinations=list(r.destinations), args=dict(r.args))
+        for r in rules
+    ]
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """An immutable, validated, ordered set of rules. Build it with :meth:`build` or
+    :meth:`from_config`; a reload makes a new one."""
+
+    rules: tuple[RuleConfig, ...] = ()
+
+    @classmethod
+    def build(
+        cls,
+        rules: Sequence[RuleConfig],
+        *,
+        catalog: ModelResolver | None = None,
+        destinations: Mapping[str, Any] | None = None,
+    ) -> RuleSet:
+        """Validate ``rules``: unique names, destinations among ``destinations`` (when given), every
+        model id/alias resolvable by ``catalog`` (when given). Raises :class:`ConfigError` listing
+        every problem, one per line, each naming the rule."""
+        problems: list[str] = []
+        seen: set[str] = set()
+        for rule in rules:
+            if rule.name in seen:
+                problems.append(f"rule {rule.name!r}: duplicate rule name")
+            seen.add(rule.name)
+            if destinations is not None:
+                for dest in rule.destinations:
+                    if dest not in destinations:
+                        known = ", ".join(sorted(destinations)) or "none"
+                        problems.append(
+                            f"rule {rule.name!r}: unknown destination {dest!r} (configured: {known})"
+                        )
+            if catalog is not None:
+                for model in rule.models:
+                    try:
+                        catalog.resolve(model)
+                    except Exception as exc:  # the catalog's own error type; reported, not swallowed
+                        problems.append(f"rule {rule.name!r}: model {model!r} not in the model spec: {exc}")
+        if problems:
+            raise ConfigError("\n".join(problems))
+        return cls(tuple(rules))
+
+    @classmethod
+    def from_config(cls, config: NodeConfig, catalog: ModelResolver | None = None) -> RuleSet:
+        return cls.build(config.rules, catalog=catalog, destinations=config.destinations)
+
+    def __iter__(self) -> Iterator[RuleConfig]:
+        return iter(self.rules)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.rules]
+
+    def model_names(self) -> list[str]:
+        """Model ids/aliases the rules use, in first-use order."""
+        return list(dict.fromkeys(m for r in self.rules for m in r.models))
+
+    def route(self, facts: SeriesFacts) -> RoutingDecision:
+        return route(facts, self)

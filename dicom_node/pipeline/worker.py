@@ -1,0 +1,218 @@
+"""Inference workers: claim jobs from the journal, run them through an Executor, queue the results.
+
+Each worker thread claims the oldest due job (``journal.claim_job``), resolves the series' instance
+files from the journal, and calls ``executor.run`` with a fresh output folder
+``storage_dir/outputs/<series_uid>/job-<id>/``. The outcome is recorded in one journal transaction
+(``finish_job``), which also queues one delivery per (destination, SEG/RTSTRUCT output) unless the
+series changed meanwhile (then the job is superseded and a newer job delivers).
+
+Failures: a retryable error (not enough GPU memory now) puts the job back with a delay; any other
+error is retried until the job has had ``max_attempts`` attempts, then it fails with the reason in
+the journal (job row and an error event), where ``dicom-node status`` shows it. Workers never run in
+an association's thread: they only meet the receiver through the journal.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
+from dicom_node.storage.journal import Journal
+from inference.errors import InsufficientGpuMemoryError
+from inference.executor import Executor, InferenceRequest, InferenceResult
+
+logger = logging.getLogger(__name__)
+
+DELIVERABLE_KINDS = frozenset({"seg", "rtstruct"})
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Worker(LoopService):
+    """``threads`` inference worker threads over one executor (GPU jobs one at a time by default)."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        executor: Executor,
+        *,
+        storage_dir: Path,
+        empty_result: Literal["empty_seg", "skip"] = "empty_seg",
+        max_attempts: int = 2,
+        retry_delay: float = 30.0,
+        max_retryable_attempts: int = 20,
+        on_deliveries: Callable[[], None] | None = None,
+        threads: int = 1,
+        clock: Clock = time.time,
+        max_poll: float = 5.0,
+    ) -> None:
+        self._journal = journal
+        self._executor = executor
+        self._storage_dir = Path(storage_dir)
+        self._empty_result = empty_result
+        self._max_attempts = max_attempts
+        self._retry_delay = retry_delay
+        self._max_retryable_attempts = max(max_retryable_attempts, max_attempts)
+        self._on_deliveries = on_deliveries or (lambda: None)
+        self._clock = clock
+        self._loop = LoopThread("worker", self.run_next, clock=clock, max_poll=max_poll, threads=threads)
+
+    # ------------------------------------------------------------------ work
+
+    def run_next(self) -> float | None:
+        """Claim and run one job; returns when to look again (now if a job ran)."""
+        job = self._journal.claim_job(self._clock())
+        if job is None:
+            return self._journal.next_job_time()
+        self.run_job(job)
+        return self._clock()
+
+    def run_job(self, job: dict[str, Any]) -> None:
+        job_id = int(job["id"])
+        series_uid = str(job["series_uid"])
+        if int(job["attempts"]) > self._max_retryable_attempts:
+            last = job["error"] or "none recorded (the node may have stopped or died during the job)"
+            self._fail(job, f"gave up after {job['attempts'] - 1} attempt(s); last error: {last}")
+            return
+        instances = self._journal.instances_of_series(series_uid)
+        paths = [self._storage_dir / row["path"] for row in instances]
+        if not paths:
+            self._fail(job, f"series {series_uid} has no instances in the journal")
+            return
+        output_dir = self._storage_dir / "outputs" / series_uid / f"job-{job_id}"
+        if output_dir.exists():
+            shutil.rmtree(output_dir)  # left by an attempt that did not finish
+        output_dir.mkdir(parents=True)
+        request = InferenceRequest(
+            inputs=[paths],
+            models=list(job["models"]),
+            args=dict(job["args"]),
+            output_dir=output_dir,
+            empty_result=self._empty_result,
+        )
+        logger.info(
+            "job %d: series %s (%d instances), models %s, rule %s, attempt %d",
+            job_id,
+            series_uid,
+            len(paths),
+            "+".join(job["models"]),
+            job["rule_name"],
+            job["attempts"],
+        )
+        started = time.monotonic()
+        try:
+            result = self._executor.run(request)
+        except InsufficientGpuMemoryError as exc:
+            self._retry(job, _describe(exc), delay=self._retry_delay)
+            return
+        except Exception as exc:
+            logger.debug("job %d failed", job_id, exc_info=True)
+            if int(job["attempts"]) < self._max_attempts:
+                self._retry(job, _describe(exc), delay=0.0)
+            else:
+                self._fail(job, _describe(exc))
+            return
+        self._finish(job, result, output_dir, wall=time.monotonic() - started)
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _finish(
+        self, job: dict[str, Any], result: InferenceResult, request_dir: Path, *, wall: float
+    ) -> None:
+        job_id = int(job["id"])
+        outputs: list[dict[str, Any]] = []
+        deliveries: list[dict[str, Any]] = []
+        for out in result.outputs:
+            path = Path(out.path)
+            rel = self._relative(path if path.is_absolute() else request_dir / path)
+            outputs.append(
+                {
+                    "path": rel,
+                    "kind": out.kind,
+                    "sop_instance_uid": out.sop_instance_uid,
+                    "sop_class_uid": out.sop_class_uid,
+                }
+            )
+            if out.kind in DELIVERABLE_KINDS and out.sop_instance_uid and out.sop_class_uid:
+                for dest in job["destinations"]:
+                    deliveries.append(
+                        {
+                            "destination": dest,
+                            "path": rel,
+                            "sop_instance_uid": out.sop_instance_uid,
+                            "sop_class_uid": out.sop_class_uid,
+                        }
+                    )
+        state = "empty" if result.empty else "done"
+        timings = {k: float(v) for k, v in dict(result.timings).items()}
+        timings["job"] = wall  # the worker's view: claim to result, all stages
+        queued = self._journal.finish_job(
+            job_id,
+            state=state,
+            now=self._clock(),
+            outputs=outputs,
+            timings=timings,
+            deliveries=deliveries,
+        )
+        for warning in result.warnings:
+            self._journal.log_event(
+                "warning", "job_warning", str(warning), series_uid=job["series_uid"], job_id=job_id
+            )
+        if not queued:
+            logger.info("job %d superseded: series %s changed while it ran", job_id, job["series_uid"])
+            return
+        logger.info(
+            "job %d %s in %.1f s: %d output(s), %d delivery(ies) queued",
+            job_id,
+            state,
+            wall,
+            len(outputs),
+            len(deliveries),
+        )
+        if deliveries:
+            self._on_deliveries()
+
+    def _retry(self, job: dict[str, Any], error: str, *, delay: float) -> None:
+        job_id = int(job["id"])
+        now = self._clock()
+        self._journal.retry_job(job_id, error=error, not_before=now + delay if delay > 0 else None)
+        self._journal.log_event(
+            "warning",
+            "job_retry",
+            f"job {job_id} attempt {job['attempts']} failed, retrying in {delay:.0f} s: {error}",
+            series_uid=job["series_uid"],
+            job_id=job_id,
+            now=now,
+        )
+        logger.warning(
+            "job %d attempt %d failed (%s); retrying in %.0f s", job_id, job["attempts"], error, delay
+        )
+        if delay <= 0:
+            self.wake()
+
+    def _fail(self, job: dict[str, Any], error: str) -> None:
+        job_id = int(job["id"])
+        now = self._clock()
+        self._journal.finish_job(job_id, state="failed", now=now, error=error)
+        self._journal.log_event(
+            "error",
+            "job_failed",
+            f"job {job_id} (series {job['series_uid']}, rule {job['rule_name']}) failed: {error}",
+            series_uid=job["series_uid"],
+            job_id=job_id,
+            now=now,
+        )
+        logger.error("job %d failed: %s", job_id, error)
+
+    def _relative(self, path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(self._storage_dir.resolve()))
+        except ValueError:
+            return str(path)

@@ -1,0 +1,164 @@
+"""One path for every incoming instance (C-STORE or drop folder): file it in the spool, record it in
+the journal, drop a replaced copy that lay elsewhere, and wake the completion loop.
+
+The data set bytes are written as they came (never decoded, never re-encoded) behind a fresh file
+meta group that names the transfer syntax and the sending/receiving AE titles, so a spool file alone is
+enough to rebuild its journal row (see :meth:`dicom_node.storage.filing.Spool.reconcile`).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+
+from dicom_node.storage.filing import Part, Payload, Spool, StoredFile
+from dicom_node.storage.header import InstanceHeader
+from dicom_node.storage.journal import InstanceRecord, Journal
+from dicom_node.storage.series_locks import SeriesLocks
+
+logger = logging.getLogger(__name__)
+
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an instance came from."""
+
+    called_ae: str
+    calling_ae: str
+    association_id: str | None = None
+
+
+def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
+    if vr == b"OB":  # 2 reserved bytes, 32-bit length
+        return struct.pack("<HH2s2xI", 0x0002, element, vr, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    raw = text.encode("ascii", "replace")
+    return raw + pad if len(raw) % 2 else raw
+
+
+def encode_file_meta(header: InstanceHeader, transfer_syntax: str, origin: Origin) -> bytes:
+    """Preamble, ``DICM`` and the file meta group (explicit VR little endian, PS3.10 7.1) of a
+    spool file. Encoded here rather than with pydicom: it runs for every received instance and this
+    is ~20x cheaper; :func:`encode_file_meta_pydicom` is the reference the tests compare with."""
+    elements = b"".join(
+        (
+            _meta_element(0x0001, b"OB", b"\x00\x01"),
+            _meta_element(0x0002, b"UI", _padded(header.sop_class_uid, b"\x00")),
+            _meta_element(0x0003, b"UI", _padded(header.sop_instance_uid, b"\x00")),
+            _meta_element(0x0010, b"UI", _padded(transfer_syntax, b"\x00")),
+            _meta_element(0x0012, b"UI", _padded(PYNETDICOM_IMPLEMENTATION_UID, b"\x00")),
+            _meta_element(0x0013, b"SH", _padded(PYNETDICOM_IMPLEMENTATION_VERSION, b" ")),
+            # PS3.10: the AE that wrote the file (us), the one that sent its content, the one that got it
+            _meta_element(0x0016, b"AE", _padded(origin.called_ae, b" ")),
+            _meta_element(0x0017, b"AE", _padded(origin.calling_ae, b" ")),
+            _meta_element(0x0018, b"AE", _padded(origin.called_ae, b" ")),
+        )
+    )
+    return _PREAMBLE + _meta_element(0x0000, b"UL", struct.pack("<I", len(elements))) + elements
+
+
+def encode_file_meta_pydicom(header: InstanceHeader, transfer_syntax: str, origin: Origin) -> bytes:
+    """The same file meta, written by pydicom."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(header.sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(header.sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
+    meta.SourceApplicationEntityTitle = origin.called_ae
+    meta.SendingApplicationEntityTitle = origin.calling_ae
+    meta.ReceivingApplicationEntityTitle = origin.called_ae
+    buf = DicomBytesIO()
+    buf.write(_PREAMBLE)
+    write_file_meta_info(buf, meta, enforce_standard=True)
+    return buf.getvalue()
+
+
+class Ingestor:
+    """Files validated instances. ``on_instance(series_uid)`` is called after the journal commit
+    (the node wires it to the completion loop); it must be quick and must not raise."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        journal: Journal,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_instance: Callable[[str], None] | None = None,
+        locks: SeriesLocks | None = None,
+    ) -> None:
+        self.spool = spool
+        self.locks = locks or SeriesLocks()
+        self.journal = journal
+        self.clock = clock
+        self.on_instance = on_instance
+
+    def ingest(
+        self,
+        header: InstanceHeader,
+        transfer_syntax: str,
+        dataset: Payload,
+        origin: Origin,
+    ) -> StoredFile:
+        """File one instance whose ``header`` was validated; ``dataset`` is the data set without file
+        meta (a buffer, several buffers, or a binary file at the data set's start).
+
+        Raises InvalidUIDError, OutOfResourcesError or StorageError from the spool (nothing written),
+        and sqlite3 errors from the journal (the file stays; start-up reconciliation records it)."""
+        meta = encode_file_meta(header, transfer_syntax, origin)
+        parts: list[Part] = [meta]
+        if isinstance(dataset, list | tuple):
+            parts.extend(dataset)
+        else:
+            parts.append(dataset)  # type: ignore[arg-type]
+        # filing and journaling of one series never interleave with a retention purge of it
+        with self.locks.filing(header.series_uid):
+            stored = self.spool.store(parts, header.study_uid, header.series_uid, header.sop_instance_uid)
+            outcome = self.journal.record_instance(
+                InstanceRecord(
+                    sop_instance_uid=header.sop_instance_uid,
+                    sop_class_uid=header.sop_class_uid,
+                    series_uid=header.series_uid,
+                    study_uid=header.study_uid,
+                    transfer_syntax=transfer_syntax,
+                    path=stored.relpath,
+                    size=stored.size,
+                    called_ae=origin.called_ae,
+                    calling_ae=origin.calling_ae,
+                    association_id=origin.association_id,
+                    received_at=self.clock(),
+                    modality=header.modality,
+                    series_description=header.series_description,
+                    expected_count=header.expected_count,
+                )
+            )
+        if outcome.old_path is not None:
+            # the same SOP instance arrived before under another study/series: one copy only
+            self.spool.remove(outcome.old_path)
+        if outcome.replaced:
+            logger.info(
+                "instance %s replaced (series %s, from %s)",
+                header.sop_instance_uid,
+                header.series_uid,
+                origin.calling_ae,
+            )
+        if self.on_instance is not None:
+            try:
+                self.on_instance(header.series_uid)
+            except Exception:
+                logger.exception("on_instance callback failed for series %s", header.series_uid)
+        return stored

@@ -1,0 +1,209 @@
+"""Journal operations on instances and series: recording, routing decisions, completion timers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from dicom_node.storage.journal.base import JournalBase
+from dicom_node.storage.journal.records import InstanceRecord, RecordOutcome, decode_series
+
+
+class SeriesOps(JournalBase):
+    def record_instance(self, rec: InstanceRecord) -> RecordOutcome:
+        """Record a filed instance and update its series, in one transaction.
+
+        A known SOP Instance UID replaces the earlier record (no duplicate slices). Any new or replaced
+        instance bumps the series generation and puts the series back to ``receiving``, which restarts
+        its completion timer; if a job already ran for the series this is a late arrival.
+        """
+        with self._tx() as cur:
+            old = cur.execute(
+                "SELECT path, series_uid FROM instances WHERE sop_instance_uid = ?",
+                (rec.sop_instance_uid,),
+            ).fetchone()
+            cur.execute(
+                "INSERT OR REPLACE INTO instances (sop_instance_uid, sop_class_uid, series_uid,"
+                " study_uid, transfer_syntax, path, size, called_ae, calling_ae, association_id,"
+                " received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    rec.sop_instance_uid,
+                    rec.sop_class_uid,
+                    rec.series_uid,
+                    rec.study_uid,
+                    rec.transfer_syntax,
+                    rec.path,
+                    rec.size,
+                    rec.called_ae,
+                    rec.calling_ae,
+                    rec.association_id,
+                    rec.received_at,
+                ),
+            )
+            series = cur.execute(
+                "SELECT state, generation FROM series WHERE series_uid = ?", (rec.series_uid,)
+            ).fetchone()
+            had_job = False
+            if series is None:
+                cur.execute(
+                    "INSERT INTO series (series_uid, study_uid, modality, series_description,"
+                    " called_ae, calling_ae, first_received, last_received, instance_count,"
+                    " expected_count, generation, state, last_association_id)"
+                    " VALUES (?,?,?,?,?,?,?,?,1,?,1,'receiving',?)",
+                    (
+                        rec.series_uid,
+                        rec.study_uid,
+                        rec.modality,
+                        rec.series_description,
+                        rec.called_ae,
+                        rec.calling_ae,
+                        rec.received_at,
+                        rec.received_at,
+                        rec.expected_count,
+                        rec.association_id,
+                    ),
+                )
+            else:
+                had_job = (
+                    cur.execute(
+                        "SELECT 1 FROM jobs WHERE series_uid = ? LIMIT 1", (rec.series_uid,)
+                    ).fetchone()
+                    is not None
+                )
+                # a new SOP instance (or one moved here from another series) adds one
+                added = int(old is None or old["series_uid"] != rec.series_uid)
+                # an unmatched series is routed again (rules may have changed since)
+                cur.execute(
+                    "UPDATE series SET last_received = MAX(last_received, ?),"
+                    " instance_count = instance_count + ?,"
+                    " expected_count = COALESCE(?, expected_count), generation = generation + 1,"
+                    " state = 'receiving', released = 0, last_association_id = ?,"
+                    " rules = CASE WHEN state = 'unmatched' THEN NULL ELSE rules END"
+                    " WHERE series_uid = ?",
+                    (
+                        rec.received_at,
+                        added,
+                        rec.expected_count,
+                        rec.association_id,
+                        rec.series_uid,
+                    ),
+                )
+            if old is not None and old["series_uid"] != rec.series_uid:
+                # the instance moved series: recount the old one
+                cur.execute(
+                    "UPDATE series SET instance_count = instance_count - 1 WHERE series_uid = ?",
+                    (old["series_uid"],),
+                )
+        old_path = old["path"] if old is not None and old["path"] != rec.path else None
+        return RecordOutcome(replaced=old is not None, old_path=old_path, late=had_job)
+
+    def has_instance(self, sop_instance_uid: str) -> bool:
+        rows = self._query("SELECT 1 FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,))
+        return bool(rows)
+
+    def known_paths(self) -> set[str]:
+        """Relative paths of every recorded instance (for the start-up spool reconciliation)."""
+        return {r["path"] for r in self._query("SELECT path FROM instances")}
+
+    def instances_of_series(self, series_uid: str) -> list[dict[str, Any]]:
+        return self._query(
+            "SELECT * FROM instances WHERE series_uid = ? ORDER BY received_at, sop_instance_uid",
+            (series_uid,),
+        )
+
+    def get_series(self, series_uid: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM series WHERE series_uid = ?", (series_uid,))
+        return decode_series(rows[0]) if rows else None
+
+    def list_series(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._query("SELECT * FROM series ORDER BY last_received DESC LIMIT ?", (limit,))
+        return [decode_series(r) for r in rows]
+
+    def unrouted_series(self) -> list[dict[str, Any]]:
+        """Series receiving instances that have no rule decision yet."""
+        rows = self._query(
+            "SELECT * FROM series WHERE state = 'receiving' AND rules IS NULL ORDER BY first_received"
+        )
+        return [decode_series(r) for r in rows]
+
+    def set_routing(
+        self,
+        series_uid: str,
+        *,
+        rules: Sequence[str],
+        quiet_seconds: float = 0.0,
+        complete_on_release: bool = False,
+        use_expected_count: bool = True,
+        note: str = "",
+    ) -> None:
+        """Store a routing decision: the names of the matched rules (in order). No rule marks the
+        series ``unmatched`` (kept for the retention period, never sent)."""
+        with self._tx() as cur:
+            if not rules:
+                cur.execute(
+                    "UPDATE series SET state = 'unmatched', rules = NULL, routing_note = ?"
+                    " WHERE series_uid = ? AND state = 'receiving'",
+                    (note, series_uid),
+                )
+            else:
+                cur.execute(
+                    "UPDATE series SET rules = ?, quiet_seconds = ?, complete_on_release = ?,"
+                    " use_expected_count = ?, routing_note = ? WHERE series_uid = ?",
+                    (
+                        json.dumps(list(rules)),
+                        quiet_seconds,
+                        int(complete_on_release),
+                        int(use_expected_count),
+                        note,
+                        series_uid,
+                    ),
+                )
+
+    def clear_routing_of_receiving(self) -> int:
+        """Forget the rules of series still receiving (after a rules reload), so they are routed
+        again. Returns how many."""
+        with self._tx() as cur:
+            cur.execute("UPDATE series SET rules = NULL WHERE state = 'receiving' AND rules IS NOT NULL")
+            return cur.rowcount
+
+    def mark_association_released(self, association_id: str) -> int:
+        """Note that an association ended; series it delivered last may complete on release."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE series SET released = 1 WHERE last_association_id = ? AND state = 'receiving'",
+                (association_id,),
+            )
+            return cur.rowcount
+
+    def due_series(self, now: float) -> list[dict[str, Any]]:
+        """Routed series whose completion condition holds at ``now``, each with a ``trigger``:
+        ``expected_count`` (all announced instances arrived), ``association_released`` (rule
+        option) or ``quiet_period`` (no new instance for the rule's quiet seconds)."""
+        rows = self._query("SELECT * FROM series WHERE state = 'receiving' AND rules IS NOT NULL")
+        due = []
+        for row in rows:
+            decode_series(row)
+            if (
+                row["use_expected_count"]
+                and row["expected_count"]
+                and row["instance_count"] >= row["expected_count"]
+            ):
+                row["trigger"] = "expected_count"
+            elif row["complete_on_release"] and row["released"]:
+                row["trigger"] = "association_released"
+            elif row["last_received"] + (row["quiet_seconds"] or 0.0) <= now:
+                row["trigger"] = "quiet_period"
+            else:
+                continue
+            due.append(row)
+        return due
+
+    def next_due_time(self) -> float | None:
+        """The earliest time a routed, receiving series can complete by its quiet period."""
+        rows = self._query(
+            "SELECT MIN(last_received + COALESCE(quiet_seconds, 0)) AS t FROM series"
+            " WHERE state = 'receiving' AND rules IS NOT NULL"
+        )
+        value = rows[0]["t"] if rows else None
+        return None if value is None else float(value)

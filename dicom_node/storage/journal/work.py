@@ -1,0 +1,237 @@
+"""Journal operations on jobs and deliveries (the work queues)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from dicom_node.storage.journal.base import JournalBase
+from dicom_node.storage.journal.records import JobSpec, decode_job, row_to_dict
+
+
+class WorkOps(JournalBase):
+    # ------------------------------------------------------------------ jobs
+
+    def create_jobs(
+        self,
+        series_uid: str,
+        *,
+        generation: int,
+        jobs: Sequence[JobSpec],
+        trigger: str,
+        now: float,
+    ) -> list[int]:
+        """Queue one job per matched rule for ``generation`` of a series, if the series is still at
+        that generation and receiving. Earlier pending jobs of the series are superseded. Returns the
+        job ids, or [] if the series moved on meanwhile (a new instance arrived)."""
+        ids: list[int] = []
+        with self._tx() as cur:
+            row = cur.execute(
+                "SELECT generation, state FROM series WHERE series_uid = ?", (series_uid,)
+            ).fetchone()
+            if row is None or row["generation"] != generation or row["state"] != "receiving":
+                return []
+            cur.execute(
+                "UPDATE jobs SET state = 'superseded', finished_at = ?"
+                " WHERE series_uid = ? AND state = 'pending'",
+                (now, series_uid),
+            )
+            for spec in jobs:
+                cur.execute(
+                    "INSERT INTO jobs (series_uid, generation, rule_name, models, destinations,"
+                    " args, trigger, state, created_at) VALUES (?,?,?,?,?,?,?,'pending',?)",
+                    (
+                        series_uid,
+                        generation,
+                        spec.rule_name,
+                        json.dumps(list(spec.models)),
+                        json.dumps(list(spec.destinations)),
+                        json.dumps(dict(spec.args), sort_keys=True),
+                        trigger,
+                        now,
+                    ),
+                )
+                ids.append(int(cur.lastrowid or 0))
+            cur.execute("UPDATE series SET state = 'queued' WHERE series_uid = ?", (series_uid,))
+        return ids
+
+    def claim_job(self, now: float) -> dict[str, Any] | None:
+        """Atomically take the oldest pending job that is due (``not_before``) and mark it running."""
+        with self._tx() as cur:
+            row = cur.execute(
+                "SELECT * FROM jobs WHERE state = 'pending' AND COALESCE(not_before, 0) <= ?"
+                " ORDER BY id LIMIT 1",
+                (now,),
+            ).fetchone()
+            if row is None:
+                return None
+            cur.execute(
+                "UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1 WHERE id = ?",
+                (now, row["id"]),
+            )
+        job = row_to_dict(row)
+        assert job is not None
+        job["state"] = "running"
+        job["started_at"] = now
+        job["attempts"] += 1
+        return decode_job(job)
+
+    def get_job(self, job_id: int) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return decode_job(rows[0]) if rows else None
+
+    def list_jobs(self, limit: int = 100, state: str | None = None) -> list[dict[str, Any]]:
+        if state is None:
+            rows = self._query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._query("SELECT * FROM jobs WHERE state = ? ORDER BY id DESC LIMIT ?", (state, limit))
+        return [decode_job(r) for r in rows]
+
+    def finish_job(
+        self,
+        job_id: int,
+        *,
+        state: str,
+        now: float,
+        outputs: Sequence[dict[str, Any]] = (),
+        timings: dict[str, float] | None = None,
+        error: str | None = None,
+        deliveries: Sequence[dict[str, Any]] = (),
+    ) -> bool:
+        """Close a running job (``done``, ``empty`` or ``failed``) and queue its deliveries, in one
+        transaction. If the series received new instances since the job's generation, the job is
+        ``superseded`` instead and nothing is queued (a newer job will deliver). Each delivery is a
+        dict with destination, path, sop_instance_uid, sop_class_uid; queuing supersedes pending
+        deliveries of the same SOP instance to the same destination. Returns whether deliveries were
+        queued (or would have been, for an empty list)."""
+        with self._tx() as cur:
+            job = cur.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if job is None:
+                raise KeyError(job_id)
+            series = cur.execute(
+                "SELECT generation FROM series WHERE series_uid = ?", (job["series_uid"],)
+            ).fetchone()
+            current = series is not None and series["generation"] == job["generation"]
+            final_state = state if current or state == "failed" else "superseded"
+            cur.execute(
+                "UPDATE jobs SET state = ?, finished_at = ?, outputs = ?, timings = ?, error = ?"
+                " WHERE id = ?",
+                (
+                    final_state,
+                    now,
+                    json.dumps(list(outputs)),
+                    json.dumps(timings or {}),
+                    error,
+                    job_id,
+                ),
+            )
+            if final_state == "superseded":
+                return False
+            for d in deliveries:
+                cur.execute(
+                    "UPDATE deliveries SET state = 'superseded' WHERE destination = ?"
+                    " AND sop_instance_uid = ? AND state = 'pending'",
+                    (d["destination"], d["sop_instance_uid"]),
+                )
+                cur.execute(
+                    "INSERT INTO deliveries (job_id, series_uid, destination, path,"
+                    " sop_instance_uid, sop_class_uid, state, next_attempt_at, created_at)"
+                    " VALUES (?,?,?,?,?,?,'pending',?,?)",
+                    (
+                        job_id,
+                        job["series_uid"],
+                        d["destination"],
+                        d["path"],
+                        d["sop_instance_uid"],
+                        d["sop_class_uid"],
+                        now,
+                        now,
+                    ),
+                )
+        return True
+
+    def retry_job(self, job_id: int, *, error: str, not_before: float | None = None) -> None:
+        """Put a running job back to pending (e.g. not enough GPU memory now), to be claimed again
+        at ``not_before`` (at once when None)."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE jobs SET state = 'pending', error = ?, not_before = ?"
+                " WHERE id = ? AND state = 'running'",
+                (error, not_before, job_id),
+            )
+
+    def next_job_time(self) -> float | None:
+        """When the earliest pending job may be claimed (None: no pending job)."""
+        rows = self._query("SELECT MIN(COALESCE(not_before, 0)) AS t FROM jobs WHERE state = 'pending'")
+        value = rows[0]["t"] if rows else None
+        return None if value is None else float(value)
+
+    # ------------------------------------------------------------------ deliveries
+
+    def claim_deliveries(
+        self, now: float, *, destination: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """Take due pending deliveries (of one destination when given) and mark them sending."""
+        with self._tx() as cur:
+            if destination is None:
+                rows = cur.execute(
+                    "SELECT * FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?"
+                    " ORDER BY next_attempt_at, id LIMIT ?",
+                    (now, limit),
+                ).fetchall()
+            else:
+                rows = cur.execute(
+                    "SELECT * FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?"
+                    " AND destination = ? ORDER BY next_attempt_at, id LIMIT ?",
+                    (now, destination, limit),
+                ).fetchall()
+            for row in rows:
+                cur.execute(
+                    "UPDATE deliveries SET state = 'sending', attempts = attempts + 1 WHERE id = ?",
+                    (row["id"],),
+                )
+        out = []
+        for row in rows:
+            d = row_to_dict(row)
+            assert d is not None
+            d["state"] = "sending"
+            d["attempts"] += 1
+            out.append(d)
+        return out
+
+    def finish_delivery(
+        self,
+        delivery_id: int,
+        *,
+        ok: bool,
+        now: float,
+        status: int | None = None,
+        error: str | None = None,
+        retry_at: float | None = None,
+    ) -> None:
+        """Record a delivery attempt: done, pending again at ``retry_at``, or failed for good."""
+        with self._tx() as cur:
+            if ok:
+                state, next_at, done_at = "done", now, now
+            elif retry_at is not None:
+                state, next_at, done_at = "pending", retry_at, None
+            else:
+                state, next_at, done_at = "failed", now, now
+            cur.execute(
+                "UPDATE deliveries SET state = ?, next_attempt_at = ?, done_at = ?,"
+                " last_status = ?, last_error = ? WHERE id = ?",
+                (state, next_at, done_at, status, error, delivery_id),
+            )
+
+    def list_deliveries(self, limit: int = 100, state: str | None = None) -> list[dict[str, Any]]:
+        if state is None:
+            return self._query("SELECT * FROM deliveries ORDER BY id DESC LIMIT ?", (limit,))
+        return self._query(
+            "SELECT * FROM deliveries WHERE state = ? ORDER BY id DESC LIMIT ?", (state, limit)
+        )
+
+    def next_delivery_time(self) -> float | None:
+        rows = self._query("SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE state = 'pending'")
+        value = rows[0]["t"] if rows else None
+        return None if value is None else float(value)

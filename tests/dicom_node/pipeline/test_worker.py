@@ -1,0 +1,255 @@
+"""Inference workers with a stub Executor (the interface the node talks to; the real in-process
+executor runs in test_node.py / test_faults.py): request contents, outcomes, deliveries, retries,
+failures, superseded results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, SegmentationStorage, generate_uid
+
+from dicom_node.pipeline.worker import Worker
+from dicom_node.storage.journal import InstanceRecord, JobSpec, Journal
+from inference.errors import InsufficientGpuMemoryError, SeriesError
+from inference.executor import InferenceRequest, InferenceResult, OutputFile
+from inference.uids import derive_uid
+from tests.support.clock import T0, Clock
+from tests.support.tools import wait_for
+
+
+@dataclass
+class StubExecutor:
+    """Writes one SEG-named file per request (UID derived from the series, like the real one) unless
+    told to fail or to find nothing."""
+
+    fail_with: list[Exception] = field(default_factory=list)
+    empty: bool = False
+    nifti: bool = False
+    during: Callable[[InferenceRequest], None] | None = None
+    requests: list[InferenceRequest] = field(default_factory=list)
+
+    def run(self, request: InferenceRequest) -> InferenceResult:
+        self.requests.append(request)
+        if self.during is not None:
+            self.during(request)
+        if self.fail_with:
+            raise self.fail_with.pop(0)
+        series = request.inputs[0][0].parent.name
+        outputs = []
+        if not (self.empty and request.empty_result == "skip"):
+            path = request.output_dir / "seg.dcm"
+            path.write_bytes(b"stand-in SEG")
+            outputs.append(
+                OutputFile(
+                    path, "seg", derive_uid(series, request.models[0], "1", "instance"), SegmentationStorage
+                )
+            )
+        if self.nifti:
+            nii = request.output_dir / "labels.nii.gz"
+            nii.write_bytes(b"nifti")
+            outputs.append(OutputFile(nii, "nifti_labels"))
+        return InferenceResult(
+            outputs=outputs, empty=self.empty, timings={"load": 0.1, "inference": 0.2}, warnings=["a warning"]
+        )
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    j = Journal(tmp_path / "journal.sqlite")
+    yield j
+    j.close()
+
+
+def add_instance(journal: Journal, storage: Path, series: str, at: float = T0) -> Path:
+    sop = generate_uid()
+    rel = f"spool/1.2.3/{series}/{sop}.dcm"
+    (storage / rel).parent.mkdir(parents=True, exist_ok=True)
+    (storage / rel).write_bytes(b"instance")
+    journal.record_instance(
+        InstanceRecord(
+            sop_instance_uid=sop,
+            sop_class_uid=CTImageStorage,
+            series_uid=series,
+            study_uid="1.2.3",
+            transfer_syntax=ExplicitVRLittleEndian,
+            path=rel,
+            size=8,
+            called_ae="NNUNET",
+            calling_ae="STORESCU",
+            association_id=None,
+            received_at=at,
+        )
+    )
+    return storage / rel
+
+
+def queue_job(
+    journal: Journal, storage: Path, *, instances: int = 3, destinations: tuple[str, ...] = ("pacs",)
+) -> tuple[str, list[Path], int]:
+    series = generate_uid()
+    paths = [add_instance(journal, storage, series) for _ in range(instances)]
+    journal.set_routing(series, rules=["ct"])
+    [job_id] = journal.create_jobs(
+        series,
+        generation=instances,
+        jobs=[JobSpec("ct", ["demo"], list(destinations), {"folds": [0]})],
+        trigger="quiet_period",
+        now=T0,
+    )
+    return series, paths, job_id
+
+
+def make_worker(journal: Journal, storage: Path, executor: StubExecutor, **kw: Any) -> Worker:
+    kw.setdefault("clock", Clock())
+    return Worker(journal, executor, storage_dir=storage, **kw)
+
+
+def test_done_job_queues_one_delivery_per_destination(journal: Journal, tmp_path: Path) -> None:
+    executor = StubExecutor()
+    woken: list[int] = []
+    worker = make_worker(journal, tmp_path, executor, on_deliveries=lambda: woken.append(1))
+    series, paths, job_id = queue_job(journal, tmp_path, destinations=("pacs", "archive"))
+    worker.run_next()
+    [request] = executor.requests
+    assert sorted(request.inputs[0]) == sorted(paths)
+    assert request.models == ["demo"] and request.args == {"folds": [0]}
+    assert request.output_dir == tmp_path / "outputs" / series / f"job-{job_id}"
+    assert request.empty_result == "empty_seg"
+    job = journal.get_job(job_id)
+    assert job is not None and job["state"] == "done" and job["error"] is None
+    uid = derive_uid(series, "demo", "1", "instance")
+    assert job["outputs"] == [
+        {
+            "path": f"outputs/{series}/job-{job_id}/seg.dcm",
+            "kind": "seg",
+            "sop_instance_uid": uid,
+            "sop_class_uid": SegmentationStorage,
+        }
+    ]
+    assert job["timings"]["inference"] == 0.2 and "job" in job["timings"]
+    deliveries = journal.list_deliveries()
+    assert sorted(d["destination"] for d in deliveries) == ["archive", "pacs"]
+    assert {d["sop_instance_uid"] for d in deliveries} == {uid}
+    assert all((tmp_path / d["path"]).is_file() for d in deliveries)
+    assert woken == [1]
+    assert journal.recent_events(level="warning")[0]["message"] == "a warning"
+
+
+def test_empty_result_with_skip_sends_nothing(journal: Journal, tmp_path: Path) -> None:
+    worker = make_worker(journal, tmp_path, StubExecutor(empty=True), empty_result="skip")
+    _, _, job_id = queue_job(journal, tmp_path)
+    worker.run_next()
+    assert journal.get_job(job_id)["state"] == "empty"  # type: ignore[index]
+    assert journal.list_deliveries() == []
+
+
+def test_empty_result_with_empty_seg_sends_the_empty_seg(journal: Journal, tmp_path: Path) -> None:
+    worker = make_worker(journal, tmp_path, StubExecutor(empty=True), empty_result="empty_seg")
+    _, _, job_id = queue_job(journal, tmp_path)
+    worker.run_next()
+    assert journal.get_job(job_id)["state"] == "empty"  # type: ignore[index]
+    assert len(journal.list_deliveries()) == 1
+
+
+def test_nifti_outputs_are_kept_not_sent(journal: Journal, tmp_path: Path) -> None:
+    worker = make_worker(journal, tmp_path, StubExecutor(nifti=True))
+    _, _, job_id = queue_job(journal, tmp_path)
+    worker.run_next()
+    kinds = [o["kind"] for o in journal.get_job(job_id)["outputs"]]  # type: ignore[index]
+    assert kinds == ["seg", "nifti_labels"]
+    assert [d["path"].endswith("seg.dcm") for d in journal.list_deliveries()] == [True]
+
+
+def test_error_is_retried_then_fails_with_the_reason(journal: Journal, tmp_path: Path) -> None:
+    executor = StubExecutor(fail_with=[SeriesError("only 1 slice"), SeriesError("only 1 slice")])
+    worker = make_worker(journal, tmp_path, executor, max_attempts=2)
+    series, _, job_id = queue_job(journal, tmp_path)
+    worker.run_next()
+    job = journal.get_job(job_id)
+    assert job is not None and (job["state"], job["attempts"]) == ("pending", 1)
+    assert job["error"] == "SeriesError: only 1 slice"
+    worker.run_next()
+    job = journal.get_job(job_id)
+    assert job is not None and (job["state"], job["attempts"]) == ("failed", 2)
+    assert job["error"] == "SeriesError: only 1 slice"
+    assert journal.list_deliveries() == []
+    event = journal.recent_events(level="error")[0]
+    assert event["kind"] == "job_failed" and event["series_uid"] == series
+    assert "only 1 slice" in event["message"] and f"job {job_id}" in event["message"]
+    assert worker.run_next() is None  # nothing left to claim
+
+
+def test_insufficient_gpu_memory_waits_and_retries(journal: Journal, tmp_path: Path) -> None:
+    clock = Clock()
+    executor = StubExecutor(fail_with=[InsufficientGpuMemoryError("needs 6 GiB, 2 GiB free")])
+    worker = make_worker(journal, tmp_path, executor, max_attempts=1, retry_delay=30, clock=clock)
+    _, _, job_id = queue_job(journal, tmp_path)
+    worker.run_next()
+    job = journal.get_job(job_id)
+    assert job is not None and job["state"] == "pending"  # retryable: not failed despite max_attempts=1
+    assert "needs 6 GiB" in job["error"]
+    assert journal.next_job_time() == pytest.approx(T0 + 30)
+    assert worker.run_next() == pytest.approx(T0 + 30)  # not due yet: nothing claimed
+    assert len(executor.requests) == 1
+    clock.now = T0 + 30
+    worker.run_next()
+    assert journal.get_job(job_id)["state"] == "done"  # type: ignore[index]
+    assert journal.recent_events(level="warning")[-1]["kind"] == "job_retry"
+
+
+def test_a_job_that_keeps_coming_back_gives_up(journal: Journal, tmp_path: Path) -> None:
+    """A job put back by restarts again and again (say the process dies in it) ends failed."""
+    executor = StubExecutor()
+    worker = make_worker(journal, tmp_path, executor, max_attempts=1, max_retryable_attempts=2)
+    _, _, job_id = queue_job(journal, tmp_path)
+    for _ in range(2):
+        assert journal.claim_job(T0) is not None
+        journal.recover()
+    worker.run_next()
+    job = journal.get_job(job_id)
+    assert job is not None and job["state"] == "failed" and "gave up after 2 attempt(s)" in job["error"]
+    assert executor.requests == []
+
+
+def test_result_of_a_series_that_changed_meanwhile_is_superseded(journal: Journal, tmp_path: Path) -> None:
+    series_box: dict[str, str] = {}
+    executor = StubExecutor(during=lambda req: add_instance(journal, tmp_path, series_box["uid"]))
+    worker = make_worker(journal, tmp_path, executor)
+    series, _, job_id = queue_job(journal, tmp_path)
+    series_box["uid"] = series
+    worker.run_next()
+    assert journal.get_job(job_id)["state"] == "superseded"  # type: ignore[index]
+    assert journal.list_deliveries() == []
+    assert journal.get_series(series)["state"] == "receiving"  # type: ignore[index]
+
+
+def test_leftover_output_folder_is_replaced(journal: Journal, tmp_path: Path) -> None:
+    worker = make_worker(journal, tmp_path, StubExecutor())
+    series, _, job_id = queue_job(journal, tmp_path)
+    stale = tmp_path / "outputs" / series / f"job-{job_id}" / "half-written.dcm"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"x")
+    worker.run_next()
+    assert not stale.exists()
+    assert journal.get_job(job_id)["state"] == "done"  # type: ignore[index]
+
+
+def test_worker_threads_pick_up_woken_jobs(journal: Journal, tmp_path: Path) -> None:
+    executor = StubExecutor()
+    worker = Worker(journal, executor, storage_dir=tmp_path, threads=2, max_poll=30)
+    worker.start()
+    try:
+        ids = [queue_job(journal, tmp_path)[2] for _ in range(3)]
+        worker.wake()
+        wait_for(
+            lambda: all(journal.get_job(i)["state"] == "done" for i in ids),  # type: ignore[index]
+            timeout=20,
+            what="3 jobs done",
+        )
+        assert len(executor.requests) == 3
+    finally:
+        worker.stop()

@@ -1,0 +1,103 @@
+"""Header parsing: only the leading attributes, from any accepted encoding, bounded for deflate."""
+
+from __future__ import annotations
+
+import io
+import tracemalloc
+import zlib
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from dicom_node.errors import InvalidUIDError, MissingAttributeError, UnreadableDatasetError
+from dicom_node.storage.header import InstanceHeader, read_header, read_part10_layout
+from tests.support.instances import dataset_bytes, make_ct
+
+
+def _parse(path: Path) -> InstanceHeader:
+    with path.open("rb") as fp:
+        layout = read_part10_layout(fp)
+        return read_header(fp, layout.transfer_syntax)
+
+
+@pytest.mark.parametrize(
+    "syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]
+)
+def test_reads_the_wanted_attributes(tmp_path: Path, syntax: str) -> None:
+    ds = make_ct(transfer_syntax=syntax, ImagesInAcquisition=42, SeriesDescription="Thorax  ")
+    path = tmp_path / "ct.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    header = _parse(path).validated()
+    assert header == InstanceHeader(
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+        study_uid=ds.StudyInstanceUID,
+        series_uid=ds.SeriesInstanceUID,
+        modality="CT",
+        series_description="Thorax",
+        expected_count=42,
+    )
+
+
+def test_layout_points_at_the_data_set(tmp_path: Path) -> None:
+    path = tmp_path / "ct.dcm"
+    make_ct().save_as(path, enforce_file_format=True)
+    with path.open("rb") as fp:
+        layout = read_part10_layout(fp)
+    assert path.read_bytes()[layout.dataset_offset :] == dataset_bytes(path)
+    assert layout.transfer_syntax == ExplicitVRLittleEndian
+
+
+def test_nothing_after_images_in_acquisition_is_parsed(tmp_path: Path) -> None:
+    """Bytes after (0020,1002) may be anything: they are never read as elements."""
+    ds = make_ct(ImagesInAcquisition=3)
+    path = tmp_path / "ct.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    data = dataset_bytes(path)
+    cut = data.index(b"\x20\x00\x02\x10")  # (0020,1002) in explicit VR little endian
+    end = cut + 8 + int.from_bytes(data[cut + 6 : cut + 8], "little")
+    garbage = data[:end] + b"\xff" * 5000
+    header = read_header(io.BytesIO(garbage), ExplicitVRLittleEndian)
+    assert header.expected_count == 3 and header.sop_instance_uid == ds.SOPInstanceUID
+
+
+def test_real_world_files() -> None:
+    header = _parse(Path(get_testdata_file("MR_small_bigendian.dcm")))
+    assert header.modality == "MR" and header.series_uid.startswith("1.3.6.1.4.1.5962")
+    assert _parse(Path(get_testdata_file("image_dfl.dcm"))).validated().modality == "OT"
+
+
+def test_missing_and_invalid_uids() -> None:
+    with pytest.raises(MissingAttributeError, match="Series Instance UID"):
+        InstanceHeader("1.2", "1.2.3", "1.2.3.4", "").validated()
+    with pytest.raises(InvalidUIDError, match="SOP Instance UID"):
+        InstanceHeader("1.2", "..", "1.2.3.4", "1.2.5").validated()
+
+
+def test_deflate_bomb_is_inflated_only_up_to_the_limit() -> None:
+    """A data set inflating to 256 MiB: the header read inflates at most 16 MiB of it."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    # one private OB element (0009,0010) announcing 256 MiB of zeros, first of the data set
+    bomb = compressor.compress(b"\x09\x00\x10\x00OB\x00\x00" + (256 << 20).to_bytes(4, "little"))
+    zeros = b"\x00" * (1 << 20)
+    for _ in range(256):
+        bomb += compressor.compress(zeros)
+    bomb += compressor.flush()
+    assert len(bomb) < 1024 * 1024
+    tracemalloc.start()
+    try:
+        header = read_header(io.BytesIO(bomb), DeflatedExplicitVRLittleEndian)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert header.sop_instance_uid == ""
+    assert peak < 64 * 1024 * 1024
+
+
+def test_unreadable() -> None:
+    with pytest.raises(UnreadableDatasetError):
+        read_part10_layout(io.BytesIO(b"plain text, not DICOM" * 20))
+    with pytest.raises(UnreadableDatasetError, match="inflated"):
+        read_header(io.BytesIO(b"\xff" * 100), DeflatedExplicitVRLittleEndian)
