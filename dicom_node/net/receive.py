@@ -38,7 +38,7 @@ from dicom_node.errors import (
     UnreadableDatasetError,
 )
 from dicom_node.net import dimse_status as st
-from dicom_node.net.contexts import supported_contexts
+from dicom_node.net.contexts import accept_every_storage_class, prefer_our_syntaxes, supported_contexts
 from dicom_node.net.pdu_guard import GuardedAssociationServer, PduLimits
 from dicom_node.storage.header import InstanceHeader, read_header, read_part10_layout
 from dicom_node.storage.ingest import Ingestor, Origin
@@ -146,6 +146,8 @@ class Receiver:
         called, calling = _requested_titles(assoc)
         reason = self.check_association(called, calling)
         if reason is None:
+            if assoc.requestor.primitive is not None:
+                prefer_our_syntaxes(assoc.requestor.primitive.presentation_context_definition_list)
             return
         what = (
             "called AE not ours" if reason == st.REJECT_CALLED_AE_NOT_RECOGNIZED else "calling AE not allowed"
@@ -339,7 +341,8 @@ def _peer_text(assoc: Any) -> str:
 
 def build_ae(node: NodeSection) -> AE:
     """The pynetdicom AE for our SCP. AE title checks are ours (see :meth:`Receiver.check_association`)
-    because pynetdicom checks one called AE title only."""
+    because pynetdicom checks one called AE title only. Storage SOP classes pynetdicom does not know
+    are accepted too (:mod:`dicom_node.net.contexts`)."""
     ae = AE(ae_title=node.ae_title[0])
     ae.maximum_associations = node.max_associations
     ae.acse_timeout = node.acse_timeout_seconds
@@ -349,6 +352,7 @@ def build_ae(node: NodeSection) -> AE:
     ae.require_called_aet = False
     ae.require_calling_aet = []
     ae.supported_contexts = supported_contexts()
+    accept_every_storage_class()
     return ae
 
 

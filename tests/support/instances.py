@@ -73,6 +73,43 @@ def make_ct(
     return ds
 
 
+SIEMENS_CSA_NON_IMAGE = "1.3.12.2.1107.5.9.1"
+
+
+def make_private_object(
+    *,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    sop_class_uid: str = SIEMENS_CSA_NON_IMAGE,
+    transfer_syntax: str = ExplicitVRLittleEndian,
+    **attributes: object,
+) -> Dataset:
+    """A vendor object of a private SOP class (no pixel data; a private block as Siemens writes its
+    CSA headers), with file meta."""
+    ds = Dataset()
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.PatientName = "Test^Receiver"
+    ds.PatientID = "RCV001"
+    ds.Modality = "CT"
+    ds.SeriesDescription = "PhoenixZIPReport"
+    ds.SeriesNumber = 99
+    ds.InstanceNumber = 1
+    block = ds.private_block(0x0029, "SIEMENS CSA NON-IMAGE", create=True)
+    block.add_new(0x08, "CS", "PHOENIX")
+    block.add_new(0x20, "OB", bytes(range(256)) * 4)
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = transfer_syntax
+    ds.file_meta = meta
+    return ds
+
+
 def write_series(out_dir: Path, count: int, **kwargs: object) -> list[Path]:
     """``count`` CT files of one series in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)

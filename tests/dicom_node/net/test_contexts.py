@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pynetdicom import AllStoragePresentationContexts
 
-from dicom_node.net.contexts import TRANSFER_SYNTAXES, supported_contexts
+from dicom_node.net.contexts import TRANSFER_SYNTAXES, is_image_storage, supported_contexts
 
 
 def test_every_storage_class_with_every_syntax() -> None:
@@ -32,3 +32,13 @@ def test_uncompressed_preferred_and_compressed_accepted() -> None:
         "1.2.840.10008.1.2.4.201",  # HTJ2K lossless
     ]:
         assert uid in TRANSFER_SYNTAXES
+
+
+def test_only_standard_image_classes_are_model_input() -> None:
+    assert is_image_storage("1.2.840.10008.5.1.4.1.1.2")  # CT
+    assert is_image_storage("1.2.840.10008.5.1.4.1.1.4.1")  # Enhanced MR
+    assert not is_image_storage("1.3.12.2.1107.5.9.1")  # Siemens CSA Non-Image (private)
+    assert not is_image_storage("1.2.840.10008.5.1.4.1.1.66.4")  # Segmentation
+    assert not is_image_storage("1.2.840.10008.5.1.4.1.1.88.22")  # Enhanced SR
+    assert not is_image_storage("1.2.840.10008.5.1.4.1.1.481.1")  # RT Image
+    assert not is_image_storage("1.2.840.10008.5.1.4.1.1.104.1")  # Encapsulated PDF

@@ -19,6 +19,8 @@ from dicom_node.net import dimse_status as st
 from dicom_node.net.peers import Peer
 from dicom_node.net.scu import send_files
 from tests.support.instances import (
+    SIEMENS_CSA_NON_IMAGE,
+    make_private_object,
     dataset_bytes,
     echo,
     make_ct,
@@ -212,6 +214,63 @@ def test_raw_sent_syntaxes_are_stored_byte_for_byte(
     (stored,) = node.spool_files()
     assert dcmread(stored, stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax
     assert dataset_bytes(stored) == dataset_bytes(source)
+
+
+# ------------------------------------------------------------------------------- any SOP class
+
+
+def test_private_sop_class_is_accepted_filed_and_journaled(node: Node, tmp_path: Path) -> None:
+    """A vendor object of a SOP class pynetdicom does not know (Siemens CSA Non-Image) is accepted
+    in the syntax proposed and filed byte for byte, like any instance."""
+    ds = make_private_object()
+    path = tmp_path / "csa.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    ((_, status, error),) = send_files([path], Peer("NNUNET", "127.0.0.1", node.port), "SCU")
+    assert status == 0, error
+    (stored,) = node.spool_files()
+    assert dataset_bytes(stored) == dataset_bytes(path)
+    (row,) = node.journal.instances_of_series(str(ds.SeriesInstanceUID))
+    assert (row["sop_class_uid"], row["transfer_syntax"]) == (SIEMENS_CSA_NON_IMAGE, "1.2.840.10008.1.2.1")
+
+
+def test_unknown_sop_class_in_implicit_vr_is_accepted_as_proposed(node: Node) -> None:
+    ds = make_private_object(
+        sop_class_uid="1.2.826.0.1.3680043.8.498.77.1", transfer_syntax="1.2.840.10008.1.2"
+    )
+    (answer,) = send_datasets(node.port, [ds], transfer_syntax="1.2.840.10008.1.2")
+    assert answer is not None and answer.Status == 0
+    (row,) = node.journal.instances_of_series(str(ds.SeriesInstanceUID))
+    assert row["transfer_syntax"] == "1.2.840.10008.1.2"
+
+
+def test_the_node_picks_uncompressed_among_the_syntaxes_proposed_in_one_context(node: Node) -> None:
+    ae = AE(ae_title="SCU")
+    lossy_first = ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.1"]
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", lossy_first)  # CT
+    ae.add_requested_context(SIEMENS_CSA_NON_IMAGE, lossy_first)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="NNUNET")
+    assert assoc.is_established
+    try:
+        accepted = {str(cx.abstract_syntax): str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
+    finally:
+        assoc.release()
+    assert accepted == {
+        "1.2.840.10008.5.1.4.1.1.2": "1.2.840.10008.1.2.1",
+        SIEMENS_CSA_NON_IMAGE: "1.2.840.10008.1.2.1",
+    }
+
+
+def test_non_storage_services_stay_refused(node: Node) -> None:
+    ae = AE(ae_title="SCU")
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.2.2.1")  # Study Root Query/Retrieve FIND
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="NNUNET")
+    assert assoc.is_established
+    try:
+        accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+    finally:
+        assoc.release()
+    assert accepted == {"1.2.840.10008.1.1"}
 
 
 # ------------------------------------------------------------------------------- rejections
