@@ -174,7 +174,21 @@ class RuleConfig(_Strict):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     enabled: bool = True
     match: MatchConfig = Field(default_factory=MatchConfig)
-    models: list[str] = Field(min_length=1)
+    models: list[str] = Field(
+        default_factory=list, description="models run on the series (a cascade if several)"
+    )
+    forward: bool = Field(
+        default=False,
+        description="send the received instances themselves to the destinations, as received",
+    )
+    forward_when: Literal["received", "complete"] = Field(
+        default="complete",
+        description="forward each instance once filed, or the series once complete",
+    )
+    complete: Literal["series", "study"] = Field(
+        default="series",
+        description="run when the series is complete, or when its whole study is quiet",
+    )
     destinations: list[str] = Field(default_factory=list)
     series_quiet_seconds: float = Field(default=10.0, ge=0, le=86400)
     complete_on_release: bool = Field(
@@ -193,6 +207,16 @@ class RuleConfig(_Strict):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _does_something(self) -> RuleConfig:
+        if not self.models and not self.forward:
+            raise ValueError("a rule needs 'models', 'forward: true', or both")
+        if self.forward and not self.destinations:
+            raise ValueError("'forward: true' needs 'destinations'")
+        if self.forward_when == "received" and not self.forward:
+            raise ValueError("'forward_when' needs 'forward: true'")
+        return self
 
 
 _RULES_ADAPTER: TypeAdapter[list[RuleConfig]] = TypeAdapter(list[RuleConfig])
@@ -255,8 +279,8 @@ class NodeConfig(_Strict):
                     f"rule {rule.name!r}: unknown destination(s) {', '.join(unknown)}; "
                     f"configured: {', '.join(sorted(self.destinations)) or 'none'}"
                 )
-        if self.rules and self.model_spec is None:
-            raise ValueError("rules need 'model_spec' (the model-serve-spec.yaml file)")
+        if any(r.models for r in self.rules) and self.model_spec is None:
+            raise ValueError("rules with models need 'model_spec' (the model-serve-spec.yaml file)")
         return self
 
     @property

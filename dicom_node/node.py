@@ -154,6 +154,7 @@ class Node:
             storage_dir=self.storage_dir,
             rules=lambda: self.rules,
             on_jobs=self._wake_workers,
+            on_deliveries=self.sender.wake,
             clock=self._clock,
         )
         self.completion.start()

@@ -88,7 +88,7 @@ def prefer_our_syntaxes(proposed: list[PresentationContext]) -> None:
     """Reorder each proposed context's transfer syntaxes (in place): ours first in our order of
     preference, then any we do not know in the peer's order. The acceptor takes the first."""
     for cx in proposed:
-        syntaxes = list(cx.transfer_syntax)
+        syntaxes: list[str | bytes | UID] = list(cx.transfer_syntax)
         ordered = sorted(syntaxes, key=lambda ts: _PREFERENCE.get(str(ts), len(_PREFERENCE)))
         if ordered != syntaxes:
             cx.transfer_syntax = ordered

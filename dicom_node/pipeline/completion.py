@@ -30,8 +30,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from dicom_node.net.contexts import is_image_storage
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
-from dicom_node.pipeline.routing import RuleSet, SeriesFacts, job_specs, routing_settings
+from dicom_node.pipeline.routing import RuleSet, SeriesFacts, forward_spec, job_specs, routing_settings
 from dicom_node.storage.journal import Journal
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class CompletionLoop(LoopService):
         storage_dir: Path,
         rules: Callable[[], RuleSet],
         on_jobs: Callable[[], None] | None = None,
+        on_deliveries: Callable[[], None] | None = None,
         clock: Clock = time.time,
         max_poll: float = 5.0,
     ) -> None:
@@ -54,6 +56,7 @@ class CompletionLoop(LoopService):
         self._storage_dir = Path(storage_dir)
         self._rules = rules
         self._on_jobs = on_jobs or (lambda: None)
+        self._on_deliveries = on_deliveries or (lambda: None)
         self._clock = clock
         self._loop = LoopThread("completion", self.run_once, clock=clock, max_poll=max_poll)
 
@@ -71,12 +74,34 @@ class CompletionLoop(LoopService):
         rules = self._rules()
         for series in self._journal.unrouted_series():
             self._route(series, rules)
+        forwarded = self._forward_received(rules)
         created = 0
         for series in self._journal.due_series(self._clock()):
             created += self._complete(series, rules)
         if created:
             self._on_jobs()
+        if created or forwarded:
+            self._on_deliveries()
         return self._journal.next_due_time()
+
+    def _forward_received(self, rules: RuleSet) -> int:
+        """Forward what arrived in series whose rules say ``forward_when: received``."""
+        eager = {r.name: r for r in rules if r.forward and r.forward_when == "received"}
+        if not eager:
+            return 0
+        count = 0
+        for series in self._journal.receiving_routed_series():
+            for name in series["rules"] or []:
+                rule = eager.get(name)
+                if rule is None:
+                    continue
+                job_id = self._journal.forward_received(
+                    series["series_uid"], forward_spec(rule), now=self._clock()
+                )
+                if job_id is not None:
+                    count += 1
+                    logger.info("series %s: forwarding job %d (rule %s)", series["series_uid"], job_id, name)
+        return count
 
     def _route(self, series: dict[str, Any], rules: RuleSet) -> bool:
         """Store the routing decision of one series; True if some rule matched."""
@@ -89,7 +114,10 @@ class CompletionLoop(LoopService):
             logger.error("series %s %s", uid, note)
             return False
         facts = SeriesFacts.from_dataset(
-            header, called_ae=series["called_ae"], calling_ae=series["calling_ae"]
+            header,
+            called_ae=series["called_ae"],
+            calling_ae=series["calling_ae"],
+            sop_classes=[r["sop_class_uid"] for r in self._journal.instances_of_series(uid)],
         )
         decision = rules.route(facts)
         settings = routing_settings(decision)
@@ -129,9 +157,8 @@ class CompletionLoop(LoopService):
             if fresh is None:
                 return 0
             names = list(fresh["rules"] or [])
+        # no specs (only forwarding as received): the series completes with no job
         specs = job_specs([by_name[n] for n in names if n in by_name])
-        if not specs:
-            return 0
         ids = self._journal.create_jobs(
             uid,
             generation=int(series["generation"]),
@@ -151,9 +178,12 @@ class CompletionLoop(LoopService):
         return len(ids)
 
     def _read_header(self, series_uid: str) -> tuple[Dataset | None, str]:
-        """The header of the first readable instance of a series, or None and why not."""
+        """The header of the first readable instance of a series (an image when there is one), or
+        None and why not."""
         problem = "the series has no instances"
-        for row in self._journal.instances_of_series(series_uid):
+        rows = self._journal.instances_of_series(series_uid)
+        rows.sort(key=lambda r: not is_image_storage(r["sop_class_uid"]))  # stable: images first
+        for row in rows:
             path = self._storage_dir / row["path"]
             try:
                 return dcmread(path, stop_before_pixels=True), ""

@@ -8,7 +8,9 @@ Rules are data (:class:`dicom_node.config.RuleConfig`), never evaluated code. Ma
   ``(?i)``;
 - the value is the attribute's raw text: as stored, multi-valued attributes joined with ``\\``, a
   missing or empty attribute is the empty string;
-- the first matching rule wins; when it says ``continue: true`` the following rules are tried as well.
+- the first matching rule wins; when it says ``continue: true`` the following rules are tried as well;
+- a rule that only runs models (no ``forward``) never matches a series holding no image a model can
+  take (vendor objects of private SOP classes, SR, SEG...): such series are kept, not processed.
 
 :func:`route` returns the matched rules plus an explanation per rule, used by the node's log, the journal's
 routing note and ``dicom-node rules explain``. :func:`routing_settings` and :func:`job_specs` turn the
@@ -24,9 +26,11 @@ from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.uid import UID
 
 from dicom_node.config import NodeConfig, RuleConfig
 from dicom_node.errors import ConfigError
+from dicom_node.net.contexts import is_image_storage
 from dicom_node.storage.journal import JobSpec
 
 logger = logging.getLogger(__name__)
@@ -62,16 +66,35 @@ class SeriesFacts:
     modality: str = ""
     series_description: str = ""
     header: Dataset | None = field(default=None, compare=False, repr=False)
+    sop_classes: tuple[str, ...] = ()  # the SOP classes of the series' instances
 
     @classmethod
-    def from_dataset(cls, header: Dataset, *, called_ae: str, calling_ae: str) -> SeriesFacts:
+    def from_dataset(
+        cls,
+        header: Dataset,
+        *,
+        called_ae: str,
+        calling_ae: str,
+        sop_classes: Sequence[str] | None = None,
+    ) -> SeriesFacts:
+        """Facts from one instance's header; ``sop_classes`` of the whole series when known (else
+        the header's own)."""
+        if sop_classes is None:
+            own = dicom_text(header.get("SOPClassUID"))
+            sop_classes = [own] if own else []
         return cls(
             called_ae=called_ae,
             calling_ae=calling_ae,
             modality=dicom_text(header.get("Modality")),
             series_description=dicom_text(header.get("SeriesDescription")),
             header=header,
+            sop_classes=tuple(sorted(set(sop_classes))),
         )
+
+    @property
+    def has_images(self) -> bool:
+        """Some instance is an image a model may take (see :func:`is_image_storage`)."""
+        return any(is_image_storage(c) for c in self.sop_classes)
 
     def tag(self, keyword: str) -> str:
         """Raw text of the attribute ``keyword`` in the header; ``""`` when absent."""
@@ -98,6 +121,8 @@ class ConditionFailure:
     actual: str
 
     def describe(self) -> str:
+        if self.field == "sop_class":
+            return f"no image a model can take in the series (SOP classes: {self.actual})"
         return f"{self.field}: {self.actual!r} does not fully match {self.pattern!r}"
 
 
@@ -156,6 +181,9 @@ def check_rule(rule: RuleConfig, facts: SeriesFacts) -> tuple[ConditionFailure, 
         actual = facts.value(name)
         if pattern.fullmatch(actual) is None:
             failures.append(ConditionFailure(name, pattern.pattern, actual))
+    if rule.models and not rule.forward and facts.sop_classes and not facts.has_images:
+        classes = ", ".join(UID(c).name or c for c in facts.sop_classes)
+        failures.append(ConditionFailure("sop_class", "an image storage class (models need images)", classes))
     return tuple(failures)
 
 
@@ -190,6 +218,7 @@ class RoutingSettings:
     complete_on_release: bool
     use_expected_count: bool
     note: str
+    complete_study: bool = False
 
     def as_kwargs(self) -> dict[str, Any]:
         return {
@@ -197,6 +226,7 @@ class RoutingSettings:
             "quiet_seconds": self.quiet_seconds,
             "complete_on_release": self.complete_on_release,
             "use_expected_count": self.use_expected_count,
+            "complete_study": self.complete_study,
             "note": self.note,
         }
 
@@ -204,23 +234,45 @@ class RoutingSettings:
 def routing_settings(decision: RoutingDecision) -> RoutingSettings:
     """One completion policy for a series matched by several rules: the longest quiet period;
     complete on release if any rule asks for it; trust the expected instance count only if every
-    matched rule does (a rule that turned it off says the sender's count is unreliable)."""
+    matched rule does (a rule that turned it off says the sender's count is unreliable). A rule
+    with ``complete: study`` makes the series wait for its whole study to be quiet (the quiet
+    period only: a series' own count or release says nothing of the study's other series)."""
     rules = decision.matched
+    study = any(r.complete == "study" for r in rules)
     return RoutingSettings(
         rules=tuple(r.name for r in rules),
         quiet_seconds=max((r.series_quiet_seconds for r in rules), default=0.0),
-        complete_on_release=any(r.complete_on_release for r in rules),
-        use_expected_count=bool(rules) and all(r.use_expected_count for r in rules),
+        complete_on_release=not study and any(r.complete_on_release for r in rules),
+        use_expected_count=not study and bool(rules) and all(r.use_expected_count for r in rules),
         note=decision.note(),
+        complete_study=study,
     )
 
 
 def job_specs(rules: Sequence[RuleConfig]) -> list[JobSpec]:
-    """One journal job per matched rule."""
-    return [
-        JobSpec(rule_name=r.name, models=list(r.models), destinations=list(r.destinations), args=dict(r.args))
-        for r in rules
-    ]
+    """The journal jobs of a completed series: per matched rule, one forwarding the instances
+    (``forward: true`` with ``forward_when: complete``) and one running its models (when it has any)."""
+    specs = []
+    for r in rules:
+        if r.forward and r.forward_when == "complete":
+            specs.append(forward_spec(r))
+        if r.models:
+            specs.append(
+                JobSpec(
+                    rule_name=r.name,
+                    models=list(r.models),
+                    destinations=list(r.destinations),
+                    args=dict(r.args),
+                )
+            )
+    return specs
+
+
+def forward_spec(rule: RuleConfig) -> JobSpec:
+    """The forwarding job of a rule: its destinations, no models."""
+    return JobSpec(
+        rule_name=rule.name, models=[], destinations=list(rule.destinations), args={}, forward=True
+    )
 
 
 @dataclass(frozen=True)

@@ -21,14 +21,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from dicom_node.net.contexts import is_image_storage
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
 from dicom_node.storage.journal import Journal
+from dicom_node.storage.journal.work import DELIVERABLE_KINDS
 from inference.errors import InsufficientGpuMemoryError
 from inference.executor import Executor, InferenceRequest, InferenceResult
 
 logger = logging.getLogger(__name__)
-
-DELIVERABLE_KINDS = frozenset({"seg", "rtstruct"})
 
 
 def _describe(exc: BaseException) -> str:
@@ -82,9 +82,10 @@ class Worker(LoopService):
             self._fail(job, f"gave up after {job['attempts'] - 1} attempt(s); last error: {last}")
             return
         instances = self._journal.instances_of_series(series_uid)
-        paths = [self._storage_dir / row["path"] for row in instances]
+        # vendor objects, SR, SEG... filed in the series are never given to a model
+        paths = [self._storage_dir / r["path"] for r in instances if is_image_storage(r["sop_class_uid"])]
         if not paths:
-            self._fail(job, f"series {series_uid} has no instances in the journal")
+            self._fail(job, f"series {series_uid} has no image instances in the journal")
             return
         output_dir = self._storage_dir / "outputs" / series_uid / f"job-{job_id}"
         if output_dir.exists():

@@ -11,6 +11,7 @@ leaves nothing behind.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import threading
@@ -19,11 +20,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from pydicom.filereader import dcmread
 
 from dicom_node.errors import InvalidUIDError, OutOfResourcesError, StorageError
+from dicom_node.storage.header import read_part10_layout
 from dicom_node.storage.journal import InstanceRecord, Journal
 from dicom_node.uids import require_uid
 
@@ -48,6 +50,7 @@ class StoredFile:
 
     relpath: str
     size: int
+    sha256: str | None = None  # of the parts from ``hashed_from`` on (the data set), when asked
 
 
 def _parts(payload: Payload) -> Sequence[Part]:
@@ -72,7 +75,12 @@ def _write_all(fd: int, data: Buffer) -> None:
         view = view[written:]
 
 
-def _copy_file(fd: int, src: BinaryIO) -> None:
+def _copy_file(fd: int, src: BinaryIO, digest: Any = None) -> None:
+    if digest is not None:  # read through Python to hash what is written
+        while chunk := src.read(_COPY_CHUNK):
+            digest.update(chunk)
+            _write_all(fd, chunk)
+        return
     try:
         in_fd = src.fileno()
         offset = src.tell()
@@ -133,8 +141,18 @@ class Spool:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
 
-    def store(self, payload: Payload, study_uid: str, series_uid: str, sop_instance_uid: str) -> StoredFile:
-        """Write a Part 10 file durably to its spool path, replacing an earlier copy.
+    def store(
+        self,
+        payload: Payload,
+        study_uid: str,
+        series_uid: str,
+        sop_instance_uid: str,
+        *,
+        hashed_from: int | None = None,
+    ) -> StoredFile:
+        """Write a Part 10 file durably to its spool path, replacing an earlier copy. With
+        ``hashed_from``, the SHA-256 of the parts from that index on is computed while writing
+        (the ingest path hashes the data set, not the file meta it writes).
 
         Raises InvalidUIDError (nothing written), OutOfResourcesError (disk full or below the
         reserve; nothing written) or StorageError (other I/O failure; nothing written)."""
@@ -147,11 +165,15 @@ class Spool:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
-                for part in parts:
+                digest = hashlib.sha256() if hashed_from is not None else None
+                for index, part in enumerate(parts):
+                    hashing = digest if hashed_from is not None and index >= hashed_from else None
                     if isinstance(part, bytes | bytearray | memoryview):
+                        if hashing is not None:
+                            hashing.update(part)
                         _write_all(fd, part)
                     else:
-                        _copy_file(fd, part)
+                        _copy_file(fd, part, hashing)
                 written = os.fstat(fd).st_size
                 if self.fsync:
                     os.fsync(fd)
@@ -168,7 +190,7 @@ class Spool:
             raise
         if self.fsync:
             self._sync_dirs(final.parent, new_dirs)
-        return StoredFile(relpath=relpath, size=written)
+        return StoredFile(relpath=relpath, size=written, sha256=digest.hexdigest() if digest else None)
 
     def _place(self, tmp: Path, final: Path, relpath: str) -> list[Path]:
         """Rename the written temp file to its final path, creating the folders; returns the new
@@ -297,6 +319,11 @@ class Spool:
             raise StorageError(f"cannot read: {exc}") from exc
         st = path.stat()
         meta = ds.file_meta
+        digest = hashlib.sha256()
+        with open(path, "rb") as fp:
+            fp.seek(read_part10_layout(fp).dataset_offset)
+            while chunk := fp.read(_COPY_CHUNK):
+                digest.update(chunk)
         sop = require_uid(str(ds.get("SOPInstanceUID", "")), "SOP Instance UID")
         study = require_uid(str(ds.get("StudyInstanceUID", "")), "Study Instance UID")
         series = require_uid(str(ds.get("SeriesInstanceUID", "")), "Series Instance UID")
@@ -322,6 +349,8 @@ class Spool:
             modality=str(ds.get("Modality", "") or ""),
             series_description=str(ds.get("SeriesDescription", "") or ""),
             expected_count=expected if expected and expected > 0 else None,
+            acquisition=str(ds.get("AcquisitionNumber", "") or "").strip(),
+            sha256=digest.hexdigest(),
         )
 
 

@@ -26,6 +26,7 @@ _MODALITY = 0x00080060
 _SERIES_DESCRIPTION = 0x0008103E
 _STUDY = 0x0020000D
 _SERIES = 0x0020000E
+_ACQUISITION = 0x00200012
 _IMAGES_IN_ACQUISITION = 0x00201002
 _WANTED: list[BaseTag | int] = [
     _SOP_CLASS,
@@ -34,6 +35,7 @@ _WANTED: list[BaseTag | int] = [
     _SERIES_DESCRIPTION,
     _STUDY,
     _SERIES,
+    _ACQUISITION,
     _IMAGES_IN_ACQUISITION,
 ]
 _TS_TAG = 0x00020010
@@ -53,7 +55,8 @@ class InstanceHeader:
     series_uid: str
     modality: str = ""
     series_description: str = ""
-    expected_count: int | None = None
+    expected_count: int | None = None  # ImagesInAcquisition
+    acquisition: str = ""  # AcquisitionNumber (IS), as sent
 
     def validated(self) -> InstanceHeader:
         """Return self if all four UIDs are present and valid.
@@ -151,6 +154,7 @@ def read_header(fp: BinaryIO, transfer_syntax: str) -> InstanceHeader:
         modality=_text(ds, _MODALITY),
         series_description=str(description or "").strip(),
         expected_count=expected,
+        acquisition=_text(ds, _ACQUISITION),
     )
 
 

@@ -127,7 +127,9 @@ class Ingestor:
             parts.append(dataset)  # type: ignore[arg-type]
         # filing and journaling of one series never interleave with a retention purge of it
         with self.locks.filing(header.series_uid):
-            stored = self.spool.store(parts, header.study_uid, header.series_uid, header.sop_instance_uid)
+            stored = self.spool.store(
+                parts, header.study_uid, header.series_uid, header.sop_instance_uid, hashed_from=1
+            )
             outcome = self.journal.record_instance(
                 InstanceRecord(
                     sop_instance_uid=header.sop_instance_uid,
@@ -144,12 +146,21 @@ class Ingestor:
                     modality=header.modality,
                     series_description=header.series_description,
                     expected_count=header.expected_count,
+                    acquisition=header.acquisition,
+                    sha256=stored.sha256,
                 )
             )
         if outcome.old_path is not None:
             # the same SOP instance arrived before under another study/series: one copy only
             self.spool.remove(outcome.old_path)
-        if outcome.replaced:
+        if outcome.unchanged:
+            logger.info(
+                "instance %s re-sent unchanged (series %s, from %s)",
+                header.sop_instance_uid,
+                header.series_uid,
+                origin.calling_ae,
+            )
+        elif outcome.replaced:
             logger.info(
                 "instance %s replaced (series %s, from %s)",
                 header.sop_instance_uid,

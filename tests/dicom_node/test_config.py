@@ -213,7 +213,7 @@ def test_rules_file_errors_name_the_rule(tmp_path: Path) -> None:
     path = write(tmp_path, "- {name: a, models: demo}\n- {name: b, match: {modality: CT}}\n", "rules.yaml")
     with pytest.raises(ConfigError) as info:
         load_rules_file(path)
-    assert "rules[1] (b).models: Field required" in str(info.value)
+    assert "rules[1] (b): a rule needs 'models', 'forward: true', or both" in str(info.value)
     write(tmp_path, "rules:\n  - {name: a, models: demo}\n", "rules.yaml")
     assert [r.name for r in load_rules_file(path)] == ["a"]
 
@@ -280,3 +280,29 @@ def test_full_example_shows_every_key() -> None:
 def test_destination_needs_host_and_port(tmp_path: Path) -> None:
     msg = error_of(write(tmp_path, 'destinations: {pacs: {ae_title: P, host: "", port: 0}}\n'))
     assert "destinations.pacs.host" in msg and "destinations.pacs.port" in msg
+
+
+FORWARDING = "destinations: {pacs: {ae_title: P, host: h, port: 104}}\nrules:\n  - {name: fwd, %s}\n"
+
+
+def test_a_forwarding_rule_needs_no_models_and_no_model_spec(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, FORWARDING % "forward: true, destinations: [pacs]"))
+    [rule] = cfg.rules
+    assert (rule.models, rule.forward, rule.forward_when, rule.complete) == ([], True, "complete", "series")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ("destinations: [pacs]", "a rule needs 'models', 'forward: true', or both"),
+        ("forward: true", "'forward: true' needs 'destinations'"),
+        ("models: demo, forward_when: received", "'forward_when' needs 'forward: true'"),
+        ("forward: true, destinations: [pacs], forward_when: soon", "forward_when"),
+        ("forward: true, destinations: [pacs], complete: patient", "complete"),
+        ("models: demo", "rules with models need 'model_spec'"),
+    ],
+)
+def test_rules_that_would_do_nothing_or_something_unbuilt_are_refused(
+    tmp_path: Path, fields: str, message: str
+) -> None:
+    assert message in error_of(write(tmp_path, FORWARDING % fields))

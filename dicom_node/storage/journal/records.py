@@ -24,17 +24,21 @@ class InstanceRecord:
     received_at: float
     modality: str = ""
     series_description: str = ""
-    expected_count: int | None = None
+    expected_count: int | None = None  # ImagesInAcquisition
+    acquisition: str = ""  # AcquisitionNumber
+    sha256: str | None = None  # of the data set bytes (no file meta)
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    """What a matched rule asks for a completed series."""
+    """What a matched rule asks for a completed series: run ``models``, or (``forward``) send the
+    received instances themselves to ``destinations``."""
 
     rule_name: str
     models: Sequence[str]
     destinations: Sequence[str]
     args: Mapping[str, Any]
+    forward: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class RecordOutcome:
     replaced: bool  # the SOP Instance UID was known already
     old_path: str | None  # the previous file, when it lay elsewhere (caller deletes it)
     late: bool  # the series already had a job for an earlier generation
+    unchanged: bool = False  # the same SOP instance with byte-identical content: no new generation
 
 
 def row_to_dict(row: sqlite3.Row | None) -> dict[str, Any] | None:

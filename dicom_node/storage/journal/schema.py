@@ -20,7 +20,10 @@ CREATE TABLE IF NOT EXISTS instances (
     called_ae        TEXT NOT NULL,
     calling_ae       TEXT NOT NULL,
     association_id   TEXT,
-    received_at      REAL NOT NULL
+    received_at      REAL NOT NULL,
+    acquisition      TEXT NOT NULL DEFAULT '',  -- AcquisitionNumber (0020,0012) as sent
+    images_in_acquisition INTEGER,      -- ImagesInAcquisition (0020,1002) as sent
+    sha256           TEXT                -- of the data set bytes as received (no file meta)
 );
 CREATE INDEX IF NOT EXISTS instances_by_series ON instances(series_uid);
 
@@ -44,7 +47,9 @@ CREATE TABLE IF NOT EXISTS series (
     use_expected_count INTEGER NOT NULL DEFAULT 1,
     last_association_id TEXT,
     released           INTEGER NOT NULL DEFAULT 0,  -- the last delivering association was released
-    routing_note       TEXT                -- why it matched / matched nothing
+    routing_note       TEXT,               -- why it matched / matched nothing
+    completions        INTEGER NOT NULL DEFAULT 0,  -- times it completed (late ones: quiet period only)
+    complete_study     INTEGER NOT NULL DEFAULT 0   -- completes when its whole study is quiet
 );
 CREATE INDEX IF NOT EXISTS series_by_state ON series(state);
 
@@ -66,7 +71,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error        TEXT,
     outputs      TEXT,                     -- JSON list of {path, sop_instance_uid, sop_class_uid}
     timings      TEXT,                     -- JSON {stage: seconds}
-    not_before   REAL                      -- a retried job waits until then (NULL: at once)
+    not_before   REAL,                     -- a retried job waits until then (NULL: at once)
+    forward      INTEGER NOT NULL DEFAULT 0  -- forwards the received instances (no models)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_by_series ON jobs(series_uid);
@@ -103,12 +109,25 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+# (table, column, declaration) added after the first schema, in order
+_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("jobs", "not_before", "REAL"),
+    ("instances", "acquisition", "TEXT NOT NULL DEFAULT ''"),
+    ("instances", "images_in_acquisition", "INTEGER"),
+    ("instances", "sha256", "TEXT"),
+    ("series", "completions", "INTEGER NOT NULL DEFAULT 0"),
+    ("series", "complete_study", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "forward", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
 def migrate(conn: sqlite3.Connection) -> None:
     """Create missing tables and add columns introduced after a database was created."""
     conn.executescript(SCHEMA)
-    have = {r[1] for r in conn.execute("PRAGMA table_info(jobs)").fetchall()}
-    if "not_before" not in have:
-        conn.execute("ALTER TABLE jobs ADD COLUMN not_before REAL")
+    for table, column, declaration in _ADDED_COLUMNS:
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})").fetchall()}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
     conn.execute(
         "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
     )

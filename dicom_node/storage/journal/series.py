@@ -14,19 +14,29 @@ class SeriesOps(JournalBase):
     def record_instance(self, rec: InstanceRecord) -> RecordOutcome:
         """Record a filed instance and update its series, in one transaction.
 
-        A known SOP Instance UID replaces the earlier record (no duplicate slices). Any new or replaced
-        instance bumps the series generation and puts the series back to ``receiving``, which restarts
-        its completion timer; if a job already ran for the series this is a late arrival.
+        A known SOP Instance UID replaces the earlier record (no duplicate slices). A new or changed
+        instance bumps the series generation and puts the series back to ``receiving``, which
+        restarts its completion timer; if a job already ran for the series this is a late arrival.
+        An unchanged re-send (same SOP instance in the same series, same data set hash) also puts
+        the series back to ``receiving`` (a completed series then re-delivers its result) but keeps
+        its generation: nothing new to infer.
         """
         with self._tx() as cur:
             old = cur.execute(
-                "SELECT path, series_uid FROM instances WHERE sop_instance_uid = ?",
+                "SELECT path, series_uid, sha256 FROM instances WHERE sop_instance_uid = ?",
                 (rec.sop_instance_uid,),
             ).fetchone()
+            unchanged = (
+                old is not None
+                and old["series_uid"] == rec.series_uid
+                and rec.sha256 is not None
+                and old["sha256"] == rec.sha256
+            )
             cur.execute(
                 "INSERT OR REPLACE INTO instances (sop_instance_uid, sop_class_uid, series_uid,"
                 " study_uid, transfer_syntax, path, size, called_ae, calling_ae, association_id,"
-                " received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " received_at, acquisition, images_in_acquisition, sha256)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     rec.sop_instance_uid,
                     rec.sop_class_uid,
@@ -39,6 +49,9 @@ class SeriesOps(JournalBase):
                     rec.calling_ae,
                     rec.association_id,
                     rec.received_at,
+                    rec.acquisition,
+                    rec.expected_count,
+                    rec.sha256,
                 ),
             )
             series = cur.execute(
@@ -77,7 +90,7 @@ class SeriesOps(JournalBase):
                 cur.execute(
                     "UPDATE series SET last_received = MAX(last_received, ?),"
                     " instance_count = instance_count + ?,"
-                    " expected_count = COALESCE(?, expected_count), generation = generation + 1,"
+                    " expected_count = COALESCE(?, expected_count), generation = generation + ?,"
                     " state = 'receiving', released = 0, last_association_id = ?,"
                     " rules = CASE WHEN state = 'unmatched' THEN NULL ELSE rules END"
                     " WHERE series_uid = ?",
@@ -85,6 +98,7 @@ class SeriesOps(JournalBase):
                         rec.received_at,
                         added,
                         rec.expected_count,
+                        0 if unchanged else 1,
                         rec.association_id,
                         rec.series_uid,
                     ),
@@ -96,7 +110,7 @@ class SeriesOps(JournalBase):
                     (old["series_uid"],),
                 )
         old_path = old["path"] if old is not None and old["path"] != rec.path else None
-        return RecordOutcome(replaced=old is not None, old_path=old_path, late=had_job)
+        return RecordOutcome(replaced=old is not None, old_path=old_path, late=had_job, unchanged=unchanged)
 
     def has_instance(self, sop_instance_uid: str) -> bool:
         rows = self._query("SELECT 1 FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,))
@@ -127,6 +141,11 @@ class SeriesOps(JournalBase):
         )
         return [decode_series(r) for r in rows]
 
+    def receiving_routed_series(self) -> list[dict[str, Any]]:
+        """Series receiving instances that have a rule decision."""
+        rows = self._query("SELECT * FROM series WHERE state = 'receiving' AND rules IS NOT NULL")
+        return [decode_series(r) for r in rows]
+
     def set_routing(
         self,
         series_uid: str,
@@ -135,6 +154,7 @@ class SeriesOps(JournalBase):
         quiet_seconds: float = 0.0,
         complete_on_release: bool = False,
         use_expected_count: bool = True,
+        complete_study: bool = False,
         note: str = "",
     ) -> None:
         """Store a routing decision: the names of the matched rules (in order). No rule marks the
@@ -149,12 +169,13 @@ class SeriesOps(JournalBase):
             else:
                 cur.execute(
                     "UPDATE series SET rules = ?, quiet_seconds = ?, complete_on_release = ?,"
-                    " use_expected_count = ?, routing_note = ? WHERE series_uid = ?",
+                    " use_expected_count = ?, complete_study = ?, routing_note = ? WHERE series_uid = ?",
                     (
                         json.dumps(list(rules)),
                         quiet_seconds,
                         int(complete_on_release),
                         int(use_expected_count),
+                        int(complete_study),
                         note,
                         series_uid,
                     ),
@@ -178,32 +199,58 @@ class SeriesOps(JournalBase):
 
     def due_series(self, now: float) -> list[dict[str, Any]]:
         """Routed series whose completion condition holds at ``now``, each with a ``trigger``:
-        ``expected_count`` (all announced instances arrived), ``association_released`` (rule
-        option) or ``quiet_period`` (no new instance for the rule's quiet seconds)."""
+
+        - ``study_quiet``: the series waits for its study (a ``complete: study`` rule) and no series
+          of the study received anything for the quiet seconds;
+        - ``expected_count``: first completion only, every acquisition seen in the series holds the
+          ImagesInAcquisition it announces (a hint: a series may hold several acquisitions);
+        - ``association_released`` (rule option): first completion only;
+        - ``quiet_period``: no new instance for the rule's quiet seconds. After a series completed,
+          late or re-sent instances complete it only this way: a burst gives one re-run.
+        """
         rows = self._query("SELECT * FROM series WHERE state = 'receiving' AND rules IS NOT NULL")
         due = []
         for row in rows:
             decode_series(row)
-            if (
-                row["use_expected_count"]
-                and row["expected_count"]
-                and row["instance_count"] >= row["expected_count"]
-            ):
+            quiet = row["quiet_seconds"] or 0.0
+            first = not row["completions"]
+            if row["complete_study"]:
+                if self._study_last_received(row["study_uid"]) + quiet > now:
+                    continue
+                row["trigger"] = "study_quiet"
+            elif first and row["use_expected_count"] and self._acquisitions_complete(row["series_uid"]):
                 row["trigger"] = "expected_count"
-            elif row["complete_on_release"] and row["released"]:
+            elif first and row["complete_on_release"] and row["released"]:
                 row["trigger"] = "association_released"
-            elif row["last_received"] + (row["quiet_seconds"] or 0.0) <= now:
+            elif row["last_received"] + quiet <= now:
                 row["trigger"] = "quiet_period"
             else:
                 continue
             due.append(row)
         return due
 
-    def next_due_time(self) -> float | None:
-        """The earliest time a routed, receiving series can complete by its quiet period."""
+    def _acquisitions_complete(self, series_uid: str) -> bool:
+        """Every acquisition seen in the series (by AcquisitionNumber) announces its size and has at
+        least that many instances."""
         rows = self._query(
-            "SELECT MIN(last_received + COALESCE(quiet_seconds, 0)) AS t FROM series"
-            " WHERE state = 'receiving' AND rules IS NOT NULL"
+            "SELECT COUNT(*) AS n, MAX(images_in_acquisition) AS announced FROM instances"
+            " WHERE series_uid = ? GROUP BY acquisition",
+            (series_uid,),
+        )
+        return bool(rows) and all(r["announced"] is not None and r["n"] >= r["announced"] for r in rows)
+
+    def _study_last_received(self, study_uid: str) -> float:
+        rows = self._query("SELECT MAX(last_received) AS t FROM series WHERE study_uid = ?", (study_uid,))
+        return float(rows[0]["t"] or 0.0)
+
+    def next_due_time(self) -> float | None:
+        """The earliest time a routed, receiving series can complete by its quiet period (for a
+        series waiting for its study, by the study's)."""
+        rows = self._query(
+            "SELECT MIN(CASE WHEN s.complete_study THEN"
+            " (SELECT MAX(o.last_received) FROM series o WHERE o.study_uid = s.study_uid)"
+            " ELSE s.last_received END + COALESCE(s.quiet_seconds, 0)) AS t FROM series s"
+            " WHERE s.state = 'receiving' AND s.rules IS NOT NULL"
         )
         value = rows[0]["t"] if rows else None
         return None if value is None else float(value)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dicom_node.storage.journal.base import JournalBase
 from dicom_node.storage.journal.records import JobSpec, decode_job, row_to_dict
+
+# output kinds sent to destinations (NIfTI and others stay on disk)
+DELIVERABLE_KINDS = frozenset({"seg", "rtstruct"})
 
 
 class WorkOps(JournalBase):
@@ -22,9 +26,19 @@ class WorkOps(JournalBase):
         trigger: str,
         now: float,
     ) -> list[int]:
-        """Queue one job per matched rule for ``generation`` of a series, if the series is still at
-        that generation and receiving. Earlier pending jobs of the series are superseded. Returns the
-        job ids, or [] if the series moved on meanwhile (a new instance arrived)."""
+        """Complete ``generation`` of a series, if the series is still at that generation and
+        receiving: one job per spec, in one transaction. Returns the ids of the jobs created (to be
+        run by a worker, or forwarding jobs already done), or [] if the series moved on meanwhile
+        (a new instance arrived).
+
+        - pending jobs of earlier generations are superseded;
+        - a model spec whose rule already has a job for this generation (the series was re-sent
+          unchanged) runs nothing again: a finished result is delivered again to the spec's
+          destinations (``redelivered`` event), a pending or running job is left to finish; a failed
+          one is tried again by a new job;
+        - a forwarding spec is a job done at once whose deliveries are the series' instances (those
+          not already delivered to that destination since they were received).
+        """
         ids: list[int] = []
         with self._tx() as cur:
             row = cur.execute(
@@ -34,27 +48,43 @@ class WorkOps(JournalBase):
                 return []
             cur.execute(
                 "UPDATE jobs SET state = 'superseded', finished_at = ?"
-                " WHERE series_uid = ? AND state = 'pending'",
-                (now, series_uid),
+                " WHERE series_uid = ? AND state = 'pending' AND generation < ?",
+                (now, series_uid, generation),
             )
+            earlier = {
+                (r["rule_name"], bool(r["forward"])): r
+                for r in cur.execute(
+                    "SELECT * FROM jobs WHERE series_uid = ? AND generation = ?"
+                    " AND state IN ('pending', 'running', 'done', 'empty') ORDER BY id",
+                    (series_uid, generation),
+                ).fetchall()
+            }
             for spec in jobs:
-                cur.execute(
-                    "INSERT INTO jobs (series_uid, generation, rule_name, models, destinations,"
-                    " args, trigger, state, created_at) VALUES (?,?,?,?,?,?,?,'pending',?)",
-                    (
-                        series_uid,
-                        generation,
-                        spec.rule_name,
-                        json.dumps(list(spec.models)),
-                        json.dumps(list(spec.destinations)),
-                        json.dumps(dict(spec.args), sort_keys=True),
-                        trigger,
-                        now,
-                    ),
-                )
-                ids.append(int(cur.lastrowid or 0))
-            cur.execute("UPDATE series SET state = 'queued' WHERE series_uid = ?", (series_uid,))
+                if spec.forward:
+                    job_id = _queue_forwarding(cur, series_uid, generation, spec, trigger, now)
+                    if job_id is not None:
+                        ids.append(job_id)
+                    continue
+                done = earlier.get((spec.rule_name, False))
+                if done is None:
+                    ids.append(_insert_job(cur, series_uid, generation, spec, trigger, now))
+                elif done["state"] in ("done", "empty"):
+                    _redeliver(cur, done, spec, now)
+            cur.execute(
+                "UPDATE series SET state = 'queued', completions = completions + 1 WHERE series_uid = ?",
+                (series_uid,),
+            )
         return ids
+
+    def forward_received(self, series_uid: str, spec: JobSpec, *, now: float) -> int | None:
+        """Forward the instances of a series not yet delivered to the spec's destinations since they
+        were received (``forward_when: received``). Returns the forwarding job's id, or None when
+        nothing was new."""
+        with self._tx() as cur:
+            row = cur.execute("SELECT generation FROM series WHERE series_uid = ?", (series_uid,)).fetchone()
+            if row is None:
+                return None
+            return _queue_forwarding(cur, series_uid, int(row["generation"]), spec, "received", now)
 
     def claim_job(self, now: float) -> dict[str, Any] | None:
         """Atomically take the oldest pending job that is due (``not_before``) and mark it running."""
@@ -129,26 +159,7 @@ class WorkOps(JournalBase):
             if final_state == "superseded":
                 return False
             for d in deliveries:
-                cur.execute(
-                    "UPDATE deliveries SET state = 'superseded' WHERE destination = ?"
-                    " AND sop_instance_uid = ? AND state = 'pending'",
-                    (d["destination"], d["sop_instance_uid"]),
-                )
-                cur.execute(
-                    "INSERT INTO deliveries (job_id, series_uid, destination, path,"
-                    " sop_instance_uid, sop_class_uid, state, next_attempt_at, created_at)"
-                    " VALUES (?,?,?,?,?,?,'pending',?,?)",
-                    (
-                        job_id,
-                        job["series_uid"],
-                        d["destination"],
-                        d["path"],
-                        d["sop_instance_uid"],
-                        d["sop_class_uid"],
-                        now,
-                        now,
-                    ),
-                )
+                _insert_delivery(cur, job_id, job["series_uid"], d, now)
         return True
 
     def retry_job(self, job_id: int, *, error: str, not_before: float | None = None) -> None:
@@ -235,3 +246,119 @@ class WorkOps(JournalBase):
         rows = self._query("SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE state = 'pending'")
         value = rows[0]["t"] if rows else None
         return None if value is None else float(value)
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _insert_job(
+    cur: sqlite3.Cursor,
+    series_uid: str,
+    generation: int,
+    spec: JobSpec,
+    trigger: str,
+    now: float,
+    *,
+    state: str = "pending",
+) -> int:
+    cur.execute(
+        "INSERT INTO jobs (series_uid, generation, rule_name, models, destinations, args, trigger,"
+        " state, created_at, forward, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            series_uid,
+            generation,
+            spec.rule_name,
+            json.dumps(list(spec.models)),
+            json.dumps(list(spec.destinations)),
+            json.dumps(dict(spec.args), sort_keys=True),
+            trigger,
+            state,
+            now,
+            int(spec.forward),
+            None if state == "pending" else now,
+            None if state == "pending" else now,
+        ),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def _insert_delivery(
+    cur: sqlite3.Cursor, job_id: int, series_uid: str, d: Mapping[str, Any], now: float
+) -> None:
+    """Queue one delivery, superseding a pending one of the same SOP instance to the same place."""
+    cur.execute(
+        "UPDATE deliveries SET state = 'superseded' WHERE destination = ?"
+        " AND sop_instance_uid = ? AND state = 'pending'",
+        (d["destination"], d["sop_instance_uid"]),
+    )
+    cur.execute(
+        "INSERT INTO deliveries (job_id, series_uid, destination, path, sop_instance_uid,"
+        " sop_class_uid, state, next_attempt_at, created_at) VALUES (?,?,?,?,?,?,'pending',?,?)",
+        (
+            job_id,
+            series_uid,
+            d["destination"],
+            d["path"],
+            d["sop_instance_uid"],
+            d["sop_class_uid"],
+            now,
+            now,
+        ),
+    )
+
+
+def _queue_forwarding(
+    cur: sqlite3.Cursor, series_uid: str, generation: int, spec: JobSpec, trigger: str, now: float
+) -> int | None:
+    """A forwarding job (done at once) with one delivery per (destination, instance) not delivered
+    or queued there since the instance was received; None when there is nothing to send."""
+    instances = cur.execute(
+        "SELECT sop_instance_uid, sop_class_uid, path, received_at FROM instances WHERE series_uid = ?"
+        " ORDER BY received_at, sop_instance_uid",
+        (series_uid,),
+    ).fetchall()
+    todo: list[dict[str, Any]] = []
+    for dest in spec.destinations:
+        for inst in instances:
+            sent = cur.execute(
+                "SELECT 1 FROM deliveries WHERE destination = ? AND sop_instance_uid = ? AND path = ?"
+                " AND state IN ('pending', 'sending', 'done') AND created_at >= ? LIMIT 1",
+                (dest, inst["sop_instance_uid"], inst["path"], inst["received_at"]),
+            ).fetchone()
+            if sent is None:
+                todo.append(
+                    {
+                        "destination": dest,
+                        **{k: inst[k] for k in ("path", "sop_instance_uid", "sop_class_uid")},
+                    }
+                )
+    if not todo:
+        return None
+    job_id = _insert_job(cur, series_uid, generation, spec, trigger, now, state="done")
+    for d in todo:
+        _insert_delivery(cur, job_id, series_uid, d, now)
+    return job_id
+
+
+def _redeliver(cur: sqlite3.Cursor, job: sqlite3.Row, spec: JobSpec, now: float) -> None:
+    """Deliver a finished job's results again (the series was re-sent unchanged)."""
+    outputs = json.loads(job["outputs"] or "[]")
+    count = 0
+    for out in outputs:
+        if out.get("kind") not in DELIVERABLE_KINDS or not out.get("sop_instance_uid"):
+            continue
+        for dest in spec.destinations:
+            _insert_delivery(cur, int(job["id"]), job["series_uid"], {"destination": dest, **out}, now)
+            count += 1
+    cur.execute(
+        "INSERT INTO events (at, level, kind, series_uid, job_id, message) VALUES (?,?,?,?,?,?)",
+        (
+            now,
+            "info",
+            "redelivered",
+            job["series_uid"],
+            job["id"],
+            f"series {job['series_uid']} re-sent unchanged: job {job['id']} not run again,"
+            f" its result queued again ({count} delivery(ies))",
+        ),
+    )
