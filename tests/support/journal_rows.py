@@ -25,14 +25,18 @@ def rec(
     assoc: str | None = "assoc-1",
     expected: int | None = None,
     size: int = 10,
+    acquisition: str = "",
+    sha256: str | None = None,
+    study: str = STUDY,
+    sop_class: str = CT,
 ) -> InstanceRecord:
     return InstanceRecord(
         sop_instance_uid=sop,
-        sop_class_uid=CT,
+        sop_class_uid=sop_class,
         series_uid=series,
-        study_uid=STUDY,
+        study_uid=study,
         transfer_syntax=EVLE,
-        path=path or f"spool/{STUDY}/{series}/{sop}.dcm",
+        path=path or f"spool/{study}/{series}/{sop}.dcm",
         size=size,
         called_ae="NNUNET",
         calling_ae="STORESCU",
@@ -41,6 +45,8 @@ def rec(
         modality="CT",
         series_description="Abdomen",
         expected_count=expected,
+        acquisition=acquisition,
+        sha256=sha256 if sha256 is not None else f"content-of-{sop}-{size}",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -230,3 +231,16 @@ def test_reconcile_logs_unreadable_files(tmp_path: Path) -> None:
     assert bad.exists()
     events = journal.recent_events(level="error")
     assert events and events[0]["kind"] == "reconcile_failed"
+
+
+def test_the_data_set_hash_is_taken_while_writing_and_skips_the_file_meta(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "store", fsync=False)
+    body = os.urandom(200_000)
+    src = tmp_path / "src.bin"
+    src.write_bytes(body)
+    expected = hashlib.sha256(body).hexdigest()
+    with src.open("rb") as fp:
+        from_file = spool.store([b"meta one", fp], *uids(), hashed_from=1)
+    from_buffers = spool.store([b"meta two", body[:5], memoryview(body[5:])], *uids(), hashed_from=1)
+    assert from_file.sha256 == from_buffers.sha256 == expected
+    assert spool.store([b"meta", body], *uids()).sha256 is None  # not asked

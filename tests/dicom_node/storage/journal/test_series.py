@@ -185,3 +185,52 @@ def test_expected_count_wins_over_release_and_quiet(journal: Journal) -> None:
     journal.set_routing(SA, rules=["r"], quiet_seconds=0.0, complete_on_release=True)
     journal.mark_association_released("x")
     assert journal.due_series(now=500.0)[0]["trigger"] == "expected_count"
+
+
+def test_images_in_acquisition_completes_only_when_every_acquisition_seen_is_complete(
+    journal: Journal,
+) -> None:
+    # two acquisitions of 2, each instance announcing 2: the series holds 4
+    journal.record_instance(rec("1.1", at=100.0, expected=2, acquisition="1"))
+    journal.record_instance(rec("1.2", at=100.0, expected=2, acquisition="2"))
+    journal.set_routing(SA, rules=["r"], quiet_seconds=60.0)
+    journal.record_instance(rec("1.3", at=101.0, expected=2, acquisition="1"))
+    assert journal.due_series(now=101.0) == []  # 2 instances reached, acquisition 2 is not complete
+    journal.record_instance(rec("1.4", at=102.0, expected=2, acquisition="2"))
+    assert journal.due_series(now=102.0)[0]["trigger"] == "expected_count"
+
+
+def test_after_a_completion_only_the_quiet_period_completes_again(journal: Journal) -> None:
+    journal.record_instance(rec("1.1", at=100.0, expected=1))
+    [job] = queued(journal, now=100.0)
+    assert job
+    journal.record_instance(rec("1.2", at=110.0, expected=1))  # late, with the count still reached
+    assert journal.due_series(now=110.0) == []
+    journal.record_instance(rec("1.3", at=115.0, expected=1))
+    assert journal.due_series(now=124.9) == []
+    [due] = journal.due_series(now=125.0)
+    assert (due["trigger"], due["generation"]) == ("quiet_period", 3)
+
+
+def test_an_unchanged_resend_keeps_the_generation_and_a_changed_one_bumps_it(journal: Journal) -> None:
+    journal.record_instance(rec("1.1", at=100.0))
+    journal.record_instance(rec("1.2", at=100.0))
+    queued(journal, now=150.0)
+    again = journal.record_instance(rec("1.1", at=200.0))
+    assert (again.replaced, again.unchanged) == (True, True)
+    s = journal.get_series(SA)
+    assert pick(s, "generation", "state", "instance_count", "last_received") == (2, "receiving", 2, 200.0)
+    changed = journal.record_instance(rec("1.2", at=201.0, sha256="other content"))
+    assert (changed.replaced, changed.unchanged) == (True, False)
+    assert pick(journal.get_series(SA), "generation", "instance_count") == (3, 2)
+
+
+def test_a_series_waiting_for_its_study_completes_when_the_whole_study_is_quiet(journal: Journal) -> None:
+    journal.record_instance(rec("1.1", SA, at=100.0, expected=1))
+    journal.set_routing(SA, rules=["r"], quiet_seconds=10.0, complete_study=True)
+    journal.record_instance(rec("2.1", SB, at=105.0))  # another series of the same study
+    journal.record_instance(rec("9.1", SC, at=300.0, study="1.2.826.0.1.3680043.9.7777.2"))  # other study
+    assert journal.due_series(now=114.0) == []  # its own count and quiet period say nothing
+    assert journal.next_due_time() == 115.0
+    [due] = journal.due_series(now=115.0)
+    assert (due["series_uid"], due["trigger"]) == (SA, "study_quiet")

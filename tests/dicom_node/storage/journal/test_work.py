@@ -201,3 +201,73 @@ def test_delivery_outcomes_done_retry_and_failed(journal: Journal) -> None:
     assert (again["id"], again["attempts"]) == (b["id"], 2)
     assert [d["id"] for d in journal.list_deliveries(state="done")] == [a["id"]]
     assert len(journal.list_deliveries(limit=2)) == 2
+
+
+def _finish_with_seg(journal: Journal, job_id: int, now: float) -> None:
+    claimed = journal.claim_job(now=now)
+    assert claimed is not None and claimed["id"] == job_id
+    out = {**delivery("2.25.9"), "kind": "seg"}
+    del out["destination"]
+    assert journal.finish_job(job_id, state="done", now=now, outputs=[out], deliveries=[delivery("2.25.9")])
+
+
+def test_an_unchanged_resend_redelivers_the_result_without_a_new_job(journal: Journal) -> None:
+    journal.record_instance(rec("1.1"))
+    [job_id] = queued(journal, now=200.0)
+    _finish_with_seg(journal, job_id, now=210.0)
+    journal.record_instance(rec("1.1", at=300.0))  # re-sent, byte-identical
+    s = journal.get_series(SA)
+    assert s is not None
+    assert (
+        journal.create_jobs(SA, generation=s["generation"], jobs=[SPEC], trigger="quiet_period", now=320.0)
+        == []
+    )
+    assert [j["id"] for j in journal.list_jobs()] == [job_id]
+    again = [d for d in journal.list_deliveries() if d["created_at"] == 320.0]
+    assert [(d["job_id"], d["sop_instance_uid"], d["state"]) for d in again] == [
+        (job_id, "2.25.9", "pending")
+    ]
+    assert pick(journal.get_series(SA), "state") == ("queued",)
+    assert journal.recent_events(1)[0]["kind"] == "redelivered"
+
+
+def test_a_resend_while_the_job_is_pending_queues_nothing_more(journal: Journal) -> None:
+    journal.record_instance(rec("1.1"))
+    [job_id] = queued(journal, now=200.0)
+    journal.record_instance(rec("1.1", at=210.0))
+    s = journal.get_series(SA)
+    assert s is not None and s["state"] == "receiving"
+    assert (
+        journal.create_jobs(SA, generation=s["generation"], jobs=[SPEC], trigger="quiet_period", now=220.0)
+        == []
+    )
+    assert [(j["id"], j["state"]) for j in journal.list_jobs()] == [(job_id, "pending")]
+    assert journal.list_deliveries() == []
+
+
+def test_forwarding_queues_each_instance_once_per_destination_until_it_is_received_again(
+    journal: Journal,
+) -> None:
+    forward = JobSpec("fwd", [], ["pacs", "archive"], {}, forward=True)
+    journal.record_instance(rec("1.1", at=100.0))
+    journal.record_instance(rec("1.2", at=101.0))
+    journal.set_routing(SA, rules=["fwd"])
+    [job_id] = journal.create_jobs(SA, generation=2, jobs=[forward], trigger="quiet_period", now=150.0)
+    job = journal.get_job(job_id)
+    assert pick(job, "state", "forward", "models") == ("done", 1, [])
+    sent = {(d["destination"], d["sop_instance_uid"], d["path"]) for d in journal.list_deliveries()}
+    assert sent == {
+        (dest, sop, f"spool/{rec(sop).study_uid}/{SA}/{sop}.dcm")
+        for dest in ("pacs", "archive")
+        for sop in ("1.1", "1.2")
+    }
+    assert journal.forward_received(SA, forward, now=160.0) is None  # nothing new
+    journal.record_instance(rec("1.2", at=170.0))  # received again
+    second = journal.forward_received(SA, forward, now=180.0)
+    assert second is not None
+    assert sorted(
+        (d["destination"], d["sop_instance_uid"]) for d in journal.list_deliveries() if d["job_id"] == second
+    ) == [
+        ("archive", "1.2"),
+        ("pacs", "1.2"),
+    ]
