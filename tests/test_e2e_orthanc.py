@@ -5,6 +5,7 @@ other series got nothing."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,83 @@ def test_orthanc_pushes_a_study_and_gets_one_seg_back(
     assert other_series is not None and other_series["state"] == "unmatched"
     assert {j["series_uid"] for j in jobs} == {phantom_uid}
     assert open_deliveries == []
+
+
+def test_orthanc_pushes_a_study_with_a_private_sop_class_object(
+    orthanc_factory: OrthancFactory, tmp_path: Path
+) -> None:
+    """Siemens studies hold CSA Non-Image objects (private SOP class): the push of the whole study
+    succeeds, the vendor object is filed, and the CT series still gets its SEG."""
+    from tests.support.instances import SIEMENS_CSA_NON_IMAGE, make_private_object
+
+    pacs = orthanc_factory(ae_title="ORTHANC")
+    config = write_config(
+        tmp_path / "node.yaml",
+        {
+            "node": {
+                "ae_title": "NNUNET",
+                "host": "127.0.0.1",
+                "port": 0,
+                "storage_dir": str(tmp_path / "var"),
+            },
+            "model_spec": str(model_spec(tmp_path / "model")),
+            "destinations": {"pacs": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": pacs.dicom_port}},
+            # Modality CT alone: the vendor object (Modality CT too) is kept out because it holds no image
+            "rules": [
+                {
+                    "name": "ct",
+                    "match": {"modality": "CT"},
+                    "models": ["demo"],
+                    "destinations": ["pacs"],
+                    "series_quiet_seconds": 2,
+                }
+            ],
+            "inference": {"device": "cpu"},
+        },
+    )
+    study_uid = "1.2.826.0.1.3680043.8.498.4242.7"
+    ct_uid = f"{study_uid}.1"
+    ct = write_ct_series(
+        make_phantom(shape=(8, 64, 64), seed=23),
+        tmp_path / "ct",
+        study_uid=study_uid,
+        series_uid=ct_uid,
+        series_description="Phantom CT",
+        series_number=1,
+    )
+    ct_header = dcmread(ct[0], stop_before_pixels=True)
+    vendor = make_private_object(
+        study_uid=study_uid,
+        series_uid=f"{study_uid}.99",
+        PatientID=ct_header.PatientID,
+        PatientName=ct_header.PatientName,
+    )
+    vendor_path = tmp_path / "csa.dcm"
+    vendor.save_as(vendor_path, enforce_file_format=True)
+    pacs.upload_all([*ct, vendor_path])
+    study_id = pacs.study_id(study_uid)
+    assert study_id is not None
+
+    with running_node(config, log_path=tmp_path / "node.log") as node:
+        pacs.add_modality("nnunet", Modality(node.ae_title, "127.0.0.1", node.port))
+        pushed = pacs.push("nnunet", study_id)
+        assert pushed.get("FailedInstancesCount", 0) == 0, pushed
+        assert pushed.get("InstancesCount") == len(ct) + 1
+        segs = wait_for(
+            lambda: _seg_series(pacs, study_id), timeout=240, interval=0.2, what="a SEG in Orthanc"
+        )
+        journal = Journal(tmp_path / "var" / "journal.sqlite", readonly=True)
+        try:
+            [vendor_row] = journal.instances_of_series(f"{study_uid}.99")
+            vendor_series = journal.get_series(f"{study_uid}.99")
+            jobs = journal.list_jobs()
+        finally:
+            journal.close()
+    assert node.process.returncode == 0, node.log()[-3000:]
+    assert vendor_row["sop_class_uid"] == SIEMENS_CSA_NON_IMAGE
+    assert (tmp_path / "var" / vendor_row["path"]).is_file()
+    assert vendor_series is not None and vendor_series["state"] == "unmatched"
+    assert "no image a model can take" in vendor_series["routing_note"]
+    assert {j["series_uid"] for j in jobs} == {ct_uid}
+    seg = dcmread(io.BytesIO(pacs.instance_file(segs[0]["Instances"][0])), stop_before_pixels=True)
+    assert [str(s.SeriesInstanceUID) for s in seg.ReferencedSeriesSequence] == [ct_uid]

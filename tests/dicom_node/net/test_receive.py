@@ -20,10 +20,10 @@ from dicom_node.net.peers import Peer
 from dicom_node.net.scu import send_files
 from tests.support.instances import (
     SIEMENS_CSA_NON_IMAGE,
-    make_private_object,
     dataset_bytes,
     echo,
     make_ct,
+    make_private_object,
     raw_associate,
     recv_pdu,
     send_datasets,
