@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "status",
     "config_cmd",
     "rules",
+    "actions_cmd",
 )
 
 

@@ -16,7 +16,19 @@ import pytest
 import dicom_node.commands
 from dicom_node import cli
 
-COMMANDS = ["serve", "demo", "predict", "echo", "send", "status", "config", "rules"]
+COMMANDS = [
+    "serve",
+    "demo",
+    "predict",
+    "echo",
+    "send",
+    "status",
+    "config",
+    "rules",
+    "retry",
+    "resend",
+    "rerun",
+]
 
 
 def subcommands(parser: argparse.ArgumentParser) -> list[str]:

@@ -3,6 +3,8 @@ re-sends, extended re-sends, a series of two acquisitions, modality forwarding."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from dicom_node.node import Node
 from dicom_node.storage.journal import Journal
 from tests.support.dicom_series import edit_files
 from tests.support.instances import dataset_bytes
+from tests.support.node_process import write_config
 from tests.support.node_setup import (
     model_spec,
     node_config,
@@ -133,3 +136,48 @@ def test_a_forwarding_rule_sends_every_instance_byte_for_byte_and_its_seg(
         uid = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
         assert dataset_bytes(received[uid]) == dataset_bytes(path)  # UIDs kept, bytes as received
     assert len(received_segs(out)) == 1
+
+
+def dicom_node_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / "dicom-node"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_operator_actions_work_against_a_running_node(
+    tmp_path: Path, spec: Path, destination: tuple[int, Path]
+) -> None:
+    dest_port, _ = destination
+    files = phantom_series(tmp_path / "ct", slices=8)
+    series_uid = str(dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+    mapping = node_config(tmp_path / "var", spec, dest_port)
+    config_path = write_config(tmp_path / "node.yaml", mapping)
+    with Node(config_from_mapping(mapping, base_dir=tmp_path)) as node:
+        journal = journal_of(node)
+        assert storescu(node.port, files).returncode == 0
+        wait_for(lambda: settled(journal, 1, 1), timeout=180, what="first result delivered")
+        [job] = journal.list_jobs()
+        [first_delivery] = journal.list_deliveries()
+
+        retried = dicom_node_cli("retry", str(job["id"]), "--config", str(config_path))
+        assert retried.returncode == 0, retried.stderr
+        wait_for(lambda: settled(journal, 2, 2), timeout=180, what="the retried job delivered")
+
+        resent = dicom_node_cli("resend", str(first_delivery["id"]), "--config", str(config_path))
+        assert resent.returncode == 0, resent.stderr
+        wait_for(lambda: settled(journal, 2, 3), timeout=60, what="the delivery sent again")
+
+        rerun = dicom_node_cli("rerun", series_uid, "--rule", "ct-demo", "--config", str(config_path))
+        assert rerun.returncode == 0, rerun.stderr
+        wait_for(lambda: settled(journal, 3, 4), timeout=180, what="the rerun delivered")
+
+        unknown = dicom_node_cli("retry", "999", "--config", str(config_path))
+        no_rule = dicom_node_cli("rerun", series_uid, "--rule", "nope", "--config", str(config_path))
+        jobs = sorted(journal.list_jobs(), key=lambda j: j["id"])
+        deliveries = sorted(journal.list_deliveries(), key=lambda d: d["id"])
+        events = [e for e in journal.recent_events(50) if e["kind"] == "manual"]
+    assert [j["trigger"] for j in jobs] == ["expected_count", "manual", "manual"]
+    assert all(j["state"] in ("done", "empty") for j in jobs)
+    assert deliveries[2]["path"] == first_delivery["path"] and deliveries[2]["state"] == "done"
+    assert len(events) == 3
+    assert (unknown.returncode, unknown.stderr.strip()) == (1, "no job 999")
+    assert no_rule.returncode == 1 and "for rule 'nope'" in no_rule.stderr

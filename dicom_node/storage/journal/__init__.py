@@ -22,14 +22,14 @@ from dicom_node.storage.journal.records import InstanceRecord, JobSpec, RecordOu
 from dicom_node.storage.journal.retention import RetentionOps
 from dicom_node.storage.journal.schema import SCHEMA_VERSION
 from dicom_node.storage.journal.series import SeriesOps
-from dicom_node.storage.journal.work import WorkOps
+from dicom_node.storage.journal.work import ManualOps, WorkOps
 
 __all__ = ["SCHEMA_VERSION", "InstanceRecord", "JobSpec", "Journal", "RecordOutcome"]
 
 logger = logging.getLogger(__name__)
 
 
-class Journal(SeriesOps, WorkOps, RetentionOps):
+class Journal(SeriesOps, WorkOps, ManualOps, RetentionOps):
     """The journal: every operation is one transaction; see the module docstring."""
 
     def log_event(

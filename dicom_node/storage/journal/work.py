@@ -362,3 +362,82 @@ def _redeliver(cur: sqlite3.Cursor, job: sqlite3.Row, spec: JobSpec, now: float)
             f" its result queued again ({count} delivery(ies))",
         ),
     )
+
+
+class ManualOps(JournalBase):
+    """Operator actions (trigger ``manual``): each writes new work into the journal, where the running
+    node's loops find it at their next pass (a few seconds at most)."""
+
+    def manual_retry_job(self, job_id: int, *, now: float) -> int:
+        """A new pending job doing what job ``job_id`` did, for the series' current generation.
+        Raises KeyError for an unknown job, ValueError for a forwarding job or one still to run."""
+        with self._tx() as cur:
+            job = cur.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if job is None:
+                raise KeyError(f"no job {job_id}")
+            if job["forward"]:
+                raise ValueError(f"job {job_id} forwards instances; resend its deliveries instead")
+            if job["state"] in ("pending", "running"):
+                raise ValueError(f"job {job_id} is {job['state']}: it runs already")
+            return _manual_copy(cur, job, now)
+
+    def manual_rerun_series(self, series_uid: str, *, rule: str | None, now: float) -> list[int]:
+        """New pending jobs for the series' current instances: one per rule that ran models on it
+        (only ``rule`` when given), as its latest job did. Raises KeyError when there is nothing."""
+        with self._tx() as cur:
+            rows = cur.execute(
+                "SELECT * FROM jobs WHERE series_uid = ? AND forward = 0 ORDER BY id", (series_uid,)
+            ).fetchall()
+            latest = {r["rule_name"]: r for r in rows if rule is None or r["rule_name"] == rule}
+            if not latest:
+                what = f"for rule {rule!r} " if rule else ""
+                raise KeyError(f"no model job {what}ever ran on series {series_uid}")
+            return [_manual_copy(cur, job, now) for job in latest.values()]
+
+    def manual_resend_delivery(self, delivery_id: int, *, now: float) -> int:
+        """A new pending delivery of the same file to the same destination. Raises KeyError."""
+        with self._tx() as cur:
+            d = cur.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+            if d is None:
+                raise KeyError(f"no delivery {delivery_id}")
+            _insert_delivery(cur, int(d["job_id"]), d["series_uid"], d, now)
+            new_id = int(cur.lastrowid or 0)
+            cur.execute(
+                "INSERT INTO events (at, level, kind, series_uid, job_id, message) VALUES (?,?,?,?,?,?)",
+                (
+                    now,
+                    "info",
+                    "manual",
+                    d["series_uid"],
+                    d["job_id"],
+                    f"delivery {delivery_id} sent again as delivery {new_id} (trigger manual)",
+                ),
+            )
+            return new_id
+
+
+def _manual_copy(cur: sqlite3.Cursor, job: sqlite3.Row, now: float) -> int:
+    series = cur.execute(
+        "SELECT generation FROM series WHERE series_uid = ?", (job["series_uid"],)
+    ).fetchone()
+    if series is None:
+        raise KeyError(f"series {job['series_uid']} is no longer in the journal")
+    spec = JobSpec(
+        rule_name=job["rule_name"],
+        models=json.loads(job["models"]),
+        destinations=json.loads(job["destinations"]),
+        args=json.loads(job["args"]),
+    )
+    new_id = _insert_job(cur, job["series_uid"], int(series["generation"]), spec, "manual", now)
+    cur.execute(
+        "INSERT INTO events (at, level, kind, series_uid, job_id, message) VALUES (?,?,?,?,?,?)",
+        (
+            now,
+            "info",
+            "manual",
+            job["series_uid"],
+            new_id,
+            f"job {new_id} queued by hand (from job {job['id']})",
+        ),
+    )
+    return new_id
