@@ -6,6 +6,12 @@ file's data set bytes from disk (its chunked-send mode, switched on by :func:`us
 Before the association only each file's meta group is read. A peer may
 take at most 128 presentation contexts per association, so more pairs than that are sent over several
 associations, one after the other.
+
+Each SOP class with a file in another syntax (compressed, deflated, big endian) is also proposed once
+with the uncompressed little endian syntaxes. A file goes as it is whenever the peer accepted its own
+pair; only when the peer accepted none for it is it transcoded (decoded, sent uncompressed), with a
+warning naming the file, the syntaxes and the peer. When not even that was accepted, the file fails
+with its SOP class, its syntax and what the peer accepted, in words.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -29,6 +38,7 @@ from dicom_node.storage.header import read_part10_layout
 logger = logging.getLogger(__name__)
 
 MAX_CONTEXTS = 128
+FALLBACK_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 
 class SendResult(NamedTuple):
@@ -85,26 +95,63 @@ def _make_ae(calling_ae: str, timeout: float) -> AE:
     return ae
 
 
-def _failure_reason(assoc: object) -> str:
-    if getattr(assoc, "is_rejected", False):
-        rj = getattr(getattr(assoc, "acceptor", None), "primitive", None)
+def _failure_reason(assoc: Association, peer: Peer | None = None) -> str:
+    """Why an association is not (or no longer) established, in words: rejected (pynetdicom's
+    reason text), no presentation context accepted (naming them), connection refused or host
+    unresolvable (probed only now that it failed), aborted."""
+    if assoc.is_rejected:
+        rj = assoc.acceptor.primitive
         if rj is not None:
             return (
-                f"association rejected (result 0x{rj.result:02X}, source 0x{rj.result_source:02X},"
-                f" reason 0x{rj.diagnostic:02X})"
+                f"association rejected ({rj.result_str}, {rj.source_str}: {rj.reason_str};"
+                f" result 0x{rj.result:02X}, source 0x{rj.result_source:02X}, reason 0x{rj.diagnostic:02X})"
             )
         return "association rejected"
-    if getattr(assoc, "is_aborted", False):
-        # pynetdicom also reports a refused or failed connection as aborted
-        return "association aborted (or connection refused)"
-    return "no association (peer unreachable or not answering)"
+    rejected = list(assoc.rejected_contexts)
+    if rejected and not assoc.accepted_contexts:
+        proposed = "; ".join(
+            f"{_name(str(cx.abstract_syntax))} in {', '.join(_name(str(t)) for t in cx.transfer_syntax)}"
+            for cx in rejected
+        )
+        return f"the peer accepted no presentation context (proposed: {proposed})"
+    if not assoc.is_established and peer is not None:
+        problem = _connection_problem(peer)
+        if problem:
+            return problem
+    if assoc.is_aborted:
+        return "association aborted"
+    return "no association (peer not answering)"
+
+
+def _connection_problem(peer: Peer, timeout: float = 5.0) -> str:
+    """What a plain TCP connection to the peer says (empty when it connects)."""
+    host, port = peer.address
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return ""
+    except socket.gaierror as exc:
+        return f"cannot resolve host {host!r}: {exc.strerror or exc}"
+    except ConnectionRefusedError:
+        return f"connection refused by {host}:{port} (nothing listening?)"
+    except TimeoutError:
+        return f"no answer from {host}:{port} within {timeout:.0f} s"
+    except OSError as exc:
+        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
 
 
 def _associate(ae: AE, peer: Peer) -> Association:
     """Associate and switch Nagle's algorithm off on the connection: pynetdicom writes a C-STORE
     as separate PDUs (command, then data set), and with Nagle the second waits ~40 ms for the
-    peer's delayed ACK - 50 ms per small instance instead of a few."""
-    assoc = ae.associate(*peer.address, ae_title=peer.ae_title)
+    peer's delayed ACK - 50 ms per small instance instead of a few. Raises DeliveryError when the
+    peer's host name does not resolve."""
+    host, port = peer.address
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise DeliveryError(f"cannot resolve host {host!r}: {exc.strerror or exc}") from exc
+    except UnicodeError as exc:
+        raise DeliveryError(f"cannot resolve host {host!r}: {exc}") from exc
+    assoc = ae.associate(host, port, ae_title=peer.ae_title)
     sock = assoc.dul.socket.socket if assoc.is_established and assoc.dul.socket is not None else None
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -116,9 +163,12 @@ def echo(peer: Peer, calling_ae: str = "DICOMNODE", timeout: float = 30.0) -> in
     response."""
     ae = _make_ae(calling_ae, timeout)
     ae.add_requested_context(Verification)
-    assoc = _associate(ae, peer)
+    try:
+        assoc = _associate(ae, peer)
+    except DeliveryError as exc:
+        raise DeliveryError(f"C-ECHO to {peer}: {exc}") from exc
     if not assoc.is_established:
-        raise DeliveryError(f"C-ECHO to {peer}: {_failure_reason(assoc)}")
+        raise DeliveryError(f"C-ECHO to {peer}: {_failure_reason(assoc, peer)}")
     try:
         rsp = assoc.send_c_echo()
     finally:
@@ -177,20 +227,57 @@ def send_files(
 
 
 def _batches(planned: list[tuple[int, _Planned]]) -> list[list[tuple[int, _Planned]]]:
-    """Group files so that each group needs at most MAX_CONTEXTS contexts (file order kept within)."""
+    """Group files so that each group needs at most MAX_CONTEXTS contexts (one per pair plus one
+    uncompressed fallback per SOP class; file order kept within)."""
     groups: list[list[tuple[int, _Planned]]] = []
     current: list[tuple[int, _Planned]] = []
     pairs: set[tuple[str, str]] = set()
+    classes: set[str] = set()
     for item in planned:
         pair = (item[1].sop_class, item[1].transfer_syntax)
-        if pair not in pairs and len(pairs) == MAX_CONTEXTS:
+        fallback = {pair[0]} if pair[1] not in FALLBACK_SYNTAXES else set()
+        if current and len(pairs | {pair}) + len(classes | fallback) > MAX_CONTEXTS:
             groups.append(current)
-            current, pairs = [], set()
+            current, pairs, classes = [], set(), set()
         pairs.add(pair)
+        classes |= fallback
         current.append(item)
     if current:
         groups.append(current)
     return groups
+
+
+def _needing_fallback(planned: Iterable[_Planned]) -> set[str]:
+    """SOP classes with a file in a syntax other than the uncompressed little endian ones."""
+    return {p.sop_class for p in planned if p.transfer_syntax not in FALLBACK_SYNTAXES}
+
+
+def _name(uid: str) -> str:
+    name = UID(uid).name
+    return f"{name} ({uid})" if name and name != uid else uid
+
+
+def _accepted(assoc: Association) -> dict[str, set[str]]:
+    """Accepted transfer syntaxes by SOP class."""
+    out: dict[str, set[str]] = {}
+    for cx in assoc.accepted_contexts:
+        out.setdefault(str(cx.abstract_syntax), set()).update(str(ts) for ts in cx.transfer_syntax)
+    return out
+
+
+def _transcoded(item: _Planned, peer: Peer) -> Dataset:
+    """The file decoded for sending uncompressed (pynetdicom encodes it in the accepted syntax)."""
+    ds = dcmread(item.path)
+    if UID(item.transfer_syntax).is_compressed:
+        ds.decompress()
+    logger.warning(
+        "%s: %s accepts no context for %s in %s; sending it transcoded to an uncompressed syntax",
+        item.path.name,
+        peer,
+        _name(item.sop_class),
+        _name(item.transfer_syntax),
+    )
+    return ds
 
 
 def _send_batch(
@@ -203,20 +290,45 @@ def _send_batch(
     ae = _make_ae(calling_ae, timeout)
     for sop_class, syntax in sorted({(p.sop_class, p.transfer_syntax) for _, p in batch}):
         ae.add_requested_context(sop_class, syntax)
-    assoc = _associate(ae, peer)
+    for sop_class in sorted(_needing_fallback([p for _, p in batch])):
+        ae.add_requested_context(sop_class, list(FALLBACK_SYNTAXES))
+    try:
+        assoc = _associate(ae, peer)
+    except DeliveryError as exc:
+        for index, item in batch:
+            done(index, SendResult(item.path, None, str(exc)))
+        return
     if not assoc.is_established:
-        reason = _failure_reason(assoc)
+        reason = _failure_reason(assoc, peer)
         for index, item in batch:
             done(index, SendResult(item.path, None, reason))
         return
+    accepted = _accepted(assoc)
     try:
         for index, item in batch:
             if not assoc.is_established:
                 done(index, SendResult(item.path, None, _failure_reason(assoc)))
                 continue
+            syntaxes = accepted.get(item.sop_class, set())
             try:
-                rsp = assoc.send_c_store(item.path)
-            except ValueError as exc:  # e.g. the peer accepted no context for this pair
+                if item.transfer_syntax in syntaxes:
+                    rsp = assoc.send_c_store(item.path)
+                elif syntaxes & set(FALLBACK_SYNTAXES):
+                    rsp = assoc.send_c_store(_transcoded(item, peer))
+                else:
+                    offered = ", ".join(sorted(_name(t) for t in syntaxes)) or "none"
+                    done(
+                        index,
+                        SendResult(
+                            item.path,
+                            None,
+                            f"no accepted presentation context for {_name(item.sop_class)} in"
+                            f" {_name(item.transfer_syntax)} or uncompressed (peer accepted: {offered})",
+                        ),
+                    )
+                    continue
+            except (ValueError, NotImplementedError, RuntimeError, AttributeError) as exc:
+                # the peer's contexts did not fit after all, or the file cannot be decoded here
                 done(index, SendResult(item.path, None, f"not sent: {exc}"))
                 continue
             if "Status" in rsp:

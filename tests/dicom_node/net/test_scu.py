@@ -18,6 +18,7 @@ from dicom_node.net.peers import Peer
 from dicom_node.net.scu import MAX_CONTEXTS, echo, iter_files, send_files
 from tests.support.instances import dataset_bytes, dcmtk_storescp, make_ct, write_series
 from tests.support.scp import Node, running_node
+from tests.support.tools import free_port
 
 
 @pytest.fixture
@@ -62,11 +63,18 @@ def test_echo_and_send_to_dcmtk_storescp_bit_preserving(tmp_path: Path) -> None:
 
 
 def test_echo_failures_say_why(node: Node) -> None:
-    with pytest.raises(DeliveryError, match=r"rejected .*reason 0x07"):
+    with pytest.raises(
+        DeliveryError, match=r"rejected \(Rejected Permanent, Service User: Called AE .*reason 0x07"
+    ):
         echo(Peer("NOTTHERE", "127.0.0.1", node.port), "SCU", timeout=10)
-    closed = Peer("NNUNET", "127.0.0.1", 1)
-    with pytest.raises(DeliveryError, match=re.escape("C-ECHO to NNUNET@127.0.0.1:1")):
+    closed = Peer("NNUNET", "127.0.0.1", free_port())
+    with pytest.raises(
+        DeliveryError, match=re.escape(f"C-ECHO to {closed}: connection refused by 127.0.0.1:")
+    ):
         echo(closed, "SCU", timeout=5)
+    nowhere = Peer("NNUNET", "no-such-host.invalid", 104)
+    with pytest.raises(DeliveryError, match="cannot resolve host 'no-such-host.invalid'"):
+        echo(nowhere, "SCU", timeout=5)
 
 
 def test_unreadable_files_are_reported_and_the_rest_sent(node: Node, tmp_path: Path) -> None:
@@ -128,3 +136,42 @@ def test_associations_have_nagle_off(node: Node) -> None:
         assert assoc.dul.socket.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         assoc.release()
+
+
+@pytest.mark.dcmtk
+def test_a_file_the_peer_takes_only_uncompressed_is_transcoded_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rle = tmp_path / "rle.dcm"
+    rle.write_bytes(Path(get_testdata_file("MR_small_RLE.dcm")).read_bytes())
+    out = tmp_path / "out"
+    with dcmtk_storescp(out) as port:  # default storescp: uncompressed syntaxes only
+        [result] = send_files([rle], Peer("STORESCP", "127.0.0.1", port), "SCU")
+    assert result.ok, result
+    [got] = list(out.iterdir())
+    stored, source = dcmread(got), dcmread(rle)
+    assert not stored.file_meta.TransferSyntaxUID.is_compressed
+    assert (stored.pixel_array == source.pixel_array).all()
+    assert "transcoded" in caplog.text and "RLE Lossless" in caplog.text
+
+
+def test_no_accepted_context_names_the_sop_class_and_syntaxes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pynetdicom import AE, _config
+
+    # a restricted peer (our own SCP, built earlier in this process, switched pynetdicom to accept all)
+    monkeypatch.setattr(_config, "UNRESTRICTED_STORAGE_SERVICE", False)
+    scp = AE(ae_title="CTONLY")
+    scp.add_supported_context("1.2.840.10008.5.1.4.1.1.2")  # CT Image Storage only
+    port = free_port()
+    server = scp.start_server(("127.0.0.1", port), block=False)
+    try:
+        rle = tmp_path / "rle.dcm"
+        rle.write_bytes(Path(get_testdata_file("MR_small_RLE.dcm")).read_bytes())
+        [result] = send_files([rle], Peer("CTONLY", "127.0.0.1", port), "SCU")
+    finally:
+        server.shutdown()
+    assert result.status is None
+    assert "the peer accepted no presentation context" in result.error
+    assert "MR Image Storage (1.2.840.10008.5.1.4.1.1.4) in RLE Lossless" in result.error
