@@ -28,7 +28,7 @@ from dicom_node.pipeline.completion import CompletionLoop
 from dicom_node.pipeline.loop import Clock
 from dicom_node.pipeline.routing import RuleSet
 from dicom_node.pipeline.rules_watch import watch_config_rules
-from dicom_node.pipeline.sending import Sender
+from dicom_node.pipeline.sending import Sender, check_destinations
 from dicom_node.pipeline.worker import Worker
 from dicom_node.storage.dropfolder import DropFolder
 from dicom_node.storage.filing import Spool
@@ -76,6 +76,7 @@ class Node:
         self.retention: RetentionService | None = None
         self.server: ScpServer | None = None
         self._watchers: list[_Stoppable] = []
+        self._echo_thread: threading.Thread | None = None
         self._started = False
 
     # ------------------------------------------------------------------ properties
@@ -135,6 +136,7 @@ class Node:
             clock=self._clock,
         )
         self.sender.start()
+        self._check_destinations()
         if executor is not None:
             self.worker = Worker(
                 journal,
@@ -204,6 +206,9 @@ class Node:
         for part in (self.retention, self.completion, self.worker, self.sender):
             if part is not None:
                 part.stop()  # a running job gets a moment to finish; else it is recovered at start
+        if self._echo_thread is not None:
+            self._echo_thread.join(timeout=15)  # it writes to the journal: let it finish first
+            self._echo_thread = None
         self.retention = self.completion = self.worker = self.sender = None
         if self.journal is not None:
             self.journal.close()
@@ -266,6 +271,21 @@ class Node:
             device=self.config.inference.device,
             max_models=self.config.inference.predictor_cache_size,
         )
+
+    def _check_destinations(self) -> None:
+        """C-ECHO the destinations in the background: a slow or absent peer delays nothing."""
+        journal, destinations = self.journal, self.config.destinations
+        if journal is None or not destinations:
+            return
+        thread = threading.Thread(
+            target=check_destinations,
+            args=(journal, destinations),
+            kwargs={"calling_ae": self.ae_title},
+            name="destination-echo",
+            daemon=True,
+        )
+        thread.start()
+        self._echo_thread = thread
 
     def _start_drop_folder(self, ingestor: Ingestor) -> None:
         watcher = DropFolder(self.storage_dir / "incoming", ingestor, called_ae=self.ae_title)

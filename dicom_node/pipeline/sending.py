@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from dicom_node.config import DestinationConfig, SendingSection
+from dicom_node.errors import DeliveryError
 from dicom_node.net import dimse_status
 from dicom_node.net.peers import Peer
-from dicom_node.net.scu import SendResult, send_files
+from dicom_node.net.scu import SendResult, echo, send_files
 from dicom_node.pipeline.backoff import Backoff
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
 from dicom_node.storage.journal import Journal
@@ -111,14 +112,26 @@ class Sender(LoopService):
             dest.calling_ae or self._calling_ae,
             timeout=dest.timeout_seconds,
         )
-        failed = 0
+        failed: list[_Attempt] = []
         for (d, _), result in zip(items, results, strict=True):
             attempt = _attempt_of(result, where)
-            failed += not attempt.ok
+            if not attempt.ok:
+                failed.append(attempt)
             self._record(d, attempt)
         if failed:
             logger.warning(
-                "%d of %d result(s) not delivered to %s; retrying later", failed, len(items), where
+                "%d of %d file(s) not delivered to %s; retrying later: %s",
+                len(failed),
+                len(items),
+                where,
+                failed[0].error,
+            )
+            # one warning per failed batch (not per file), for `dicom-node status`
+            self._journal.log_event(
+                "warning",
+                "delivery_retry",
+                f"{len(failed)} of {len(items)} file(s) not delivered to {name}: {failed[0].error}",
+                now=self._clock(),
             )
 
     # ------------------------------------------------------------------ bookkeeping
@@ -176,3 +189,26 @@ def _attempt_of(result: SendResult, where: str) -> _Attempt:
     return _Attempt(
         False, status=result.status, error=f"{where}: {dimse_status.describe(result.status)}{detail}"
     )
+
+
+def check_destinations(
+    journal: Journal, destinations: Mapping[str, DestinationConfig], *, calling_ae: str
+) -> dict[str, str]:
+    """C-ECHO every destination; a failure is a warning in the log and the journal (``dicom-node
+    status``), never a reason not to start. Returns the problems by destination name."""
+    problems: dict[str, str] = {}
+    for name, dest in destinations.items():
+        peer = Peer(dest.ae_title, dest.host, dest.port)
+        try:
+            status = echo(peer, dest.calling_ae or calling_ae, timeout=min(dest.timeout_seconds, 10.0))
+        except DeliveryError as exc:
+            problems[name] = str(exc)
+        else:
+            if status != 0:
+                problems[name] = f"C-ECHO to {peer}: {dimse_status.describe(status)}"
+        if name in problems:
+            logger.warning("destination %s does not answer: %s", name, problems[name])
+            journal.log_event("warning", "destination_unreachable", f"destination {name}: {problems[name]}")
+        else:
+            logger.info("destination %s (%s) answers C-ECHO", name, peer)
+    return problems

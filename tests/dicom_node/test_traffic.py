@@ -181,3 +181,47 @@ def test_operator_actions_work_against_a_running_node(
     assert len(events) == 3
     assert (unknown.returncode, unknown.stderr.strip()) == (1, "no job 999")
     assert no_rule.returncode == 1 and "for rule 'nope'" in no_rule.stderr
+
+
+def test_a_destination_down_then_up_gets_every_forwarded_instance_and_status_says_why(
+    tmp_path: Path, spec: Path
+) -> None:
+    dest_port = free_port()  # nothing listens yet
+    out = tmp_path / "pacs"
+    files = phantom_series(tmp_path / "ct", slices=6)
+    mapping = node_config(tmp_path / "var", spec, dest_port, rule={"models": [], "forward": True})
+    config_path = write_config(tmp_path / "node.yaml", mapping)
+    with Node(config_from_mapping(mapping, base_dir=tmp_path)) as node:  # starts despite the dead peer
+        journal = journal_of(node)
+        wait_for(
+            lambda: [e for e in journal.recent_events(20) if e["kind"] == "destination_unreachable"],
+            timeout=30,
+            what="the start-up C-ECHO warning",
+        )
+        assert storescu(node.port, files).returncode == 0
+        wait_for(
+            lambda: [e for e in journal.recent_events(50) if e["kind"] == "delivery_retry"],
+            timeout=60,
+            what="a failed delivery attempt",
+        )
+        status = dicom_node_cli("status", "--config", str(config_path))
+        assert status.returncode == 0, status.stderr
+        assert (
+            f"destination pacs: C-ECHO to STORESCP@127.0.0.1:{dest_port}: connection refused" in status.stdout
+        )
+        assert "not delivered to pacs" in status.stdout and "connection refused" in status.stdout
+        with dcmtk_storescp(dest_port, out, options=("--bit-preserving",)):
+            wait_for(
+                lambda: len(journal.list_deliveries(state="done")) == len(files),
+                timeout=60,
+                what="every instance delivered once the destination is up",
+            )
+            received = {
+                str(dcmread(p, stop_before_pixels=True).SOPInstanceUID): p
+                for p in out.rglob("*")
+                if p.is_file()
+            }
+    for path in files:
+        assert dataset_bytes(
+            received[str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)]
+        ) == dataset_bytes(path)
