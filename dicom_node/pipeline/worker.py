@@ -6,9 +6,12 @@ files from the journal, and calls ``executor.run`` with a fresh output folder
 (``finish_job``), which also queues one delivery per (destination, SEG/RTSTRUCT output) unless the
 series changed meanwhile (then the job is superseded and a newer job delivers).
 
-Failures: a retryable error (not enough GPU memory now) puts the job back with a delay; any other
-error is retried until the job has had ``max_attempts`` attempts, then it fails with the reason in
-the journal (job row and an error event), where ``dicom-node status`` shows it. Workers never run in
+Failures: a transient error (not enough GPU memory now, CUDA out of memory) puts the job back with a
+delay; a deterministic one (the series cannot be loaded: gap, mixed sizes, no image; the spec or the
+arguments are invalid; the result cannot be encoded) fails the job at once, since running it again
+would fail the same way; any other error is retried until the job has had ``max_attempts`` attempts.
+A failure's reason goes to the journal (job row and an error event), where ``dicom-node status`` shows
+it. Workers never run in
 an association's thread: they only meet the receiver through the journal.
 """
 
@@ -25,10 +28,19 @@ from dicom_node.net.contexts import is_image_storage
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
 from dicom_node.storage.journal import Journal
 from dicom_node.storage.journal.work import DELIVERABLE_KINDS
-from inference.errors import InsufficientGpuMemoryError
+from inference.errors import ArgsError, InsufficientGpuMemoryError, SegWriteError, SeriesError, SpecError
 from inference.executor import Executor, InferenceRequest, InferenceResult
 
 logger = logging.getLogger(__name__)
+
+
+# the same inputs fail the same way: no retry
+DETERMINISTIC_ERRORS: tuple[type[Exception], ...] = (SeriesError, SpecError, ArgsError, SegWriteError)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Not enough GPU memory now: our admission check, or torch's own (not imported here)."""
+    return isinstance(exc, InsufficientGpuMemoryError) or type(exc).__name__ == "OutOfMemoryError"
 
 
 def _describe(exc: BaseException) -> str:
@@ -110,12 +122,13 @@ class Worker(LoopService):
         started = time.monotonic()
         try:
             result = self._executor.run(request)
-        except InsufficientGpuMemoryError as exc:
-            self._retry(job, _describe(exc), delay=self._retry_delay)
-            return
         except Exception as exc:
             logger.debug("job %d failed", job_id, exc_info=True)
-            if int(job["attempts"]) < self._max_attempts:
+            if _out_of_memory(exc):
+                self._retry(job, _describe(exc), delay=self._retry_delay)
+            elif isinstance(exc, DETERMINISTIC_ERRORS):
+                self._fail(job, _describe(exc))
+            elif int(job["attempts"]) < self._max_attempts:
                 self._retry(job, _describe(exc), delay=0.0)
             else:
                 self._fail(job, _describe(exc))

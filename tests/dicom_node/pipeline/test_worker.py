@@ -14,7 +14,14 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, SegmentationStor
 
 from dicom_node.pipeline.worker import Worker
 from dicom_node.storage.journal import InstanceRecord, JobSpec, Journal
-from inference.errors import InsufficientGpuMemoryError, SeriesError
+from inference.errors import (
+    ArgsError,
+    InsufficientGpuMemoryError,
+    PredictionError,
+    SegWriteError,
+    SeriesError,
+    SpecError,
+)
 from inference.executor import InferenceRequest, InferenceResult, OutputFile
 from inference.uids import derive_uid
 from tests.support.clock import T0, Clock
@@ -164,23 +171,55 @@ def test_nifti_outputs_are_kept_not_sent(journal: Journal, tmp_path: Path) -> No
     assert [d["path"].endswith("seg.dcm") for d in journal.list_deliveries()] == [True]
 
 
-def test_error_is_retried_then_fails_with_the_reason(journal: Journal, tmp_path: Path) -> None:
-    executor = StubExecutor(fail_with=[SeriesError("only 1 slice"), SeriesError("only 1 slice")])
+def test_an_unexpected_error_is_retried_then_fails_with_the_reason(journal: Journal, tmp_path: Path) -> None:
+    executor = StubExecutor(fail_with=[PredictionError("worker died"), PredictionError("worker died")])
     worker = make_worker(journal, tmp_path, executor, max_attempts=2)
     series, _, job_id = queue_job(journal, tmp_path)
     worker.run_next()
     job = journal.get_job(job_id)
     assert job is not None and (job["state"], job["attempts"]) == ("pending", 1)
-    assert job["error"] == "SeriesError: only 1 slice"
+    assert job["error"] == "PredictionError: worker died"
     worker.run_next()
     job = journal.get_job(job_id)
     assert job is not None and (job["state"], job["attempts"]) == ("failed", 2)
-    assert job["error"] == "SeriesError: only 1 slice"
+    assert job["error"] == "PredictionError: worker died"
     assert journal.list_deliveries() == []
     event = journal.recent_events(level="error")[0]
     assert event["kind"] == "job_failed" and event["series_uid"] == series
-    assert "only 1 slice" in event["message"] and f"job {job_id}" in event["message"]
+    assert "worker died" in event["message"] and f"job {job_id}" in event["message"]
     assert worker.run_next() is None  # nothing left to claim
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        SeriesError("gap between slices 3 and 5"),
+        SpecError("model folder lacks plans.json"),
+        ArgsError("use_folds: fold 7 not trained"),
+        SegWriteError("too many segments"),
+    ],
+)
+def test_a_deterministic_failure_fails_at_once(journal: Journal, tmp_path: Path, error: Exception) -> None:
+    executor = StubExecutor(fail_with=[error])
+    worker = make_worker(journal, tmp_path, executor, max_attempts=3)
+    _, _, job_id = queue_job(journal, tmp_path)
+    worker.run_next()
+    job = journal.get_job(job_id)
+    assert job is not None and (job["state"], job["attempts"]) == ("failed", 1)
+    assert job["error"] == f"{type(error).__name__}: {error}"
+    assert worker.run_next() is None and len(executor.requests) == 1
+
+
+def test_torch_out_of_memory_waits_and_retries(journal: Journal, tmp_path: Path) -> None:
+    class OutOfMemoryError(RuntimeError):  # torch.cuda.OutOfMemoryError, by name
+        pass
+
+    executor = StubExecutor(fail_with=[OutOfMemoryError("CUDA out of memory")])
+    worker = make_worker(journal, tmp_path, executor, max_attempts=1, retry_delay=30)
+    _, _, job_id = queue_job(journal, tmp_path)
+    worker.run_next()
+    job = journal.get_job(job_id)
+    assert job is not None and job["state"] == "pending" and job["not_before"] is not None
 
 
 def test_insufficient_gpu_memory_waits_and_retries(journal: Journal, tmp_path: Path) -> None:
