@@ -26,7 +26,7 @@ from typing import NamedTuple
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config
+from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -95,10 +95,9 @@ def _make_ae(calling_ae: str, timeout: float) -> AE:
     return ae
 
 
-def _failure_reason(assoc: Association, peer: Peer | None = None) -> str:
+def _failure_reason(assoc: Association) -> str:
     """Why an association is not (or no longer) established, in words: rejected (pynetdicom's
-    reason text), no presentation context accepted (naming them), connection refused or host
-    unresolvable (probed only now that it failed), aborted."""
+    reason text), no presentation context accepted (naming them), aborted."""
     if assoc.is_rejected:
         rj = assoc.acceptor.primitive
         if rj is not None:
@@ -114,10 +113,6 @@ def _failure_reason(assoc: Association, peer: Peer | None = None) -> str:
             for cx in rejected
         )
         return f"the peer accepted no presentation context (proposed: {proposed})"
-    if not assoc.is_established and peer is not None:
-        problem = _connection_problem(peer)
-        if problem:
-            return problem
     if assoc.is_aborted:
         return "association aborted"
     return "no association (peer not answering)"
@@ -143,7 +138,7 @@ def _associate(ae: AE, peer: Peer) -> Association:
     """Associate and switch Nagle's algorithm off on the connection: pynetdicom writes a C-STORE
     as separate PDUs (command, then data set), and with Nagle the second waits ~40 ms for the
     peer's delayed ACK - 50 ms per small instance instead of a few. Raises DeliveryError when the
-    peer's host name does not resolve."""
+    peer's host name does not resolve or no TCP connection could be made (saying which)."""
     host, port = peer.address
     try:
         socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -151,7 +146,16 @@ def _associate(ae: AE, peer: Peer) -> Association:
         raise DeliveryError(f"cannot resolve host {host!r}: {exc.strerror or exc}") from exc
     except UnicodeError as exc:
         raise DeliveryError(f"cannot resolve host {host!r}: {exc}") from exc
-    assoc = ae.associate(host, port, ae_title=peer.ae_title)
+    connected: list[bool] = []
+    assoc = ae.associate(
+        host,
+        port,
+        ae_title=peer.ae_title,
+        evt_handlers=[(evt.EVT_CONN_OPEN, lambda _: connected.append(True))],
+    )
+    if not connected and not assoc.is_established:
+        # pynetdicom only logs why; a second try says it (made only when nothing connected)
+        raise DeliveryError(_connection_problem(peer) or "cannot connect")
     sock = assoc.dul.socket.socket if assoc.is_established and assoc.dul.socket is not None else None
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -168,7 +172,7 @@ def echo(peer: Peer, calling_ae: str = "DICOMNODE", timeout: float = 30.0) -> in
     except DeliveryError as exc:
         raise DeliveryError(f"C-ECHO to {peer}: {exc}") from exc
     if not assoc.is_established:
-        raise DeliveryError(f"C-ECHO to {peer}: {_failure_reason(assoc, peer)}")
+        raise DeliveryError(f"C-ECHO to {peer}: {_failure_reason(assoc)}")
     try:
         rsp = assoc.send_c_echo()
     finally:
@@ -299,7 +303,7 @@ def _send_batch(
             done(index, SendResult(item.path, None, str(exc)))
         return
     if not assoc.is_established:
-        reason = _failure_reason(assoc, peer)
+        reason = _failure_reason(assoc)
         for index, item in batch:
             done(index, SendResult(item.path, None, reason))
         return
