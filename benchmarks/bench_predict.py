@@ -76,7 +76,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from dicom_node.demo.phantom import make_phantom, write_ct_series
-    from inference.executor import InferenceRequest, InProcessExecutor
+    from inference.api import InferenceRequest
+    from inference.executor import InProcessExecutor
 
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp:
         root = Path(tmp)

@@ -1,42 +1,33 @@
-"""The interface between the node and inference: an :class:`Executor` turns an
-:class:`InferenceRequest` into an :class:`InferenceResult`.
+"""The in-process executor: implements :class:`inference.api.Executor` (the torch-free interface
+the node uses) with warm nnU-Net predictors in this process.
 
 :class:`InProcessExecutor` runs requests in this process on warm predictors (one cache, hence one
 device, per executor). Several threads may call :meth:`InProcessExecutor.run` at once: series
 loading and SEG writing overlap, predictions take turns on the device (one at a time by default,
-see :class:`inference.device.DeviceGate`). A distributed executor can replace it later without the
-node noticing.
+see :class:`inference.device.DeviceGate`). A remote executor (e.g. Ray) implements the same
+protocol, so the node does not notice which one runs its requests. Importing this module loads torch:
+the node imports it only where it builds its executor.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
 
+from inference.api import InferenceRequest, InferenceResult
 from inference.args import merge
 from inference.device import DeviceGate, select_device
-from inference.pipeline import InferenceRequest, InferenceResult, OutputFile, Pipeline
+from inference.pipeline import Pipeline
 from inference.predictors import PredictorCache
 from inference.spec import ModelCatalog, load_model_spec
 
-__all__ = [
-    "Executor",
-    "InProcessExecutor",
-    "InferenceRequest",
-    "InferenceResult",
-    "OutputFile",
-]
+__all__ = ["InProcessExecutor"]
 
 logger = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class Executor(Protocol):
-    def run(self, request: InferenceRequest) -> InferenceResult: ...
 
 
 class InProcessExecutor:
@@ -78,3 +69,10 @@ class InProcessExecutor:
 
     def run(self, request: InferenceRequest) -> InferenceResult:
         return self._pipeline.run(request)
+
+    def expire(self) -> None:
+        """Drop every warm predictor (and, on a GPU, the memory torch keeps cached for them)."""
+        self.cache.clear()
+
+    def close(self) -> None:
+        self.cache.clear()

@@ -122,7 +122,8 @@ def _series_files(folder: Path) -> list[Path]:
 
 def predict(ns: argparse.Namespace) -> list[Path]:
     """Run the request described by the parsed arguments; the paths written."""
-    from inference.executor import InferenceRequest, InProcessExecutor
+    from inference.api import InferenceRequest
+    from inference.executor import InProcessExecutor
 
     spec = ns.spec or default_spec()
     if not spec.is_file():

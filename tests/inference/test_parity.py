@@ -15,7 +15,8 @@ import SimpleITK as sitk
 import torch
 
 from dicom_node.demo.phantom import make_phantom, write_ct_series
-from inference.executor import InferenceRequest, InProcessExecutor
+from inference.api import InferenceRequest
+from inference.executor import InProcessExecutor
 from inference.series import load_series
 from inference.spec import ResolvedModel, load_model_spec
 from tests.support.random_model import write_random_spec
