@@ -31,6 +31,7 @@ from dicom_node.pipeline.routing import RuleSet
 from dicom_node.pipeline.rules_watch import watch_config_rules
 from dicom_node.pipeline.sending import Sender
 from dicom_node.pipeline.worker import Worker
+from dicom_node.process import configure_process
 from dicom_node.storage.dropfolder import DropFolder
 from dicom_node.storage.filing import Spool
 from dicom_node.storage.ingest import Ingestor
@@ -111,6 +112,7 @@ class Node:
         if self._started:
             raise RuntimeError("the node is already started")
         self._started = True
+        configure_process()  # process-wide switches, before any of our threads runs
         cfg = self.config
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         (self.storage_dir / "outputs").mkdir(exist_ok=True)

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from inference import stdout_capture
 from inference.api import InferenceRequest, InferenceResult
 from inference.args import merge
-from inference.device import DeviceGate, select_device
+from inference.device import DeviceGate, select_device, set_torch_threads
 from inference.pipeline import Pipeline
 from inference.predictors import PredictorCache
 from inference.spec import ModelCatalog, load_model_spec
@@ -37,6 +38,11 @@ class InProcessExecutor:
     "auto" | "cpu" | "cuda" | "cuda:N" or a torch device. ``max_jobs``: predictions allowed on the
     device at once. ``num_threads``: torch CPU threads (CPU device only). ``probabilities_dtype``:
     float32 (default) or float16 for probability maps kept in memory and written to NIfTI.
+
+    Building one makes two process-wide settings, from the thread that builds it (at start-up):
+    torch's CPU threads (:func:`inference.device.set_torch_threads`, CPU device only) and the
+    per-thread capture of nnU-Net's prints (:func:`inference.stdout_capture.install`); requests
+    change neither.
     """
 
     def __init__(
@@ -51,9 +57,11 @@ class InProcessExecutor:
     ) -> None:
         self.catalog = catalog if isinstance(catalog, ModelCatalog) else load_model_spec(catalog)
         chosen = device if isinstance(device, torch.device) else select_device(device)
-        self.cache = PredictorCache(
-            max_models, chosen, gate=DeviceGate(chosen, max_jobs=max_jobs), num_threads=num_threads
-        )
+        # Process-wide settings, made here once rather than per request (see the class docstring).
+        if chosen.type == "cpu":
+            set_torch_threads(num_threads)
+        stdout_capture.install()
+        self.cache = PredictorCache(max_models, chosen, gate=DeviceGate(chosen, max_jobs=max_jobs))
         self._pipeline = Pipeline(self.catalog, self.cache, probabilities_dtype=probabilities_dtype)
 
     @property
