@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from dicom_node.net.scu import use_raw_file_sending
+from dicom_node.storage.journal import Journal
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -19,3 +22,11 @@ def _process_settings() -> None:
 @pytest.fixture(autouse=True)
 def _quiet_pynetdicom() -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    """A fresh journal per test, in a folder that does not exist yet (``tmp_path/var``)."""
+    j = Journal(tmp_path / "var" / "journal.sqlite")
+    yield j
+    j.close()
