@@ -101,7 +101,7 @@ def test_orthanc_pushes_a_study_and_gets_one_seg_back(
             )
             other_series = journal.get_series(other_uid)
             jobs = journal.list_jobs()
-            open_deliveries = [d for d in journal.list_deliveries() if d["state"] in {"pending", "sending"}]
+            open_deliveries = [d for d in journal.list_deliveries() if d.state in {"pending", "sending"}]
         finally:
             journal.close()
         all_series = pacs.series_of_study(study_id)
@@ -117,8 +117,8 @@ def test_orthanc_pushes_a_study_and_gets_one_seg_back(
     seg = dcmread(seg_path, stop_before_pixels=True)
     assert [str(s.SeriesInstanceUID) for s in seg.ReferencedSeriesSequence] == [phantom_uid]
     # the other series was filed, matched no rule and produced no job
-    assert other_series is not None and other_series["state"] == "unmatched"
-    assert {j["series_uid"] for j in jobs} == {phantom_uid}
+    assert other_series is not None and other_series.state == "unmatched"
+    assert {j.series_uid for j in jobs} == {phantom_uid}
     assert open_deliveries == []
 
 
@@ -193,10 +193,10 @@ def test_orthanc_pushes_a_study_with_a_private_sop_class_object(
         finally:
             journal.close()
     assert node.process.returncode == 0, node.log()[-3000:]
-    assert vendor_row["sop_class_uid"] == SIEMENS_CSA_NON_IMAGE
-    assert (tmp_path / "var" / vendor_row["path"]).is_file()
-    assert vendor_series is not None and vendor_series["state"] == "unmatched"
-    assert "no image a model can take" in vendor_series["routing_note"]
-    assert {j["series_uid"] for j in jobs} == {ct_uid}
+    assert vendor_row.sop_class_uid == SIEMENS_CSA_NON_IMAGE
+    assert (tmp_path / "var" / vendor_row.path).is_file()
+    assert vendor_series is not None and vendor_series.state == "unmatched"
+    assert "no image a model can take" in (vendor_series.routing_note or "")
+    assert {j.series_uid for j in jobs} == {ct_uid}
     seg = dcmread(io.BytesIO(pacs.instance_file(segs[0]["Instances"][0])), stop_before_pixels=True)
     assert [str(s.SeriesInstanceUID) for s in seg.ReferencedSeriesSequence] == [ct_uid]

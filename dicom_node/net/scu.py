@@ -2,7 +2,8 @@
 
 Files are sent as they are, in their own transfer syntax, without decoding: the presentation contexts
 proposed are exactly the (SOP class, transfer syntax) pairs of the files, and pynetdicom streams each
-file's data set bytes from disk (its chunked-send mode, switched on by :func:`use_raw_file_sending`).
+file's data set bytes from disk (its chunked-send mode, switched on once at start-up by
+:func:`use_raw_file_sending`).
 Before the association only each file's meta group is read. A peer may
 take at most 128 presentation contexts per association, so more pairs than that are sent over several
 associations, one after the other.
@@ -48,6 +49,7 @@ class SendResult(NamedTuple):
     path: Path
     status: int | None
     error: str = ""
+    skipped: bool = False  # not an instance to send (DICOMDIR, not a DICOM file): no failure
 
     @property
     def ok(self) -> bool:
@@ -64,9 +66,17 @@ class _Planned:
 
 def use_raw_file_sending() -> None:
     """Make pynetdicom send files given by path as their raw data set bytes, in the file's own
-    transfer syntax (pynetdicom keeps this switch module-wide; the value is what every user in this
-    process wants)."""
+    transfer syntax. pynetdicom keeps this switch module-wide, so it is set once at start-up
+    (:func:`dicom_node.process.configure_process`), never per send."""
     _config.STORE_SEND_CHUNKED_DATASET = True
+
+
+def _require_raw_file_sending() -> None:
+    if not _config.STORE_SEND_CHUNKED_DATASET:
+        raise RuntimeError(
+            "pynetdicom would decode and re-encode the files: call "
+            "dicom_node.process.configure_process() once at start-up"
+        )
 
 
 def iter_files(paths: Iterable[Path]) -> list[Path]:
@@ -183,14 +193,26 @@ def echo(peer: Peer, calling_ae: str = "DICOMNODE", timeout: float = 30.0) -> in
     return int(rsp.Status)
 
 
+class _NotAnInstance(Exception):
+    """A file that holds no instance to send: a DICOMDIR, or not a DICOM Part 10 file."""
+
+
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+
+
 def _plan(path: Path) -> _Planned:
     """Read a file's meta group: the SOP class and transfer syntax it is sent with (the command
     carries the meta's Media Storage SOP Class/Instance UIDs, the data set goes as stored)."""
     try:
         with path.open("rb") as fp:
+            if fp.read(132)[128:] != b"DICM":
+                raise _NotAnInstance("not a DICOM file")
+            fp.seek(0)
             layout = read_part10_layout(fp)
     except OSError as exc:
         raise CannotUnderstandError(f"cannot read: {exc.strerror or exc}") from exc
+    if str(layout.file_meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_CLASS:
+        raise _NotAnInstance("a DICOMDIR")
     meta_class = str(layout.file_meta.get("MediaStorageSOPClassUID", "") or "")
     meta_instance = str(layout.file_meta.get("MediaStorageSOPInstanceUID", "") or "")
     if not meta_class or not meta_instance:
@@ -209,8 +231,10 @@ def send_files(
     """C-STORE files to ``peer``, one association per up-to-128 (SOP class, transfer syntax) pairs.
 
     Returns one result per path, in the order given; ``on_result`` sees each as it is known.
-    Unreadable files are reported and skipped; a failed association fails its files."""
-    use_raw_file_sending()
+    DICOMDIRs and files that are not DICOM are skipped (``skipped``); unreadable DICOM files fail;
+    a failed association fails its files.
+    Needs :func:`use_raw_file_sending` to have been called (at start-up)."""
+    _require_raw_file_sending()
     results: dict[int, SendResult] = {}
 
     def done(index: int, result: SendResult) -> None:
@@ -222,6 +246,8 @@ def send_files(
     for index, path in enumerate(paths):
         try:
             planned.append((index, _plan(Path(path))))
+        except _NotAnInstance as exc:
+            done(index, SendResult(Path(path), None, f"skipped: {exc}", skipped=True))
         except (CannotUnderstandError, InvalidUIDError) as exc:
             done(index, SendResult(Path(path), None, f"not sent: {exc}"))
 
@@ -341,6 +367,9 @@ def _send_batch(
                 done(index, SendResult(item.path, status, comment))
             else:
                 done(index, SendResult(item.path, None, f"no response: {_failure_reason(assoc)}"))
-    finally:
+    except BaseException:  # Ctrl-C or worse: do not wait for the peer, end the association now
         if assoc.is_established:
-            assoc.release()
+            assoc.abort()
+        raise
+    if assoc.is_established:
+        assoc.release()

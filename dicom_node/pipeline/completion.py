@@ -7,13 +7,18 @@ journal's next completion deadline (or ``max_poll``). Each pass:
    its filed instances (no pixel data), builds the routing facts with the called/calling AE recorded
    for the series, and stores the decision (matched rules and the completion settings they imply).
    A series that matches no rule becomes ``unmatched``: logged once (and an event), kept, never sent;
-2. creates the jobs of every routed series whose completion condition holds (``journal.due_series``:
-   expected instance count reached, delivering association released, or quiet period over), one per
-   matched rule, with the trigger recorded, and wakes the workers.
+2. forwards, for rules saying ``forward: true`` with ``forward_when: received``, the instances filed
+   since the last pass;
+3. completes every routed series whose completion condition holds (``journal.due_series``: every
+   acquisition seen holds its announced count, delivering association released, quiet period over,
+   or for ``complete: study`` the whole study quiet): per matched rule a forwarding job and/or a
+   model job, with the trigger recorded; then wakes the workers and the sender.
 
 Late arrivals need no code here: a new instance bumps the series' generation and puts it back to
-``receiving``, so the next completion queues a job for the new generation and the journal supersedes
-the stale one. Timers are not kept in memory: they derive from the journal, so a restart resumes them.
+``receiving`` (only the quiet period completes it again), so the next completion queues a job for the
+new generation and the journal supersedes the stale one; an unchanged re-send keeps the generation and
+the journal delivers the finished result again instead of running it. Timers are not kept in memory:
+they derive from the journal, so a restart resumes them.
 Rules come from a getter (hot reload); after a reload :meth:`rules_reloaded` re-routes the series
 that are still receiving.
 """
@@ -22,9 +27,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -33,9 +38,39 @@ from pydicom.errors import InvalidDicomError
 from dicom_node.net.contexts import is_image_storage
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
 from dicom_node.pipeline.routing import RuleSet, SeriesFacts, forward_spec, job_specs, routing_settings
-from dicom_node.storage.journal import Journal
+from dicom_node.storage.journal import DueSeries, InstanceRow, JobSpec, SeriesRow, Trigger
+from dicom_node.storage.journal.event_log import EventLog
 
 logger = logging.getLogger(__name__)
+
+
+class CompletionJournal(EventLog, Protocol):
+    """What the completion loop needs of :class:`dicom_node.storage.journal.Journal`."""
+
+    def unrouted_series(self) -> list[SeriesRow]: ...
+    def receiving_routed_series(self) -> list[SeriesRow]: ...
+    def forward_received(self, series_uid: str, spec: JobSpec, *, now: float) -> int | None: ...
+    def due_series(self, now: float) -> list[DueSeries]: ...
+    def next_due_time(self) -> float | None: ...
+    def get_series(self, series_uid: str) -> SeriesRow | None: ...
+    def instances_of_series(self, series_uid: str) -> list[InstanceRow]: ...
+    def clear_routing_of_receiving(self) -> int: ...
+
+    def set_routing(
+        self,
+        series_uid: str,
+        *,
+        rules: Sequence[str],
+        quiet_seconds: float = ...,
+        complete_on_release: bool = ...,
+        use_expected_count: bool = ...,
+        complete_study: bool = ...,
+        note: str = ...,
+    ) -> None: ...
+
+    def create_jobs(
+        self, series_uid: str, *, generation: int, jobs: Sequence[JobSpec], trigger: Trigger, now: float
+    ) -> list[int]: ...
 
 
 class CompletionLoop(LoopService):
@@ -43,7 +78,7 @@ class CompletionLoop(LoopService):
 
     def __init__(
         self,
-        journal: Journal,
+        journal: CompletionJournal,
         *,
         storage_dir: Path,
         rules: Callable[[], RuleSet],
@@ -76,8 +111,8 @@ class CompletionLoop(LoopService):
             self._route(series, rules)
         forwarded = self._forward_received(rules)
         created = 0
-        for series in self._journal.due_series(self._clock()):
-            created += self._complete(series, rules)
+        for due in self._journal.due_series(self._clock()):
+            created += self._complete(due, rules)
         if created:
             self._on_jobs()
         if created or forwarded:
@@ -91,21 +126,21 @@ class CompletionLoop(LoopService):
             return 0
         count = 0
         for series in self._journal.receiving_routed_series():
-            for name in series["rules"] or []:
+            for name in series.rules or ():
                 rule = eager.get(name)
                 if rule is None:
                     continue
                 job_id = self._journal.forward_received(
-                    series["series_uid"], forward_spec(rule), now=self._clock()
+                    series.series_uid, forward_spec(rule), now=self._clock()
                 )
                 if job_id is not None:
                     count += 1
-                    logger.info("series %s: forwarding job %d (rule %s)", series["series_uid"], job_id, name)
+                    logger.info("series %s: forwarding job %d (rule %s)", series.series_uid, job_id, name)
         return count
 
-    def _route(self, series: dict[str, Any], rules: RuleSet) -> bool:
+    def _route(self, series: SeriesRow, rules: RuleSet) -> bool:
         """Store the routing decision of one series; True if some rule matched."""
-        uid = series["series_uid"]
+        uid = series.series_uid
         header, problem = self._read_header(uid)
         if header is None:
             note = f"not routed: {problem}"
@@ -115,13 +150,21 @@ class CompletionLoop(LoopService):
             return False
         facts = SeriesFacts.from_dataset(
             header,
-            called_ae=series["called_ae"],
-            calling_ae=series["calling_ae"],
-            sop_classes=[r["sop_class_uid"] for r in self._journal.instances_of_series(uid)],
+            called_ae=series.called_ae,
+            calling_ae=series.calling_ae,
+            sop_classes=[r.sop_class_uid for r in self._journal.instances_of_series(uid)],
         )
         decision = rules.route(facts)
         settings = routing_settings(decision)
-        self._journal.set_routing(uid, **settings.as_kwargs())
+        self._journal.set_routing(
+            uid,
+            rules=settings.rules,
+            quiet_seconds=settings.quiet_seconds,
+            complete_on_release=settings.complete_on_release,
+            use_expected_count=settings.use_expected_count,
+            complete_study=settings.complete_study,
+            note=settings.note,
+        )
         if decision.matched:
             logger.info(
                 "series %s (%s, from %s to %s): %s; quiet %.1f s",
@@ -143,10 +186,11 @@ class CompletionLoop(LoopService):
         self._journal.log_event("info", "series_unmatched", settings.note, series_uid=uid, now=self._clock())
         return False
 
-    def _complete(self, series: dict[str, Any], rules: RuleSet) -> int:
-        uid = series["series_uid"]
+    def _complete(self, due: DueSeries, rules: RuleSet) -> int:
+        series = due.series
+        uid = series.series_uid
         by_name = {r.name: r for r in rules}
-        names = list(series["rules"] or [])
+        names = list(series.rules or ())
         missing = [n for n in names if n not in by_name]
         if missing:
             # the rules changed under this series; route it again by the current ones
@@ -156,23 +200,23 @@ class CompletionLoop(LoopService):
             fresh = self._journal.get_series(uid)
             if fresh is None:
                 return 0
-            names = list(fresh["rules"] or [])
+            names = list(fresh.rules or ())
         # no specs (only forwarding as received): the series completes with no job
         specs = job_specs([by_name[n] for n in names if n in by_name])
         ids = self._journal.create_jobs(
             uid,
-            generation=int(series["generation"]),
+            generation=series.generation,
             jobs=specs,
-            trigger=series["trigger"],
+            trigger=due.trigger,
             now=self._clock(),
         )
         if ids:
             logger.info(
                 "series %s complete (%s, %d instances, generation %d): job(s) %s",
                 uid,
-                series["trigger"],
-                series["instance_count"],
-                series["generation"],
+                due.trigger,
+                series.instance_count,
+                series.generation,
                 ", ".join(map(str, ids)),
             )
         return len(ids)
@@ -182,9 +226,9 @@ class CompletionLoop(LoopService):
         None and why not."""
         problem = "the series has no instances"
         rows = self._journal.instances_of_series(series_uid)
-        rows.sort(key=lambda r: not is_image_storage(r["sop_class_uid"]))  # stable: images first
+        rows.sort(key=lambda r: not is_image_storage(r.sop_class_uid))  # stable: images first
         for row in rows:
-            path = self._storage_dir / row["path"]
+            path = self._storage_dir / row.path
             try:
                 return dcmread(path, stop_before_pixels=True), ""
             except (OSError, InvalidDicomError, ValueError, EOFError) as exc:

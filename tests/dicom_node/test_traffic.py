@@ -55,15 +55,15 @@ def journal_of(node: Node) -> Journal:
 
 def settled(journal: Journal, jobs: int, deliveries: int) -> bool:
     """``jobs`` model jobs finished and ``deliveries`` deliveries done, nothing left to do."""
-    finished = [j for j in journal.list_jobs() if j["state"] in ("done", "empty")]
+    finished = [j for j in journal.list_jobs() if j.state in ("done", "empty")]
     done = journal.list_deliveries(state="done")
-    busy = [d for d in journal.list_deliveries() if d["state"] in ("pending", "sending")]
+    busy = [d for d in journal.list_deliveries() if d.state in ("pending", "sending")]
     series = journal.list_series()
     return (
         len(finished) >= jobs
         and len(done) >= deliveries
         and not busy
-        and all(s["state"] != "receiving" for s in series)
+        and all(s.state != "receiving" for s in series)
     )
 
 
@@ -82,13 +82,13 @@ def test_an_unchanged_resend_runs_nothing_and_an_extended_one_runs_once(
         wait_for(lambda: settled(journal, 1, 2), timeout=120, what="the result delivered again")
         jobs = journal.list_jobs()
         assert len(jobs) == 1  # no inference for an unchanged re-send
-        assert [e["kind"] for e in journal.recent_events(50) if e["kind"] == "redelivered"] == ["redelivered"]
+        assert [e.kind for e in journal.recent_events(50) if e.kind == "redelivered"] == ["redelivered"]
 
         assert storescu(node.port, first + extra).returncode == 0  # re-sent with one instance more
         wait_for(lambda: settled(journal, 2, 3), timeout=180, what="the re-run delivered")
-        jobs = sorted(journal.list_jobs(), key=lambda j: j["id"])
+        jobs = sorted(journal.list_jobs(), key=lambda j: j.id)
     assert len(jobs) == 2, jobs  # exactly one re-run, not one per instance
-    assert jobs[1]["state"] in ("done", "empty") and jobs[1]["trigger"] == "quiet_period"
+    assert jobs[1].state in ("done", "empty") and jobs[1].trigger == "quiet_period"
     [paths] = received_segs(out).values()  # one SEG UID throughout
     assert len(referenced_instances(paths[-1])) == 13
 
@@ -110,7 +110,7 @@ def test_two_acquisitions_arriving_in_halves_give_one_job_over_every_instance(
         assert storescu(node.port, files[8:]).returncode == 0
         wait_for(lambda: settled(journal, 1, 1), timeout=180, what="the result delivered")
         jobs = journal.list_jobs()
-    assert len(jobs) == 1 and jobs[0]["generation"] == 16, jobs
+    assert len(jobs) == 1 and jobs[0].generation == 16, jobs
     [[seg]] = received_segs(out).values()
     assert referenced_instances(seg) == {
         str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files
@@ -127,8 +127,8 @@ def test_a_forwarding_rule_sends_every_instance_byte_for_byte_and_its_seg(
         journal = journal_of(node)
         assert storescu(node.port, files).returncode == 0
         wait_for(lambda: settled(journal, 1, 11), timeout=180, what="instances and SEG delivered")
-        forward_jobs = [j for j in journal.list_jobs() if j["forward"]]
-    assert len(forward_jobs) == 1 and forward_jobs[0]["models"] == []
+        forward_jobs = [j for j in journal.list_jobs() if j.forward]
+    assert len(forward_jobs) == 1 and forward_jobs[0].models == ()
     received = {
         str(dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in out.rglob("*") if p.is_file()
     }
@@ -158,11 +158,11 @@ def test_operator_actions_work_against_a_running_node(
         [job] = journal.list_jobs()
         [first_delivery] = journal.list_deliveries()
 
-        retried = dicom_node_cli("retry", str(job["id"]), "--config", str(config_path))
+        retried = dicom_node_cli("retry", str(job.id), "--config", str(config_path))
         assert retried.returncode == 0, retried.stderr
         wait_for(lambda: settled(journal, 2, 2), timeout=180, what="the retried job delivered")
 
-        resent = dicom_node_cli("resend", str(first_delivery["id"]), "--config", str(config_path))
+        resent = dicom_node_cli("resend", str(first_delivery.id), "--config", str(config_path))
         assert resent.returncode == 0, resent.stderr
         wait_for(lambda: settled(journal, 2, 3), timeout=60, what="the delivery sent again")
 
@@ -172,12 +172,12 @@ def test_operator_actions_work_against_a_running_node(
 
         unknown = dicom_node_cli("retry", "999", "--config", str(config_path))
         no_rule = dicom_node_cli("rerun", series_uid, "--rule", "nope", "--config", str(config_path))
-        jobs = sorted(journal.list_jobs(), key=lambda j: j["id"])
-        deliveries = sorted(journal.list_deliveries(), key=lambda d: d["id"])
-        events = [e for e in journal.recent_events(50) if e["kind"] == "manual"]
-    assert [j["trigger"] for j in jobs] == ["expected_count", "manual", "manual"]
-    assert all(j["state"] in ("done", "empty") for j in jobs)
-    assert deliveries[2]["path"] == first_delivery["path"] and deliveries[2]["state"] == "done"
+        jobs = sorted(journal.list_jobs(), key=lambda j: j.id)
+        deliveries = sorted(journal.list_deliveries(), key=lambda d: d.id)
+        events = [e for e in journal.recent_events(50) if e.kind == "manual"]
+    assert [j.trigger for j in jobs] == ["expected_count", "manual", "manual"]
+    assert all(j.state in ("done", "empty") for j in jobs)
+    assert deliveries[2].path == first_delivery.path and deliveries[2].state == "done"
     assert len(events) == 3
     assert (unknown.returncode, unknown.stderr.strip()) == (1, "no job 999")
     assert no_rule.returncode == 1 and "for rule 'nope'" in no_rule.stderr
@@ -194,13 +194,13 @@ def test_a_destination_down_then_up_gets_every_forwarded_instance_and_status_say
     with Node(config_from_mapping(mapping, base_dir=tmp_path)) as node:  # starts despite the dead peer
         journal = journal_of(node)
         wait_for(
-            lambda: [e for e in journal.recent_events(20) if e["kind"] == "destination_unreachable"],
+            lambda: [e for e in journal.recent_events(20) if e.kind == "destination_unreachable"],
             timeout=30,
             what="the start-up C-ECHO warning",
         )
         assert storescu(node.port, files).returncode == 0
         wait_for(
-            lambda: [e for e in journal.recent_events(50) if e["kind"] == "delivery_retry"],
+            lambda: [e for e in journal.recent_events(50) if e.kind == "delivery_retry"],
             timeout=60,
             what="a failed delivery attempt",
         )

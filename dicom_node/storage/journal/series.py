@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from dicom_node.storage.journal.base import JournalBase
-from dicom_node.storage.journal.records import InstanceRecord, RecordOutcome, decode_series
+from dicom_node.storage.journal.records import (
+    DueSeries,
+    InstanceRecord,
+    InstanceRow,
+    RecordOutcome,
+    SeriesRow,
+    instance_row,
+    series_row,
+)
+from dicom_node.storage.journal.states import SeriesState, Trigger
 
 
 class SeriesOps(JournalBase):
@@ -63,7 +71,7 @@ class SeriesOps(JournalBase):
                     "INSERT INTO series (series_uid, study_uid, modality, series_description,"
                     " called_ae, calling_ae, first_received, last_received, instance_count,"
                     " expected_count, generation, state, last_association_id)"
-                    " VALUES (?,?,?,?,?,?,?,?,1,?,1,'receiving',?)",
+                    " VALUES (?,?,?,?,?,?,?,?,1,?,1,?,?)",
                     (
                         rec.series_uid,
                         rec.study_uid,
@@ -74,6 +82,7 @@ class SeriesOps(JournalBase):
                         rec.received_at,
                         rec.received_at,
                         rec.expected_count,
+                        SeriesState.RECEIVING,
                         rec.association_id,
                     ),
                 )
@@ -91,15 +100,17 @@ class SeriesOps(JournalBase):
                     "UPDATE series SET last_received = MAX(last_received, ?),"
                     " instance_count = instance_count + ?,"
                     " expected_count = COALESCE(?, expected_count), generation = generation + ?,"
-                    " state = 'receiving', released = 0, last_association_id = ?,"
-                    " rules = CASE WHEN state = 'unmatched' THEN NULL ELSE rules END"
+                    " state = ?, released = 0, last_association_id = ?,"
+                    " rules = CASE WHEN state = ? THEN NULL ELSE rules END"
                     " WHERE series_uid = ?",
                     (
                         rec.received_at,
                         added,
                         rec.expected_count,
                         0 if unchanged else 1,
+                        SeriesState.RECEIVING,
                         rec.association_id,
+                        SeriesState.UNMATCHED,
                         rec.series_uid,
                     ),
                 )
@@ -120,31 +131,35 @@ class SeriesOps(JournalBase):
         """Relative paths of every recorded instance (for the start-up spool reconciliation)."""
         return {r["path"] for r in self._query("SELECT path FROM instances")}
 
-    def instances_of_series(self, series_uid: str) -> list[dict[str, Any]]:
-        return self._query(
+    def instances_of_series(self, series_uid: str) -> list[InstanceRow]:
+        rows = self._query(
             "SELECT * FROM instances WHERE series_uid = ? ORDER BY received_at, sop_instance_uid",
             (series_uid,),
         )
+        return [instance_row(r) for r in rows]
 
-    def get_series(self, series_uid: str) -> dict[str, Any] | None:
+    def get_series(self, series_uid: str) -> SeriesRow | None:
         rows = self._query("SELECT * FROM series WHERE series_uid = ?", (series_uid,))
-        return decode_series(rows[0]) if rows else None
+        return series_row(rows[0]) if rows else None
 
-    def list_series(self, limit: int = 100) -> list[dict[str, Any]]:
+    def list_series(self, limit: int = 100) -> list[SeriesRow]:
         rows = self._query("SELECT * FROM series ORDER BY last_received DESC LIMIT ?", (limit,))
-        return [decode_series(r) for r in rows]
+        return [series_row(r) for r in rows]
 
-    def unrouted_series(self) -> list[dict[str, Any]]:
+    def unrouted_series(self) -> list[SeriesRow]:
         """Series receiving instances that have no rule decision yet."""
         rows = self._query(
-            "SELECT * FROM series WHERE state = 'receiving' AND rules IS NULL ORDER BY first_received"
+            "SELECT * FROM series WHERE state = ? AND rules IS NULL ORDER BY first_received",
+            (SeriesState.RECEIVING,),
         )
-        return [decode_series(r) for r in rows]
+        return [series_row(r) for r in rows]
 
-    def receiving_routed_series(self) -> list[dict[str, Any]]:
+    def receiving_routed_series(self) -> list[SeriesRow]:
         """Series receiving instances that have a rule decision."""
-        rows = self._query("SELECT * FROM series WHERE state = 'receiving' AND rules IS NOT NULL")
-        return [decode_series(r) for r in rows]
+        rows = self._query(
+            "SELECT * FROM series WHERE state = ? AND rules IS NOT NULL", (SeriesState.RECEIVING,)
+        )
+        return [series_row(r) for r in rows]
 
     def set_routing(
         self,
@@ -162,9 +177,9 @@ class SeriesOps(JournalBase):
         with self._tx() as cur:
             if not rules:
                 cur.execute(
-                    "UPDATE series SET state = 'unmatched', rules = NULL, routing_note = ?"
-                    " WHERE series_uid = ? AND state = 'receiving'",
-                    (note, series_uid),
+                    "UPDATE series SET state = ?, rules = NULL, routing_note = ?"
+                    " WHERE series_uid = ? AND state = ?",
+                    (SeriesState.UNMATCHED, note, series_uid, SeriesState.RECEIVING),
                 )
             else:
                 cur.execute(
@@ -185,20 +200,23 @@ class SeriesOps(JournalBase):
         """Forget the rules of series still receiving (after a rules reload), so they are routed
         again. Returns how many."""
         with self._tx() as cur:
-            cur.execute("UPDATE series SET rules = NULL WHERE state = 'receiving' AND rules IS NOT NULL")
+            cur.execute(
+                "UPDATE series SET rules = NULL WHERE state = ? AND rules IS NOT NULL",
+                (SeriesState.RECEIVING,),
+            )
             return cur.rowcount
 
     def mark_association_released(self, association_id: str) -> int:
         """Note that an association ended; series it delivered last may complete on release."""
         with self._tx() as cur:
             cur.execute(
-                "UPDATE series SET released = 1 WHERE last_association_id = ? AND state = 'receiving'",
-                (association_id,),
+                "UPDATE series SET released = 1 WHERE last_association_id = ? AND state = ?",
+                (association_id, SeriesState.RECEIVING),
             )
             return cur.rowcount
 
-    def due_series(self, now: float) -> list[dict[str, Any]]:
-        """Routed series whose completion condition holds at ``now``, each with a ``trigger``:
+    def due_series(self, now: float) -> list[DueSeries]:
+        """Routed series whose completion condition holds at ``now``, each with its trigger:
 
         - ``study_quiet``: the series waits for its study (a ``complete: study`` rule) and no series
           of the study received anything for the quiet seconds;
@@ -208,25 +226,26 @@ class SeriesOps(JournalBase):
         - ``quiet_period``: no new instance for the rule's quiet seconds. After a series completed,
           late or re-sent instances complete it only this way: a burst gives one re-run.
         """
-        rows = self._query("SELECT * FROM series WHERE state = 'receiving' AND rules IS NOT NULL")
+        rows = self._query(
+            "SELECT * FROM series WHERE state = ? AND rules IS NOT NULL", (SeriesState.RECEIVING,)
+        )
         due = []
-        for row in rows:
-            decode_series(row)
-            quiet = row["quiet_seconds"] or 0.0
-            first = not row["completions"]
-            if row["complete_study"]:
-                if self._study_last_received(row["study_uid"]) + quiet > now:
+        for series in map(series_row, rows):
+            quiet = series.quiet_seconds or 0.0
+            first = not series.completions
+            if series.complete_study:
+                if self._study_last_received(series.study_uid) + quiet > now:
                     continue
-                row["trigger"] = "study_quiet"
-            elif first and row["use_expected_count"] and self._acquisitions_complete(row["series_uid"]):
-                row["trigger"] = "expected_count"
-            elif first and row["complete_on_release"] and row["released"]:
-                row["trigger"] = "association_released"
-            elif row["last_received"] + quiet <= now:
-                row["trigger"] = "quiet_period"
+                trigger = Trigger.STUDY_QUIET
+            elif first and series.use_expected_count and self._acquisitions_complete(series.series_uid):
+                trigger = Trigger.EXPECTED_COUNT
+            elif first and series.complete_on_release and series.released:
+                trigger = Trigger.ASSOCIATION_RELEASED
+            elif series.last_received + quiet <= now:
+                trigger = Trigger.QUIET_PERIOD
             else:
                 continue
-            due.append(row)
+            due.append(DueSeries(series, trigger))
         return due
 
     def _acquisitions_complete(self, series_uid: str) -> bool:
@@ -250,7 +269,8 @@ class SeriesOps(JournalBase):
             "SELECT MIN(CASE WHEN s.complete_study THEN"
             " (SELECT MAX(o.last_received) FROM series o WHERE o.study_uid = s.study_uid)"
             " ELSE s.last_received END + COALESCE(s.quiet_seconds, 0)) AS t FROM series s"
-            " WHERE s.state = 'receiving' AND s.rules IS NOT NULL"
+            " WHERE s.state = ? AND s.rules IS NOT NULL",
+            (SeriesState.RECEIVING,),
         )
         value = rows[0]["t"] if rows else None
         return None if value is None else float(value)

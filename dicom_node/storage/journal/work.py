@@ -5,10 +5,26 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import asdict
 
 from dicom_node.storage.journal.base import JournalBase
-from dicom_node.storage.journal.records import JobSpec, decode_job, row_to_dict
+from dicom_node.storage.journal.records import (
+    DeliveryRow,
+    DeliverySpec,
+    JobOutput,
+    JobRow,
+    JobSpec,
+    delivery_row,
+    job_row,
+)
+from dicom_node.storage.journal.states import (
+    ACTIVE_JOB_STATES,
+    FINISHED_JOB_STATES,
+    DeliveryState,
+    JobState,
+    SeriesState,
+    Trigger,
+)
 
 # output kinds sent to destinations (NIfTI and others stay on disk)
 DELIVERABLE_KINDS = frozenset({"seg", "rtstruct"})
@@ -23,7 +39,7 @@ class WorkOps(JournalBase):
         *,
         generation: int,
         jobs: Sequence[JobSpec],
-        trigger: str,
+        trigger: Trigger,
         now: float,
     ) -> list[int]:
         """Complete ``generation`` of a series, if the series is still at that generation and
@@ -39,24 +55,32 @@ class WorkOps(JournalBase):
         - a forwarding spec is a job done at once whose deliveries are the series' instances (those
           not already delivered to that destination since they were received).
         """
+        trigger = Trigger(trigger)
         ids: list[int] = []
         with self._tx() as cur:
             row = cur.execute(
                 "SELECT generation, state FROM series WHERE series_uid = ?", (series_uid,)
             ).fetchone()
-            if row is None or row["generation"] != generation or row["state"] != "receiving":
+            if row is None or row["generation"] != generation or row["state"] != SeriesState.RECEIVING:
                 return []
             cur.execute(
-                "UPDATE jobs SET state = 'superseded', finished_at = ?"
-                " WHERE series_uid = ? AND state = 'pending' AND generation < ?",
-                (now, series_uid, generation),
+                "UPDATE jobs SET state = ?, finished_at = ? WHERE series_uid = ? AND state = ?"
+                " AND generation < ?",
+                (JobState.SUPERSEDED, now, series_uid, JobState.PENDING, generation),
             )
             earlier = {
                 (r["rule_name"], bool(r["forward"])): r
                 for r in cur.execute(
-                    "SELECT * FROM jobs WHERE series_uid = ? AND generation = ?"
-                    " AND state IN ('pending', 'running', 'done', 'empty') ORDER BY id",
-                    (series_uid, generation),
+                    "SELECT * FROM jobs WHERE series_uid = ? AND generation = ? AND state IN (?,?,?,?)"
+                    " ORDER BY id",
+                    (
+                        series_uid,
+                        generation,
+                        JobState.PENDING,
+                        JobState.RUNNING,
+                        JobState.DONE,
+                        JobState.EMPTY,
+                    ),
                 ).fetchall()
             }
             for spec in jobs:
@@ -68,11 +92,11 @@ class WorkOps(JournalBase):
                 done = earlier.get((spec.rule_name, False))
                 if done is None:
                     ids.append(_insert_job(cur, series_uid, generation, spec, trigger, now))
-                elif done["state"] in ("done", "empty"):
-                    _redeliver(cur, done, spec, now)
+                elif done["state"] in (JobState.DONE, JobState.EMPTY):
+                    _redeliver(cur, job_row(done), spec, now)
             cur.execute(
-                "UPDATE series SET state = 'queued', completions = completions + 1 WHERE series_uid = ?",
-                (series_uid,),
+                "UPDATE series SET state = ?, completions = completions + 1 WHERE series_uid = ?",
+                (SeriesState.QUEUED, series_uid),
             )
         return ids
 
@@ -84,57 +108,55 @@ class WorkOps(JournalBase):
             row = cur.execute("SELECT generation FROM series WHERE series_uid = ?", (series_uid,)).fetchone()
             if row is None:
                 return None
-            return _queue_forwarding(cur, series_uid, int(row["generation"]), spec, "received", now)
+            return _queue_forwarding(cur, series_uid, int(row["generation"]), spec, Trigger.RECEIVED, now)
 
-    def claim_job(self, now: float) -> dict[str, Any] | None:
+    def claim_job(self, now: float) -> JobRow | None:
         """Atomically take the oldest pending job that is due (``not_before``) and mark it running."""
         with self._tx() as cur:
             row = cur.execute(
-                "SELECT * FROM jobs WHERE state = 'pending' AND COALESCE(not_before, 0) <= ?"
-                " ORDER BY id LIMIT 1",
-                (now,),
+                "SELECT * FROM jobs WHERE state = ? AND COALESCE(not_before, 0) <= ? ORDER BY id LIMIT 1",
+                (JobState.PENDING, now),
             ).fetchone()
             if row is None:
                 return None
             cur.execute(
-                "UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1 WHERE id = ?",
-                (now, row["id"]),
+                "UPDATE jobs SET state = ?, started_at = ?, attempts = attempts + 1 WHERE id = ?",
+                (JobState.RUNNING, now, row["id"]),
             )
-        job = row_to_dict(row)
-        assert job is not None
-        job["state"] = "running"
-        job["started_at"] = now
-        job["attempts"] += 1
-        return decode_job(job)
+        return job_row(row, state=JobState.RUNNING, started_at=now, attempts=row["attempts"] + 1)
 
-    def get_job(self, job_id: int) -> dict[str, Any] | None:
+    def get_job(self, job_id: int) -> JobRow | None:
         rows = self._query("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        return decode_job(rows[0]) if rows else None
+        return job_row(rows[0]) if rows else None
 
-    def list_jobs(self, limit: int = 100, state: str | None = None) -> list[dict[str, Any]]:
+    def list_jobs(self, limit: int = 100, state: JobState | None = None) -> list[JobRow]:
         if state is None:
             rows = self._query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
         else:
-            rows = self._query("SELECT * FROM jobs WHERE state = ? ORDER BY id DESC LIMIT ?", (state, limit))
-        return [decode_job(r) for r in rows]
+            rows = self._query(
+                "SELECT * FROM jobs WHERE state = ? ORDER BY id DESC LIMIT ?", (JobState(state), limit)
+            )
+        return [job_row(r) for r in rows]
 
     def finish_job(
         self,
         job_id: int,
         *,
-        state: str,
+        state: JobState,
         now: float,
-        outputs: Sequence[dict[str, Any]] = (),
-        timings: dict[str, float] | None = None,
+        outputs: Sequence[JobOutput] = (),
+        timings: Mapping[str, float] | None = None,
         error: str | None = None,
-        deliveries: Sequence[dict[str, Any]] = (),
+        deliveries: Sequence[DeliverySpec] = (),
     ) -> bool:
         """Close a running job (``done``, ``empty`` or ``failed``) and queue its deliveries, in one
         transaction. If the series received new instances since the job's generation, the job is
-        ``superseded`` instead and nothing is queued (a newer job will deliver). Each delivery is a
-        dict with destination, path, sop_instance_uid, sop_class_uid; queuing supersedes pending
-        deliveries of the same SOP instance to the same destination. Returns whether deliveries were
-        queued (or would have been, for an empty list)."""
+        ``superseded`` instead and nothing is queued (a newer job will deliver). Queuing a delivery
+        supersedes pending deliveries of the same SOP instance to the same destination. Returns
+        whether deliveries were queued (or would have been, for an empty list)."""
+        state = JobState(state)
+        if state not in FINISHED_JOB_STATES:
+            raise ValueError(f"a job is finished as one of {', '.join(FINISHED_JOB_STATES)}, not {state}")
         with self._tx() as cur:
             job = cur.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if job is None:
@@ -143,20 +165,20 @@ class WorkOps(JournalBase):
                 "SELECT generation FROM series WHERE series_uid = ?", (job["series_uid"],)
             ).fetchone()
             current = series is not None and series["generation"] == job["generation"]
-            final_state = state if current or state == "failed" else "superseded"
+            final_state = state if current or state == JobState.FAILED else JobState.SUPERSEDED
             cur.execute(
                 "UPDATE jobs SET state = ?, finished_at = ?, outputs = ?, timings = ?, error = ?"
                 " WHERE id = ?",
                 (
                     final_state,
                     now,
-                    json.dumps(list(outputs)),
-                    json.dumps(timings or {}),
+                    json.dumps([asdict(o) for o in outputs]),
+                    json.dumps(dict(timings or {})),
                     error,
                     job_id,
                 ),
             )
-            if final_state == "superseded":
+            if final_state == JobState.SUPERSEDED:
                 return False
             for d in deliveries:
                 _insert_delivery(cur, job_id, job["series_uid"], d, now)
@@ -167,14 +189,15 @@ class WorkOps(JournalBase):
         at ``not_before`` (at once when None)."""
         with self._tx() as cur:
             cur.execute(
-                "UPDATE jobs SET state = 'pending', error = ?, not_before = ?"
-                " WHERE id = ? AND state = 'running'",
-                (error, not_before, job_id),
+                "UPDATE jobs SET state = ?, error = ?, not_before = ? WHERE id = ? AND state = ?",
+                (JobState.PENDING, error, not_before, job_id, JobState.RUNNING),
             )
 
     def next_job_time(self) -> float | None:
         """When the earliest pending job may be claimed (None: no pending job)."""
-        rows = self._query("SELECT MIN(COALESCE(not_before, 0)) AS t FROM jobs WHERE state = 'pending'")
+        rows = self._query(
+            "SELECT MIN(COALESCE(not_before, 0)) AS t FROM jobs WHERE state = ?", (JobState.PENDING,)
+        )
         value = rows[0]["t"] if rows else None
         return None if value is None else float(value)
 
@@ -182,34 +205,20 @@ class WorkOps(JournalBase):
 
     def claim_deliveries(
         self, now: float, *, destination: str | None = None, limit: int = 50
-    ) -> list[dict[str, Any]]:
+    ) -> list[DeliveryRow]:
         """Take due pending deliveries (of one destination when given) and mark them sending."""
         with self._tx() as cur:
-            if destination is None:
-                rows = cur.execute(
-                    "SELECT * FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?"
-                    " ORDER BY next_attempt_at, id LIMIT ?",
-                    (now, limit),
-                ).fetchall()
-            else:
-                rows = cur.execute(
-                    "SELECT * FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?"
-                    " AND destination = ? ORDER BY next_attempt_at, id LIMIT ?",
-                    (now, destination, limit),
-                ).fetchall()
+            rows = cur.execute(
+                "SELECT * FROM deliveries WHERE state = ? AND next_attempt_at <= ?"
+                " AND (? IS NULL OR destination = ?) ORDER BY next_attempt_at, id LIMIT ?",
+                (DeliveryState.PENDING, now, destination, destination, limit),
+            ).fetchall()
             for row in rows:
                 cur.execute(
-                    "UPDATE deliveries SET state = 'sending', attempts = attempts + 1 WHERE id = ?",
-                    (row["id"],),
+                    "UPDATE deliveries SET state = ?, attempts = attempts + 1 WHERE id = ?",
+                    (DeliveryState.SENDING, row["id"]),
                 )
-        out = []
-        for row in rows:
-            d = row_to_dict(row)
-            assert d is not None
-            d["state"] = "sending"
-            d["attempts"] += 1
-            out.append(d)
-        return out
+        return [delivery_row(r, state=DeliveryState.SENDING, attempts=r["attempts"] + 1) for r in rows]
 
     def finish_delivery(
         self,
@@ -223,145 +232,35 @@ class WorkOps(JournalBase):
     ) -> None:
         """Record a delivery attempt: done, pending again at ``retry_at``, or failed for good."""
         with self._tx() as cur:
+            state: DeliveryState
             if ok:
-                state, next_at, done_at = "done", now, now
+                state, next_at, done_at = DeliveryState.DONE, now, now
             elif retry_at is not None:
-                state, next_at, done_at = "pending", retry_at, None
+                state, next_at, done_at = DeliveryState.PENDING, retry_at, None
             else:
-                state, next_at, done_at = "failed", now, now
+                state, next_at, done_at = DeliveryState.FAILED, now, now
             cur.execute(
                 "UPDATE deliveries SET state = ?, next_attempt_at = ?, done_at = ?,"
                 " last_status = ?, last_error = ? WHERE id = ?",
                 (state, next_at, done_at, status, error, delivery_id),
             )
 
-    def list_deliveries(self, limit: int = 100, state: str | None = None) -> list[dict[str, Any]]:
+    def list_deliveries(self, limit: int = 100, state: DeliveryState | None = None) -> list[DeliveryRow]:
         if state is None:
-            return self._query("SELECT * FROM deliveries ORDER BY id DESC LIMIT ?", (limit,))
-        return self._query(
-            "SELECT * FROM deliveries WHERE state = ? ORDER BY id DESC LIMIT ?", (state, limit)
-        )
+            rows = self._query("SELECT * FROM deliveries ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._query(
+                "SELECT * FROM deliveries WHERE state = ? ORDER BY id DESC LIMIT ?",
+                (DeliveryState(state), limit),
+            )
+        return [delivery_row(r) for r in rows]
 
     def next_delivery_time(self) -> float | None:
-        rows = self._query("SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE state = 'pending'")
+        rows = self._query(
+            "SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE state = ?", (DeliveryState.PENDING,)
+        )
         value = rows[0]["t"] if rows else None
         return None if value is None else float(value)
-
-
-# ---------------------------------------------------------------------------------------- helpers
-
-
-def _insert_job(
-    cur: sqlite3.Cursor,
-    series_uid: str,
-    generation: int,
-    spec: JobSpec,
-    trigger: str,
-    now: float,
-    *,
-    state: str = "pending",
-) -> int:
-    cur.execute(
-        "INSERT INTO jobs (series_uid, generation, rule_name, models, destinations, args, trigger,"
-        " state, created_at, forward, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            series_uid,
-            generation,
-            spec.rule_name,
-            json.dumps(list(spec.models)),
-            json.dumps(list(spec.destinations)),
-            json.dumps(dict(spec.args), sort_keys=True),
-            trigger,
-            state,
-            now,
-            int(spec.forward),
-            None if state == "pending" else now,
-            None if state == "pending" else now,
-        ),
-    )
-    return int(cur.lastrowid or 0)
-
-
-def _insert_delivery(
-    cur: sqlite3.Cursor, job_id: int, series_uid: str, d: Mapping[str, Any], now: float
-) -> None:
-    """Queue one delivery, superseding a pending one of the same SOP instance to the same place."""
-    cur.execute(
-        "UPDATE deliveries SET state = 'superseded' WHERE destination = ?"
-        " AND sop_instance_uid = ? AND state = 'pending'",
-        (d["destination"], d["sop_instance_uid"]),
-    )
-    cur.execute(
-        "INSERT INTO deliveries (job_id, series_uid, destination, path, sop_instance_uid,"
-        " sop_class_uid, state, next_attempt_at, created_at) VALUES (?,?,?,?,?,?,'pending',?,?)",
-        (
-            job_id,
-            series_uid,
-            d["destination"],
-            d["path"],
-            d["sop_instance_uid"],
-            d["sop_class_uid"],
-            now,
-            now,
-        ),
-    )
-
-
-def _queue_forwarding(
-    cur: sqlite3.Cursor, series_uid: str, generation: int, spec: JobSpec, trigger: str, now: float
-) -> int | None:
-    """A forwarding job (done at once) with one delivery per (destination, instance) not delivered
-    or queued there since the instance was received; None when there is nothing to send."""
-    instances = cur.execute(
-        "SELECT sop_instance_uid, sop_class_uid, path, received_at FROM instances WHERE series_uid = ?"
-        " ORDER BY received_at, sop_instance_uid",
-        (series_uid,),
-    ).fetchall()
-    todo: list[dict[str, Any]] = []
-    for dest in spec.destinations:
-        for inst in instances:
-            sent = cur.execute(
-                "SELECT 1 FROM deliveries WHERE destination = ? AND sop_instance_uid = ? AND path = ?"
-                " AND state IN ('pending', 'sending', 'done') AND created_at >= ? LIMIT 1",
-                (dest, inst["sop_instance_uid"], inst["path"], inst["received_at"]),
-            ).fetchone()
-            if sent is None:
-                todo.append(
-                    {
-                        "destination": dest,
-                        **{k: inst[k] for k in ("path", "sop_instance_uid", "sop_class_uid")},
-                    }
-                )
-    if not todo:
-        return None
-    job_id = _insert_job(cur, series_uid, generation, spec, trigger, now, state="done")
-    for d in todo:
-        _insert_delivery(cur, job_id, series_uid, d, now)
-    return job_id
-
-
-def _redeliver(cur: sqlite3.Cursor, job: sqlite3.Row, spec: JobSpec, now: float) -> None:
-    """Deliver a finished job's results again (the series was re-sent unchanged)."""
-    outputs = json.loads(job["outputs"] or "[]")
-    count = 0
-    for out in outputs:
-        if out.get("kind") not in DELIVERABLE_KINDS or not out.get("sop_instance_uid"):
-            continue
-        for dest in spec.destinations:
-            _insert_delivery(cur, int(job["id"]), job["series_uid"], {"destination": dest, **out}, now)
-            count += 1
-    cur.execute(
-        "INSERT INTO events (at, level, kind, series_uid, job_id, message) VALUES (?,?,?,?,?,?)",
-        (
-            now,
-            "info",
-            "redelivered",
-            job["series_uid"],
-            job["id"],
-            f"series {job['series_uid']} re-sent unchanged: job {job['id']} not run again,"
-            f" its result queued again ({count} delivery(ies))",
-        ),
-    )
 
 
 class ManualOps(JournalBase):
@@ -372,13 +271,14 @@ class ManualOps(JournalBase):
         """A new pending job doing what job ``job_id`` did, for the series' current generation.
         Raises KeyError for an unknown job, ValueError for a forwarding job or one still to run."""
         with self._tx() as cur:
-            job = cur.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if job is None:
+            row = cur.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
                 raise KeyError(f"no job {job_id}")
-            if job["forward"]:
+            job = job_row(row)
+            if job.forward:
                 raise ValueError(f"job {job_id} forwards instances; resend its deliveries instead")
-            if job["state"] in ("pending", "running"):
-                raise ValueError(f"job {job_id} is {job['state']}: it runs already")
+            if job.state in ACTIVE_JOB_STATES:
+                raise ValueError(f"job {job_id} is {job.state}: it runs already")
             return _manual_copy(cur, job, now)
 
     def manual_rerun_series(self, series_uid: str, *, rule: str | None, now: float) -> list[int]:
@@ -388,7 +288,7 @@ class ManualOps(JournalBase):
             rows = cur.execute(
                 "SELECT * FROM jobs WHERE series_uid = ? AND forward = 0 ORDER BY id", (series_uid,)
             ).fetchall()
-            latest = {r["rule_name"]: r for r in rows if rule is None or r["rule_name"] == rule}
+            latest = {r["rule_name"]: job_row(r) for r in rows if rule is None or r["rule_name"] == rule}
             if not latest:
                 what = f"for rule {rule!r} " if rule else ""
                 raise KeyError(f"no model job {what}ever ran on series {series_uid}")
@@ -397,47 +297,172 @@ class ManualOps(JournalBase):
     def manual_resend_delivery(self, delivery_id: int, *, now: float) -> int:
         """A new pending delivery of the same file to the same destination. Raises KeyError."""
         with self._tx() as cur:
-            d = cur.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
-            if d is None:
+            row = cur.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+            if row is None:
                 raise KeyError(f"no delivery {delivery_id}")
-            _insert_delivery(cur, int(d["job_id"]), d["series_uid"], d, now)
-            new_id = int(cur.lastrowid or 0)
-            cur.execute(
-                "INSERT INTO events (at, level, kind, series_uid, job_id, message) VALUES (?,?,?,?,?,?)",
-                (
-                    now,
-                    "info",
-                    "manual",
-                    d["series_uid"],
-                    d["job_id"],
-                    f"delivery {delivery_id} sent again as delivery {new_id} (trigger manual)",
-                ),
+            d = delivery_row(row)
+            spec = DeliverySpec(d.destination, d.path, d.sop_instance_uid, d.sop_class_uid)
+            new_id = _insert_delivery(cur, d.job_id, d.series_uid, spec, now)
+            _event(
+                cur,
+                now,
+                "manual",
+                f"delivery {delivery_id} sent again as delivery {new_id} (trigger manual)",
+                series_uid=d.series_uid,
+                job_id=d.job_id,
             )
             return new_id
 
 
-def _manual_copy(cur: sqlite3.Cursor, job: sqlite3.Row, now: float) -> int:
-    series = cur.execute(
-        "SELECT generation FROM series WHERE series_uid = ?", (job["series_uid"],)
-    ).fetchone()
-    if series is None:
-        raise KeyError(f"series {job['series_uid']} is no longer in the journal")
-    spec = JobSpec(
-        rule_name=job["rule_name"],
-        models=json.loads(job["models"]),
-        destinations=json.loads(job["destinations"]),
-        args=json.loads(job["args"]),
-    )
-    new_id = _insert_job(cur, job["series_uid"], int(series["generation"]), spec, "manual", now)
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _event(
+    cur: sqlite3.Cursor,
+    now: float,
+    kind: str,
+    message: str,
+    *,
+    series_uid: str,
+    job_id: int,
+    level: str = "info",
+) -> None:
     cur.execute(
         "INSERT INTO events (at, level, kind, series_uid, job_id, message) VALUES (?,?,?,?,?,?)",
+        (now, level, kind, series_uid, job_id, message),
+    )
+
+
+def _insert_job(
+    cur: sqlite3.Cursor,
+    series_uid: str,
+    generation: int,
+    spec: JobSpec,
+    trigger: Trigger,
+    now: float,
+    *,
+    state: JobState = JobState.PENDING,
+) -> int:
+    closed = None if state == JobState.PENDING else now
+    cur.execute(
+        "INSERT INTO jobs (series_uid, generation, rule_name, models, destinations, args, trigger,"
+        " state, created_at, forward, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (
+            series_uid,
+            generation,
+            spec.rule_name,
+            json.dumps(list(spec.models)),
+            json.dumps(list(spec.destinations)),
+            json.dumps(dict(spec.args), sort_keys=True),
+            Trigger(trigger),
+            state,
             now,
-            "info",
-            "manual",
-            job["series_uid"],
-            new_id,
-            f"job {new_id} queued by hand (from job {job['id']})",
+            int(spec.forward),
+            closed,
+            closed,
         ),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def _insert_delivery(cur: sqlite3.Cursor, job_id: int, series_uid: str, d: DeliverySpec, now: float) -> int:
+    """Queue one delivery, superseding a pending one of the same SOP instance to the same place."""
+    cur.execute(
+        "UPDATE deliveries SET state = ? WHERE destination = ? AND sop_instance_uid = ? AND state = ?",
+        (DeliveryState.SUPERSEDED, d.destination, d.sop_instance_uid, DeliveryState.PENDING),
+    )
+    cur.execute(
+        "INSERT INTO deliveries (job_id, series_uid, destination, path, sop_instance_uid,"
+        " sop_class_uid, state, next_attempt_at, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            job_id,
+            series_uid,
+            d.destination,
+            d.path,
+            d.sop_instance_uid,
+            d.sop_class_uid,
+            DeliveryState.PENDING,
+            now,
+            now,
+        ),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def _queue_forwarding(
+    cur: sqlite3.Cursor, series_uid: str, generation: int, spec: JobSpec, trigger: Trigger, now: float
+) -> int | None:
+    """A forwarding job (done at once) with one delivery per (destination, instance) not delivered
+    or queued there since the instance was received; None when there is nothing to send."""
+    instances = cur.execute(
+        "SELECT sop_instance_uid, sop_class_uid, path, received_at FROM instances WHERE series_uid = ?"
+        " ORDER BY received_at, sop_instance_uid",
+        (series_uid,),
+    ).fetchall()
+    todo: list[DeliverySpec] = []
+    for dest in spec.destinations:
+        for inst in instances:
+            sent = cur.execute(
+                "SELECT 1 FROM deliveries WHERE destination = ? AND sop_instance_uid = ? AND path = ?"
+                " AND state IN (?,?,?) AND created_at >= ? LIMIT 1",
+                (
+                    dest,
+                    inst["sop_instance_uid"],
+                    inst["path"],
+                    DeliveryState.PENDING,
+                    DeliveryState.SENDING,
+                    DeliveryState.DONE,
+                    inst["received_at"],
+                ),
+            ).fetchone()
+            if sent is None:
+                todo.append(DeliverySpec(dest, inst["path"], inst["sop_instance_uid"], inst["sop_class_uid"]))
+    if not todo:
+        return None
+    job_id = _insert_job(cur, series_uid, generation, spec, trigger, now, state=JobState.DONE)
+    for d in todo:
+        _insert_delivery(cur, job_id, series_uid, d, now)
+    return job_id
+
+
+def _redeliver(cur: sqlite3.Cursor, job: JobRow, spec: JobSpec, now: float) -> None:
+    """Deliver a finished job's results again (the series was re-sent unchanged)."""
+    count = 0
+    for out in job.outputs:
+        if out.kind not in DELIVERABLE_KINDS or not out.sop_instance_uid or not out.sop_class_uid:
+            continue
+        for dest in spec.destinations:
+            _insert_delivery(
+                cur,
+                job.id,
+                job.series_uid,
+                DeliverySpec(dest, out.path, out.sop_instance_uid, out.sop_class_uid),
+                now,
+            )
+            count += 1
+    _event(
+        cur,
+        now,
+        "redelivered",
+        f"series {job.series_uid} re-sent unchanged: job {job.id} not run again,"
+        f" its result queued again ({count} delivery(ies))",
+        series_uid=job.series_uid,
+        job_id=job.id,
+    )
+
+
+def _manual_copy(cur: sqlite3.Cursor, job: JobRow, now: float) -> int:
+    series = cur.execute("SELECT generation FROM series WHERE series_uid = ?", (job.series_uid,)).fetchone()
+    if series is None:
+        raise KeyError(f"series {job.series_uid} is no longer in the journal")
+    spec = JobSpec(rule_name=job.rule_name, models=job.models, destinations=job.destinations, args=job.args)
+    new_id = _insert_job(cur, job.series_uid, int(series["generation"]), spec, Trigger.MANUAL, now)
+    _event(
+        cur,
+        now,
+        "manual",
+        f"job {new_id} queued by hand (from job {job.id})",
+        series_uid=job.series_uid,
+        job_id=new_id,
     )
     return new_id
