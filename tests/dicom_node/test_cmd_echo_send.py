@@ -103,13 +103,16 @@ def test_send_sums_up_failures_per_kind_and_skips_what_is_not_an_instance(
 def test_send_verbose_names_every_failed_file(
     node: Node, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
     for name in ("mismatch1.dcm", "mismatch2.dcm"):
         mismatch = make_ct()
         mismatch.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        mismatch.save_as(tmp_path / name, enforce_file_format=True)
-    assert main(["send", str(tmp_path), "-v", "--to", f"NNUNET@127.0.0.1:{node.port}"]) == 1
+        mismatch.preamble = b"\x00" * 128
+        mismatch.save_as(folder / name, enforce_file_format=False)
+    assert main(["send", str(folder), "-v", "--to", f"NNUNET@127.0.0.1:{node.port}"]) == 1
     err = capsys.readouterr().err
-    assert all(f"FAILED {tmp_path / n}: 0xA900" in err for n in ("mismatch1.dcm", "mismatch2.dcm"))
+    assert all(f"FAILED {folder / n}: 0xA900" in err for n in ("mismatch1.dcm", "mismatch2.dcm"))
 
 
 def test_ctrl_c_stops_send_and_says_what_was_sent(tmp_path: Path) -> None:
