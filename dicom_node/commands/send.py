@@ -36,6 +36,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--to", required=True, metavar="AE@HOST:PORT", help="the receiving peer")
     parser.add_argument("--calling-ae", default=DEFAULT_CALLING_AE, help="our AE title (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per step (default %(default)s)")
+    parser.add_argument(
+        "--associations",
+        type=int,
+        default=4,
+        metavar="N",
+        help="send over N associations at the same time (default %(default)s; 1: one after the other)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per failed file")
     parser.set_defaults(func=run)
 
@@ -130,7 +137,14 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(len(files), sys.stderr, verbose=args.verbose)
     interrupted = False
     try:
-        send_files(files, peer, args.calling_ae, timeout=args.timeout, on_result=progress)
+        send_files(
+            files,
+            peer,
+            args.calling_ae,
+            timeout=args.timeout,
+            on_result=progress,
+            associations=max(1, args.associations),
+        )
     except KeyboardInterrupt:
         interrupted = True
     elapsed = time.monotonic() - progress.start

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +194,10 @@ def echo(peer: Peer, calling_ae: str = "DICOMNODE", timeout: float = 30.0) -> in
     return int(rsp.Status)
 
 
+class _Stopped(Exception):
+    """Sending was interrupted in another thread."""
+
+
 class _NotAnInstance(Exception):
     """A file that holds no instance to send: a DICOMDIR, or not a DICOM Part 10 file."""
 
@@ -227,20 +232,27 @@ def send_files(
     *,
     timeout: float = 30.0,
     on_result: Callable[[SendResult], None] | None = None,
+    associations: int = 1,
 ) -> list[SendResult]:
     """C-STORE files to ``peer``, one association per up-to-128 (SOP class, transfer syntax) pairs.
 
-    Returns one result per path, in the order given; ``on_result`` sees each as it is known.
-    DICOMDIRs and files that are not DICOM are skipped (``skipped``); unreadable DICOM files fail;
-    a failed association fails its files.
+    Returns one result per path, in the order given; ``on_result`` sees each as it is known (one call
+    at a time). DICOMDIRs and files that are not DICOM are skipped (``skipped``); unreadable DICOM
+    files fail; a failed association fails its files. With ``associations`` > 1 the files are cut in
+    that many consecutive parts sent at the same time over their own associations (pynetdicom waits
+    for each response; parallel associations hide that round trip). An exception in the calling
+    thread (Ctrl-C) aborts every association and is raised again.
     Needs :func:`use_raw_file_sending` to have been called (at start-up)."""
     _require_raw_file_sending()
     results: dict[int, SendResult] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
 
     def done(index: int, result: SendResult) -> None:
-        results[index] = result
-        if on_result is not None:
-            on_result(result)
+        with lock:
+            results[index] = result
+            if on_result is not None:
+                on_result(result)
 
     planned: list[tuple[int, _Planned]] = []
     for index, path in enumerate(paths):
@@ -251,9 +263,45 @@ def send_files(
         except (CannotUnderstandError, InvalidUIDError) as exc:
             done(index, SendResult(Path(path), None, f"not sent: {exc}"))
 
-    for batch in _batches(planned):
-        _send_batch(batch, peer, calling_ae, timeout, done)
+    def send_part(part: list[tuple[int, _Planned]]) -> None:
+        for batch in _batches(part):
+            if stop.is_set():
+                return
+            _send_batch(batch, peer, calling_ae, timeout, done, stop)
+
+    parts = _split(planned, max(1, associations))
+    if len(parts) <= 1:
+        send_part(planned)
+    else:
+        threads = [
+            threading.Thread(target=send_part, args=(part,), name=f"send-{k}") for k, part in enumerate(parts)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)  # a plain join() would not let Ctrl-C in
+        except BaseException:
+            stop.set()
+            for thread in threads:
+                thread.join()
+            raise
     return [results[i] for i in range(len(paths))]
+
+
+def _split(planned: list[tuple[int, _Planned]], n: int) -> list[list[tuple[int, _Planned]]]:
+    """``n`` consecutive parts of nearly equal size (fewer when there are fewer files)."""
+    n = min(n, len(planned))
+    if n <= 1:
+        return [planned]
+    size, extra = divmod(len(planned), n)
+    parts, start = [], 0
+    for k in range(n):
+        end = start + size + (1 if k < extra else 0)
+        parts.append(planned[start:end])
+        start = end
+    return parts
 
 
 def _batches(planned: list[tuple[int, _Planned]]) -> list[list[tuple[int, _Planned]]]:
@@ -316,6 +364,7 @@ def _send_batch(
     calling_ae: str,
     timeout: float,
     done: Callable[[int, SendResult], None],
+    stop: threading.Event | None = None,
 ) -> None:
     ae = _make_ae(calling_ae, timeout)
     for sop_class, syntax in sorted({(p.sop_class, p.transfer_syntax) for _, p in batch}):
@@ -336,6 +385,8 @@ def _send_batch(
     accepted = _accepted(assoc)
     try:
         for index, item in batch:
+            if stop is not None and stop.is_set():
+                raise _Stopped
             if not assoc.is_established:
                 done(index, SendResult(item.path, None, _failure_reason(assoc)))
                 continue
@@ -367,6 +418,10 @@ def _send_batch(
                 done(index, SendResult(item.path, status, comment))
             else:
                 done(index, SendResult(item.path, None, f"no response: {_failure_reason(assoc)}"))
+    except _Stopped:  # another thread was interrupted: end this association too
+        if assoc.is_established:
+            assoc.abort()
+        return
     except BaseException:  # Ctrl-C or worse: do not wait for the peer, end the association now
         if assoc.is_established:
             assoc.abort()

@@ -143,6 +143,8 @@ def test_ctrl_c_stops_send_and_says_what_was_sent(tmp_path: Path) -> None:
                 "dicom_node.cli",
                 "send",
                 str(tmp_path / "in"),
+                "--associations",
+                "1",  # one after the other: exactly 3 answered when the 4th is held
                 "--to",
                 f"SLOW@127.0.0.1:{port}",
             ],

@@ -85,7 +85,7 @@ def test_unreadable_files_are_reported_and_the_rest_sent(node: Node, tmp_path: P
     results = send_files([good[0], junk, missing, good[1]], Peer("NNUNET", "127.0.0.1", node.port), "SCU")
     assert [r.path for r in results] == [good[0], junk, missing, good[1]]
     assert [r.status for r in results] == [0, None, None, 0]
-    assert "not a DICOM Part 10 file" in results[1].error
+    assert results[1].skipped and results[1].error == "skipped: not a DICOM file"
     assert "cannot read" in results[2].error
     assert len(node.spool_files()) == 2
 
@@ -175,3 +175,19 @@ def test_no_accepted_context_names_the_sop_class_and_syntaxes(
     assert result.status is None
     assert "the peer accepted no presentation context" in result.error
     assert "MR Image Storage (1.2.840.10008.5.1.4.1.1.4) in RLE Lossless" in result.error
+
+
+def test_several_associations_at_once_send_every_file_and_report_in_order(node: Node, tmp_path: Path) -> None:
+    files = write_series(tmp_path / "in", 7)
+    seen: list[Path] = []
+    results = send_files(
+        files,
+        Peer("NNUNET", "127.0.0.1", node.port),
+        "SCU",
+        associations=3,
+        on_result=lambda r: seen.append(r.path),
+    )
+    assert [(r.path, r.status) for r in results] == [(p, 0) for p in files]
+    assert sorted(seen) == sorted(files)
+    assert len(node.spool_files()) == 7
+    assert len({r.association_id for r in node.journal.instances_of_series(node.instances[0])}) == 3
