@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from dicom_node.demo.bundled import demo_model_spec
-from dicom_node.demo.demo import DemoOptions, run_demo
 from dicom_node.errors import NodeError
 
 logger = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ def register(subparsers: Any) -> None:
         help="model-serve-spec.yaml (default: the one shipped with the demo model)",
     )
     parser.add_argument("--model", default="demo", help="model id or alias in the spec (default demo)")
-    parser.add_argument("--seed", type=int, default=DemoOptions.seed, help="phantom seed")
+    parser.add_argument("--seed", type=int, default=None, help="phantom seed (default: the demo's)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument(
         "--quiet-seconds", type=float, default=1.0, help="the rule's quiet period (default 1 s)"
@@ -63,6 +62,10 @@ def _progress(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here: the demo pulls in highdicom and the series loader, which other commands
+    # (``send`` on a big folder) should not pay for at start-up
+    from dicom_node.demo.demo import DemoOptions, run_demo
+
     if not args.verbose:
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
     options = DemoOptions(
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         keep=args.keep,
         model_spec=args.model_spec or demo_model_spec(),
         model=args.model,
-        seed=args.seed,
+        seed=DemoOptions.seed if args.seed is None else args.seed,
         device=args.device,
         quiet_seconds=args.quiet_seconds,
         timeout_seconds=args.timeout,

@@ -16,7 +16,6 @@ from typing import Any
 
 from dicom_node.demo.bundled import demo_model_spec
 from inference.errors import InferenceError
-from inference.series import group_series_files
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +105,8 @@ def _series_files(folder: Path) -> list[Path]:
     """The files of the one series in ``folder``; InferenceError when there are none or several."""
     if not folder.is_dir():
         raise InferenceError(f"input {folder} is not a folder")
+    from inference.series import group_series_files  # SimpleITK: loaded only when predicting
+
     groups = group_series_files(folder)
     if not groups:
         raise InferenceError(f"input {folder} holds no DICOM series")

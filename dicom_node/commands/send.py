@@ -39,9 +39,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--associations",
         type=int,
-        default=4,
+        default=1,
         metavar="N",
-        help="send over N associations at the same time (default %(default)s; 1: one after the other)",
+        help="send over N associations at the same time (default %(default)s); helps with a distant "
+        "peer (network round trips), not on a busy machine",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per failed file")
     parser.set_defaults(func=run)
