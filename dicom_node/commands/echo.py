@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from dicom_node.errors import ConfigError, DeliveryError
-from dicom_node.net.dimse_status import describe, is_success
+from dicom_node.net.dimse_status import SUCCESS, describe
 from dicom_node.net.peers import Peer
 from dicom_node.net.scu import echo
 
@@ -41,4 +41,4 @@ def run(args: argparse.Namespace) -> int:
         return 1
     elapsed_ms = (time.monotonic() - start) * 1000
     print(f"C-ECHO {peer}: 0x{status:04X} {describe(status)} ({elapsed_ms:.0f} ms)")
-    return 0 if is_success(status) else 1
+    return 0 if status == SUCCESS else 1

@@ -7,8 +7,10 @@ runs a PDU-guarded association server (:mod:`dicom_node.net.pdu_guard`).
 
 C-STORE: the data set is parsed only up to (0020,1002) from the bytes as received, checked (UIDs valid
 and equal to the command's), filed durably and journaled, and only then answered 0x0000. Failures get
-specific statuses with an ErrorComment (see :func:`status_for`); nothing here raises into pynetdicom
-(whose generic answer would be 0xC211).
+specific statuses with an ErrorComment (see :func:`status_for`): 0xA9xx/0xCxxx when the data is at
+fault, 0xA7xx (out of resources, retry later) when we could not keep it; nothing here raises into
+pynetdicom (whose generic answer would be 0xC211). Rejections and aborts are logged and journaled in
+pynetdicom's words (:mod:`dicom_node.net.dimse_status`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 
 from dicom_node.config import NodeSection
 from dicom_node.errors import (
@@ -57,17 +60,19 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int, str, str], ...] = (
     (CannotUnderstandError, st.CANNOT_UNDERSTAND, "warning", "store_rejected"),
     (DatasetMismatchError, st.DATASET_DOES_NOT_MATCH_SOP_CLASS, "warning", "store_rejected"),
     (OutOfResourcesError, st.OUT_OF_RESOURCES, "error", "store_refused"),
-    (StorageError, st.CANNOT_UNDERSTAND, "error", "store_failed"),
+    # a write, fsync or rename failed: our fault, not the data's (pynetdicom's storescp answers so too)
+    (StorageError, st.OUT_OF_RESOURCES, "error", "store_failed"),
 )
 
 
 def status_for(exc: BaseException) -> tuple[int, str, str]:
     """(status, journal level, journal kind) answering a C-STORE that raised ``exc``; anything
-    unexpected is a 0xC000 failure recorded as ``store_failed``."""
+    unexpected (the journal could not commit, a bug of ours) is 0xA701, recorded as ``store_failed``:
+    the sender should retry, its data is not known to be bad."""
     for cls, status, level, kind in _STATUS_BY_ERROR:
         if isinstance(exc, cls):
             return status, level, kind
-    return st.CANNOT_UNDERSTAND, "error", "store_failed"
+    return st.OUT_OF_RESOURCES_UNEXPECTED, "error", "store_failed"
 
 
 def status_dataset(status: int, comment: str = "") -> Dataset:
@@ -94,6 +99,7 @@ class AssociationInfo:
     started: float = field(default_factory=time.monotonic)
     stored: int = 0
     failed: int = 0
+    abort: str = ""  # who aborted and why, in pynetdicom's words, once an A-(P-)ABORT arrived
 
 
 class Receiver:
@@ -127,8 +133,8 @@ class Receiver:
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_RELEASED, self.handle_released),
+            (evt.EVT_ACSE_RECV, self.handle_acse_received),
             (evt.EVT_ABORTED, self.handle_aborted),
-            (evt.EVT_CONN_CLOSE, self.handle_closed),
         ]
 
     # ------------------------------------------------------------------ associations
@@ -147,9 +153,7 @@ class Receiver:
         reason = self.check_association(called, calling)
         if reason is None:
             return
-        what = (
-            "called AE not ours" if reason == st.REJECT_CALLED_AE_NOT_RECOGNIZED else "calling AE not allowed"
-        )
+        what = st.rejection_text(st.REJECT_PERMANENT, st.REJECT_SOURCE_SERVICE_USER, reason)
         peer = _peer_text(assoc)
         logger.warning("rejecting association %s -> %s from %s: %s", calling, called, peer, what)
         try:
@@ -158,8 +162,8 @@ class Receiver:
             )
         except Exception:
             logger.exception("cannot record the rejection in the journal")
-        # permanent, service-user: pynetdicom skips its own negotiation once the association is rejected
-        assoc.acse.send_reject(0x01, 0x01, reason)
+        # pynetdicom skips its own negotiation once the association is rejected
+        assoc.acse.send_reject(st.REJECT_PERMANENT, st.REJECT_SOURCE_SERVICE_USER, reason)
         evt.trigger(assoc, evt.EVT_REJECTED, {})
         assoc.kill()
 
@@ -168,6 +172,10 @@ class Receiver:
         called, calling = _requested_titles(assoc)
         info = AssociationInfo(uuid.uuid4().hex, called, calling, _peer_text(assoc))
         with self._lock:
+            # an association normally leaves on EVT_RELEASED or EVT_ABORTED (the connection closes
+            # before the latter, so EVT_CONN_CLOSE cannot be the cue); drop any that ended otherwise
+            for ended in [a for a in self._assocs if not a.is_alive()]:
+                del self._assocs[ended]
             self._assocs[assoc] = info
         logger.info(
             "association %s accepted: %s -> %s from %s",
@@ -210,19 +218,27 @@ class Receiver:
             except Exception:
                 logger.exception("on_released callback failed for %s", info.association_id)
 
+    def handle_acse_received(self, event: Event) -> None:
+        primitive = event.primitive  # type: ignore[attr-defined]
+        if isinstance(primitive, A_ABORT | A_P_ABORT):
+            with self._lock:
+                info = self._assocs.get(event.assoc)
+            if info is not None:
+                info.abort = st.describe_abort(primitive)
+
     def handle_aborted(self, event: Event) -> None:
         info = self._forget(event.assoc)
-        if info is not None:
-            logger.warning(
-                "association %s from %s aborted after %d stored, %d failed",
-                info.association_id,
-                info.calling_ae,
-                info.stored,
-                info.failed,
-            )
-
-    def handle_closed(self, event: Event) -> None:
-        self._forget(event.assoc)
+        if info is None:
+            return
+        message = (
+            f"association {info.association_id} {info.calling_ae} -> {info.called_ae} from {info.peer}"
+            f" aborted ({info.abort or 'by this node'}) after {info.stored} stored, {info.failed} failed"
+        )
+        logger.warning("%s", message)
+        try:
+            self.journal.log_event("warning", "association_aborted", message)
+        except Exception:
+            logger.exception("cannot record the abort in the journal")
 
     def pdu_refused(self, peer: tuple[Any, ...], pdu_type: int, length: int) -> None:
         """The PDU guard aborted a connection (it has logged why); note it in the journal."""
