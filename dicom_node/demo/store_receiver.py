@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from dicom_node.net.receive import received_path, stream_received_datasets
 from dicom_node.uids import is_valid_uid
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class StoreReceiver:
 
     def start(self) -> StoreReceiver:
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        stream_received_datasets()  # process-wide, as for the node's own SCP
         ae = AE(ae_title=self.ae_title)
         ae.supported_contexts = AllStoragePresentationContexts
         ae.add_supported_context(Verification)
@@ -98,8 +101,7 @@ class StoreReceiver:
             return _CANNOT_UNDERSTAND
         path = self.out_dir / f"{sop_uid}.dcm"
         tmp = path.with_suffix(".part")
-        with tmp.open("wb") as fh:
-            fh.write(event.encoded_dataset())
+        shutil.copyfile(received_path(event), tmp)  # the data set as pynetdicom streamed it to disk
         os.replace(tmp, path)
         item = ReceivedInstance(sop_uid, sop_class, path, time.time(), str(event.assoc.requestor.ae_title))
         with self._cond:

@@ -5,7 +5,9 @@ our AE titles, the calling-AE allow-list, the wake-up callbacks) and the per-ass
 pynetdicom state of its own. :class:`ScpServer` builds the pynetdicom AE from the node configuration and
 runs a PDU-guarded association server (:mod:`dicom_node.net.pdu_guard`).
 
-C-STORE: the data set is parsed only up to (0020,1002) from the bytes as received, checked (UIDs valid
+C-STORE: pynetdicom streams the data set into a temp file as it arrives (:func:`stream_received_datasets`:
+memory per association stays one PDU, whatever the instance's size); the handler parses it only up to
+(0020,1002), checks it (UIDs valid
 and equal to the command's), filed durably and journaled, and only then answered 0x0000. Failures get
 specific statuses with an ErrorComment (see :func:`status_for`): 0xA9xx/0xCxxx when the data is at
 fault, 0xA7xx (out of resources, retry later) when we could not keep it; nothing here raises into
@@ -16,6 +18,7 @@ pynetdicom's words (:mod:`dicom_node.net.dimse_status`).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -227,6 +230,7 @@ class Receiver:
                 info.abort = st.describe_abort(primitive)
 
     def handle_aborted(self, event: Event) -> None:
+        _discard_partial_dataset(event.assoc)
         info = self._forget(event.assoc)
         if info is None:
             return
@@ -276,23 +280,14 @@ class Receiver:
 
     def _store(self, event: Event, transfer_syntax: str, origin: Origin) -> InstanceHeader:
         request = cast(C_STORE, event.request)
-        chunked = _chunked_path(event)
-        if chunked is not None:  # pynetdicom wrote the data set to a temp file (chunked receive)
-            with open(chunked, "rb") as fp:
-                layout = read_part10_layout(fp)
-                header = read_header(fp, transfer_syntax).validated()
-                _check_matches_command(header, request)
-                fp.seek(layout.dataset_offset)
-                self.ingestor.ingest(header, transfer_syntax, fp, origin)
-            return header
-        data = request.DataSet
-        if data is None:
-            raise MissingAttributeError("C-STORE request without a data set")
-        data.seek(0)
-        header = read_header(data, transfer_syntax).validated()
-        _check_matches_command(header, request)
-        with data.getbuffer() as view:  # the received bytes, not a copy
-            self.ingestor.ingest(header, transfer_syntax, view, origin)
+        received = received_path(event)
+        with open(received, "rb") as fp:
+            layout = read_part10_layout(fp)
+            header = read_header(fp, transfer_syntax).validated()
+            _check_matches_command(header, request)
+            fp.seek(layout.dataset_offset)
+            # copied kernel-side behind our own file meta; pynetdicom deletes its file afterwards
+            self.ingestor.ingest(header, transfer_syntax, fp, origin)
         return header
 
     def _failure(self, exc: Exception, info: AssociationInfo, command_uid: str) -> Dataset:
@@ -326,12 +321,26 @@ def _check_matches_command(header: InstanceHeader, request: Any) -> None:
         )
 
 
-def _chunked_path(event: Event) -> Path | None:
+def received_path(event: Event) -> Path:
+    """The file pynetdicom streamed this C-STORE's data set into (see :func:`stream_received_datasets`)."""
+    path = cast(C_STORE, event.request)._dataset_path
+    if not isinstance(path, Path):
+        raise StorageError("pynetdicom did not stream the data set to a file (receive setting off)")
+    return path
+
+
+def _discard_partial_dataset(assoc: Any) -> None:
+    """Delete the temp file of a data set whose association ended before it was complete: pynetdicom
+    removes the file once the C-STORE handler ran, but never one abandoned half-way."""
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    partial = getattr(message, "_data_set_file", None)
+    if partial is None:
+        return
     try:
-        path = event.dataset_path
-    except AttributeError:
-        return None
-    return Path(path) if path else None
+        partial.close()
+        os.unlink(partial.name)
+    except OSError as exc:
+        logger.warning("cannot remove the partial data set %s: %s", getattr(partial, "name", "?"), exc)
 
 
 def _requested_titles(assoc: Any) -> tuple[str, str]:
@@ -368,10 +377,13 @@ def build_ae(node: NodeSection) -> AE:
     return ae
 
 
-def set_chunked_receive(enabled: bool) -> None:
-    """pynetdicom keeps this switch in a module-wide setting; the node sets it once at start-up.
-    When on, pynetdicom writes each received data set to a temp file instead of memory."""
-    _config.STORE_RECV_CHUNKED_DATASET = enabled
+def stream_received_datasets() -> None:
+    """Make pynetdicom stream every received C-STORE data set into a temp file (in the system temp
+    folder, ``TMPDIR``) instead of memory, so an instance of any size costs the receiver one PDU of
+    memory, not its size. pynetdicom has no size threshold: the switch is module-wide and all or
+    nothing, and every SCP in the process (the node's, the demo's store receiver) reads the data set
+    from that file. Set once when an :class:`ScpServer` is built; the value never changes."""
+    _config.STORE_RECV_CHUNKED_DATASET = True
 
 
 class ScpServer:
@@ -384,6 +396,7 @@ class ScpServer:
         self.receiver = receiver
         self.host = node.host if host is None else host
         self._port = node.port if port is None else port
+        stream_received_datasets()
         self.ae = build_ae(node)
         self._server: GuardedAssociationServer | None = None
         self._thread: threading.Thread | None = None
