@@ -366,31 +366,3 @@ def write_seg(dataset: Dataset, path: str | Path) -> Path:
     finally:
         os.close(directory)
     return target
-
-
-def read_seg_labelmap(
-    seg_path: str | Path, source_headers: Sequence[Dataset], frame_order: Sequence[int] | None = None
-) -> np.ndarray:
-    """Read a SEG back with highdicom as a (z, y, x) uint16 label map in the source geometry (segment
-    number = label value), slice k matching ``source_headers[k]`` (or frame ``frame_order[k]`` of one
-    multi-frame header). For tests and round trips."""
-    seg = hd.seg.segread(str(seg_path))
-    first = source_headers[0]
-    frames = int(first.get("NumberOfFrames", 1) or 1)
-    if len(source_headers) == 1 and frames > 1:
-        order = list(frame_order) if frame_order is not None else list(range(frames))
-        pixels = seg.get_pixels_by_source_frame(
-            str(first.SOPInstanceUID),
-            source_frame_numbers=[f + 1 for f in order],
-            combine_segments=True,
-            assert_missing_frames_are_empty=True,
-            dtype=np.uint16,
-        )
-    else:
-        pixels = seg.get_pixels_by_source_instance(
-            [str(h.SOPInstanceUID) for h in source_headers],
-            combine_segments=True,
-            assert_missing_frames_are_empty=True,
-            dtype=np.uint16,
-        )
-    return np.asarray(pixels, dtype=np.uint16)

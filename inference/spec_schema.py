@@ -155,13 +155,3 @@ class SpecHeader(BaseModel):
     model_folder: str = Field(min_length=1)
     aliases: dict[str, str] = Field(default_factory=dict)
     models: list[Any] = Field(min_length=1)
-
-
-def spec_json_schema() -> dict[str, Any]:
-    """JSON schema of model-serve-spec.yaml (``default_args`` keys: see ``InferenceArgs``)."""
-    from inference.args import InferenceArgs
-
-    schema = SpecDocument.model_json_schema()
-    schema.setdefault("$defs", {})["InferenceArgs"] = InferenceArgs.model_json_schema()
-    schema["title"] = "model-serve-spec.yaml"
-    return schema
