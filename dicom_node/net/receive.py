@@ -46,7 +46,7 @@ from dicom_node.errors import (
 from dicom_node.net import dimse_status as st
 from dicom_node.net.contexts import supported_contexts
 from dicom_node.net.pdu_guard import GuardedAssociationServer, PduLimits
-from dicom_node.storage.header import InstanceHeader, read_header, read_part10_layout
+from dicom_node.storage.header import InstanceHeader, read_part10_header
 from dicom_node.storage.ingest import Ingestor, Origin
 from dicom_node.storage.journal import Journal
 
@@ -282,10 +282,9 @@ class Receiver:
         request = cast(C_STORE, event.request)
         received = received_path(event)
         with open(received, "rb") as fp:
-            layout = read_part10_layout(fp)
-            header = read_header(fp, transfer_syntax).validated()
+            _, header = read_part10_header(fp)  # pynetdicom's meta names the context's syntax
+            header.validated()
             _check_matches_command(header, request)
-            fp.seek(layout.dataset_offset)
             # copied kernel-side behind our own file meta; pynetdicom deletes its file afterwards
             self.ingestor.ingest(header, transfer_syntax, fp, origin)
         return header
