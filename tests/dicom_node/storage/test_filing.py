@@ -212,10 +212,10 @@ def test_reconcile_records_unjournaled_files_and_cleans_temp(tmp_path: Path) -> 
     assert stats == {"tmp_removed": 1, "recorded": 2, "unreadable": 0}
     assert list(spool.tmp_dir.iterdir()) == []
     rows = journal.instances_of_series(series)
-    assert sorted(r["path"] for r in rows) == sorted(paths)
-    recovered = [r for r in rows if r["sop_instance_uid"] != headers[0].sop_instance_uid]
-    assert {(r["called_ae"], r["calling_ae"]) for r in recovered} == {("NNUNET", "MODALITY")}
-    assert journal.get_series(series)["instance_count"] == 3
+    assert sorted(r.path for r in rows) == sorted(paths)
+    recovered = [r for r in rows if r.sop_instance_uid != headers[0].sop_instance_uid]
+    assert {(r.called_ae, r.calling_ae) for r in recovered} == {("NNUNET", "MODALITY")}
+    assert journal.get_series(series).instance_count == 3
     # idempotent
     assert spool.reconcile(journal)["recorded"] == 0
 
@@ -230,7 +230,7 @@ def test_reconcile_logs_unreadable_files(tmp_path: Path) -> None:
     assert stats["unreadable"] == 1
     assert bad.exists()
     events = journal.recent_events(level="error")
-    assert events and events[0]["kind"] == "reconcile_failed"
+    assert events and events[0].kind == "reconcile_failed"
 
 
 def test_reconciliation_rebuilds_the_row_the_receiver_wrote(tmp_path: Path) -> None:
@@ -252,10 +252,12 @@ def test_reconciliation_rebuilds_the_row_the_receiver_wrote(tmp_path: Path) -> N
     rebuilt_series = journal.get_series(ds.SeriesInstanceUID)
     journal.close()
     fields = ["sop_instance_uid", "sop_class_uid", "study_uid", "path", "size", "transfer_syntax"]
-    assert {f: rebuilt[f] for f in [*fields, "called_ae", "calling_ae"]} == {
-        f: received[f] for f in [*fields, "called_ae", "calling_ae"]
+    assert {f: getattr(rebuilt, f) for f in [*fields, "called_ae", "calling_ae"]} == {
+        f: getattr(received, f) for f in [*fields, "called_ae", "calling_ae"]
     }
     assert received_series is not None and rebuilt_series is not None
     series_fields = ["modality", "series_description", "expected_count"]
-    assert {f: rebuilt_series[f] for f in series_fields} == {f: received_series[f] for f in series_fields}
-    assert received_series["expected_count"] == 3
+    assert {f: getattr(rebuilt_series, f) for f in series_fields} == {
+        f: getattr(received_series, f) for f in series_fields
+    }
+    assert received_series.expected_count == 3
