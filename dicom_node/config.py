@@ -26,15 +26,7 @@ from pydantic import (
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from dicom_node.errors import ConfigError
-
-_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash
-
-
-def _check_ae_title(value: str) -> str:
-    if not isinstance(value, str) or not _AE_RE.match(value) or not value.strip():
-        raise ValueError(f"invalid AE title {value!r}: 1-16 printable ASCII characters, no backslash")
-    return value.strip()
-
+from dicom_node.net.ae_titles import check_ae_title
 
 AETitle = Annotated[str, Field(min_length=1, max_length=16)]
 
@@ -75,7 +67,7 @@ class NodeSection(_Strict):
     @field_validator("ae_title", "allowed_calling_aes")
     @classmethod
     def _valid_aes(cls, value: list[str]) -> list[str]:
-        titles = [_check_ae_title(v) for v in value]
+        titles = [check_ae_title(v) for v in value]
         if len(set(titles)) != len(titles):
             raise ValueError("duplicate AE titles")
         return titles
@@ -102,7 +94,7 @@ class DestinationConfig(_Strict):
     @field_validator("ae_title", "calling_ae")
     @classmethod
     def _valid_ae(cls, value: str | None) -> str | None:
-        return None if value is None else _check_ae_title(value)
+        return None if value is None else check_ae_title(value)
 
 
 class MatchConfig(_Strict):
