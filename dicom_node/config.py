@@ -27,6 +27,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from dicom_node.errors import ConfigError
 from dicom_node.net.ae_titles import check_ae_title
+from inference.strict_yaml import load_yaml
 
 AETitle = Annotated[str, Field(min_length=1, max_length=16)]
 
@@ -303,37 +304,13 @@ def _format_validation_error(source: Path | str, exc: ValidationError, data: Any
     return "\n".join(lines)
 
 
-class _StrictYAMLLoader(yaml.SafeLoader):
-    """Safe YAML loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:
-                continue  # unhashable key: the base class reports it
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r}",
-                    key_node.start_mark,
-                )
-        return super().construct_mapping(node, deep=deep)
-
-
 def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
-        return yaml.load(text, Loader=_StrictYAMLLoader)  # a SafeLoader subclass: no objects
+        return load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
 
