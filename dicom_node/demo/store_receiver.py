@@ -9,7 +9,6 @@ It is deliberately simple (a PACS stand-in, not the node's receiver): each C-STO
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 import time
@@ -24,6 +23,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_node.net.receive import received_path, stream_received_datasets
 from dicom_node.uids import is_valid_uid
+from inference.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +100,8 @@ class StoreReceiver:
             logger.warning("store receiver: refusing instance with invalid UID %r", sop_uid)
             return _CANNOT_UNDERSTAND
         path = self.out_dir / f"{sop_uid}.dcm"
-        tmp = path.with_suffix(".part")
-        shutil.copyfile(received_path(event), tmp)  # the data set as pynetdicom streamed it to disk
-        os.replace(tmp, path)
+        with received_path(event).open("rb") as src, atomic_write(path) as out:
+            shutil.copyfileobj(src, out)  # the data set as pynetdicom streamed it to disk
         item = ReceivedInstance(sop_uid, sop_class, path, time.time(), str(event.assoc.requestor.ae_title))
         with self._cond:
             self._received.append(item)

@@ -45,6 +45,7 @@ from dicom_node.errors import (
 )
 from dicom_node.storage.header import read_part10_header
 from dicom_node.storage.ingest import Ingestor, Origin
+from inference.atomic import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +292,7 @@ class DropFolder:
             os.replace(path, target)
         except FileNotFoundError:
             return
-        target.with_name(target.name + ".reason.txt").write_text(f"{rel}: {reason}\n", encoding="utf-8")
+        write_text_atomic(target.with_name(target.name + ".reason.txt"), f"{rel}: {reason}\n")
         logger.warning("drop folder: rejected %s: %s", rel, reason)
         self._log_event("warning", "dropfolder_rejected", f"{rel}: {reason}")
 

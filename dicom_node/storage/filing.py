@@ -25,6 +25,7 @@ from dicom_node.errors import InvalidUIDError, OutOfResourcesError, StorageError
 from dicom_node.storage.header import read_part10_header
 from dicom_node.storage.journal import InstanceRecord, Journal
 from dicom_node.uids import require_uid
+from inference.atomic import fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -86,14 +87,6 @@ def _copy_file(fd: int, src: BinaryIO) -> None:
             offset += sent
     while chunk := src.read(_COPY_CHUNK):
         _write_all(fd, chunk)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -221,7 +214,7 @@ class Spool:
         to_sync = {directory}
         to_sync.update(d.parent for d in new_dirs)
         for d in sorted(to_sync, key=lambda p: len(p.parts), reverse=True):
-            _fsync_dir(d)
+            fsync_dir(d)
 
     # ------------------------------------------------------------------ removing and recovery
 
