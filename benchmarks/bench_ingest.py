@@ -43,6 +43,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from dicom_node.config import NodeSection
 from dicom_node.net.receive import Receiver, ScpServer
+from dicom_node.process import configure_process
 from dicom_node.storage.filing import Spool
 from dicom_node.storage.header import read_header, read_part10_layout
 from dicom_node.storage.ingest import Ingestor, Origin
@@ -238,6 +239,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="profile one fsync-on node run")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temp folder)")
     args = parser.parse_args()
+    configure_process()
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_ingest_"))
     try:

@@ -21,7 +21,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from dicom_node.net.receive import received_path, stream_received_datasets
+from dicom_node.net.receive import received_path, require_streamed_receive
 from dicom_node.uids import is_valid_uid
 from inference.atomic import atomic_write
 
@@ -68,7 +68,7 @@ class StoreReceiver:
 
     def start(self) -> StoreReceiver:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        stream_received_datasets()  # process-wide, as for the node's own SCP
+        require_streamed_receive()  # the data set is read from pynetdicom's file
         ae = AE(ae_title=self.ae_title)
         ae.supported_contexts = AllStoragePresentationContexts
         ae.add_supported_context(Verification)

@@ -381,8 +381,17 @@ def stream_received_datasets() -> None:
     folder, ``TMPDIR``) instead of memory, so an instance of any size costs the receiver one PDU of
     memory, not its size. pynetdicom has no size threshold: the switch is module-wide and all or
     nothing, and every SCP in the process (the node's, the demo's store receiver) reads the data set
-    from that file. Set once when an :class:`ScpServer` is built; the value never changes."""
+    from that file. Set once at start-up (:func:`dicom_node.process.configure_process`)."""
     _config.STORE_RECV_CHUNKED_DATASET = True
+
+
+def require_streamed_receive() -> None:
+    """Refuse to start an SCP whose data sets pynetdicom would hold in memory."""
+    if not _config.STORE_RECV_CHUNKED_DATASET:
+        raise RuntimeError(
+            "pynetdicom would hold received data sets in memory: call "
+            "dicom_node.process.configure_process() once at start-up"
+        )
 
 
 class ScpServer:
@@ -395,7 +404,7 @@ class ScpServer:
         self.receiver = receiver
         self.host = node.host if host is None else host
         self._port = node.port if port is None else port
-        stream_received_datasets()
+        require_streamed_receive()
         self.ae = build_ae(node)
         self._server: GuardedAssociationServer | None = None
         self._thread: threading.Thread | None = None

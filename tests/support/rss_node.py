@@ -11,6 +11,7 @@ import re
 import sys
 from pathlib import Path
 
+from dicom_node.net.receive import stream_received_datasets
 from tests.support.scp import running_node
 
 
@@ -24,6 +25,7 @@ def peak_rss_kb() -> int:
 
 
 def main() -> None:
+    stream_received_datasets()  # as dicom_node.process.configure_process does at start-up
     with running_node(Path(sys.argv[1])) as node:
         print(f"port {node.port}", flush=True)
         for _ in sys.stdin:
