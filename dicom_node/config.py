@@ -8,7 +8,7 @@ passed explicitly to whatever needs it.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -191,6 +191,37 @@ class RuleConfig(_Strict):
 _RULES_ADAPTER: TypeAdapter[list[RuleConfig]] = TypeAdapter(list[RuleConfig])
 
 
+def rule_problems(
+    rules: Sequence[RuleConfig],
+    *,
+    destinations: Mapping[str, Any] | None = None,
+    resolve_model: Callable[[str], object] | None = None,
+) -> list[str]:
+    """What is wrong with a list of rules as a whole, one line per problem, each naming its rule:
+    a name used twice, a destination not among ``destinations`` (when given), a model that
+    ``resolve_model`` (the model spec's resolver, when given) refuses. The one rules check: the
+    configuration runs it at load (without the model spec), :meth:`RuleSet.build
+    <dicom_node.pipeline.routing.RuleSet.build>` with the model spec."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for rule in rules:
+        if rule.name in seen:
+            problems.append(f"rule {rule.name!r}: duplicate rule name")
+        seen.add(rule.name)
+        if destinations is not None:
+            known = ", ".join(sorted(destinations)) or "none"
+            for dest in rule.destinations:
+                if dest not in destinations:
+                    problems.append(f"rule {rule.name!r}: unknown destination {dest!r} (configured: {known})")
+        if resolve_model is not None:
+            for model in rule.models:
+                try:
+                    resolve_model(model)
+                except Exception as exc:  # the catalog's own error type; reported, not swallowed
+                    problems.append(f"rule {rule.name!r}: model {model!r} not in the model spec: {exc}")
+    return problems
+
+
 class InferenceSection(_Strict):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     predictor_cache_size: int = Field(default=4, ge=1, le=64)
@@ -237,17 +268,9 @@ class NodeConfig(_Strict):
     def _cross_check(self) -> NodeConfig:
         if self.rules and self.rules_file is not None:
             raise ValueError("give either 'rules' or 'rules_file', not both")
-        names = [r.name for r in self.rules]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate rule names: {', '.join(dupes)}")
-        for rule in self.rules:
-            unknown = [d for d in rule.destinations if d not in self.destinations]
-            if unknown:
-                raise ValueError(
-                    f"rule {rule.name!r}: unknown destination(s) {', '.join(unknown)}; "
-                    f"configured: {', '.join(sorted(self.destinations)) or 'none'}"
-                )
+        problems = rule_problems(self.rules, destinations=self.destinations)
+        if problems:
+            raise ValueError("\n".join(problems))
         if self.rules and self.model_spec is None:
             raise ValueError("rules need 'model_spec' (the model-serve-spec.yaml file)")
         return self
