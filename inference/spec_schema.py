@@ -137,16 +137,6 @@ class ModelInput(BaseModel):
         return value
 
 
-class SpecDocument(BaseModel):
-    """The whole file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model_folder: str = Field(min_length=1, description="relative paths are relative to this file's folder")
-    aliases: dict[str, str] = Field(default_factory=dict, description="extra alias -> model id")
-    models: list[ModelInput] = Field(min_length=1)
-
-
 class SpecHeader(BaseModel):
     """The top level with ``models`` unchecked: models are validated one by one to name the bad one."""
 
