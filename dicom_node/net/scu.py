@@ -30,10 +30,12 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
+from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_node.errors import CannotUnderstandError, DeliveryError, InvalidUIDError
-from dicom_node.net.dimse_status import is_success, is_warning
+from dicom_node.net.dimse_status import describe_abort, describe_rejection, is_stored
 from dicom_node.net.peers import Peer
 from dicom_node.storage.header import read_part10_layout
 
@@ -55,7 +57,7 @@ class SendResult(NamedTuple):
     @property
     def ok(self) -> bool:
         """Stored: success, or a warning (stored with changes)."""
-        return self.status is not None and (is_success(self.status) or is_warning(self.status))
+        return self.status is not None and is_stored(self.status)
 
 
 @dataclass(frozen=True)
@@ -106,27 +108,33 @@ def _make_ae(calling_ae: str, timeout: float) -> AE:
     return ae
 
 
-def _failure_reason(assoc: Association) -> str:
-    """Why an association is not (or no longer) established, in words: rejected (pynetdicom's
-    reason text), no presentation context accepted (naming them), aborted."""
-    if assoc.is_rejected:
-        rj = assoc.acceptor.primitive
-        if rj is not None:
-            return (
-                f"association rejected ({rj.result_str}, {rj.source_str}: {rj.reason_str};"
-                f" result 0x{rj.result:02X}, source 0x{rj.result_source:02X}, reason 0x{rj.diagnostic:02X})"
+class _Link(NamedTuple):
+    """An association and what the peer's A-(P-)ABORT said, should one arrive."""
+
+    assoc: Association
+    abort: list[str]
+
+    def failure(self) -> str:
+        """Why the association is not (or no longer) usable, in words: rejected (pynetdicom's
+        reason text), no presentation context accepted (naming them), aborted (the peer's words)."""
+        assoc = self.assoc
+        if assoc.is_rejected:
+            rj = assoc.acceptor.primitive
+            if rj is not None:
+                return f"association rejected: {describe_rejection(rj)}"
+            return "association rejected"
+        rejected = list(assoc.rejected_contexts)
+        if rejected and not assoc.accepted_contexts:
+            proposed = "; ".join(
+                f"{_name(str(cx.abstract_syntax))} in {', '.join(_name(str(t)) for t in cx.transfer_syntax)}"
+                for cx in rejected
             )
-        return "association rejected"
-    rejected = list(assoc.rejected_contexts)
-    if rejected and not assoc.accepted_contexts:
-        proposed = "; ".join(
-            f"{_name(str(cx.abstract_syntax))} in {', '.join(_name(str(t)) for t in cx.transfer_syntax)}"
-            for cx in rejected
-        )
-        return f"the peer accepted no presentation context (proposed: {proposed})"
-    if assoc.is_aborted:
-        return "association aborted"
-    return "no association (peer not answering)"
+            return f"the peer accepted no presentation context (proposed: {proposed})"
+        if assoc.is_aborted:
+            if self.abort:
+                return f"association aborted: {self.abort[-1]}"
+            return "association aborted"
+        return "no association (peer not answering)"
 
 
 def _connection_problem(peer: Peer, timeout: float = 5.0) -> str:
@@ -145,7 +153,7 @@ def _connection_problem(peer: Peer, timeout: float = 5.0) -> str:
         return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
 
 
-def _associate(ae: AE, peer: Peer) -> Association:
+def _associate(ae: AE, peer: Peer) -> _Link:
     """Associate and switch Nagle's algorithm off on the connection: pynetdicom writes a C-STORE
     as separate PDUs (command, then data set), and with Nagle the second waits ~40 ms for the
     peer's delayed ACK - 50 ms per small instance instead of a few. Raises DeliveryError when the
@@ -157,12 +165,22 @@ def _associate(ae: AE, peer: Peer) -> Association:
         raise DeliveryError(f"cannot resolve host {host!r}: {exc.strerror or exc}") from exc
     except UnicodeError as exc:
         raise DeliveryError(f"cannot resolve host {host!r}: {exc}") from exc
+    aborts: list[str] = []
     connected: list[bool] = []
+
+    def on_acse(event: Event) -> None:
+        primitive = event.primitive  # type: ignore[attr-defined]
+        if isinstance(primitive, A_ABORT | A_P_ABORT):
+            aborts.append(describe_abort(primitive))
+
     assoc = ae.associate(
         host,
         port,
         ae_title=peer.ae_title,
-        evt_handlers=[(evt.EVT_CONN_OPEN, lambda _: connected.append(True))],
+        evt_handlers=[
+            (evt.EVT_ACSE_RECV, on_acse),
+            (evt.EVT_CONN_OPEN, lambda _: connected.append(True)),
+        ],
     )
     if not connected and not assoc.is_established:
         # pynetdicom only logs why; a second try says it (made only when nothing connected)
@@ -170,7 +188,7 @@ def _associate(ae: AE, peer: Peer) -> Association:
     sock = assoc.dul.socket.socket if assoc.is_established and assoc.dul.socket is not None else None
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return assoc
+    return _Link(assoc, aborts)
 
 
 def echo(peer: Peer, calling_ae: str = "DICOMNODE", timeout: float = 30.0) -> int:
@@ -179,18 +197,19 @@ def echo(peer: Peer, calling_ae: str = "DICOMNODE", timeout: float = 30.0) -> in
     ae = _make_ae(calling_ae, timeout)
     ae.add_requested_context(Verification)
     try:
-        assoc = _associate(ae, peer)
+        link = _associate(ae, peer)
     except DeliveryError as exc:
         raise DeliveryError(f"C-ECHO to {peer}: {exc}") from exc
+    assoc = link.assoc
     if not assoc.is_established:
-        raise DeliveryError(f"C-ECHO to {peer}: {_failure_reason(assoc)}")
+        raise DeliveryError(f"C-ECHO to {peer}: {link.failure()}")
     try:
         rsp = assoc.send_c_echo()
     finally:
         if assoc.is_established:
             assoc.release()
     if "Status" not in rsp:
-        raise DeliveryError(f"C-ECHO to {peer}: no response ({_failure_reason(assoc)})")
+        raise DeliveryError(f"C-ECHO to {peer}: no response ({link.failure()})")
     return int(rsp.Status)
 
 
@@ -372,13 +391,14 @@ def _send_batch(
     for sop_class in sorted(_needing_fallback([p for _, p in batch])):
         ae.add_requested_context(sop_class, list(FALLBACK_SYNTAXES))
     try:
-        assoc = _associate(ae, peer)
+        link = _associate(ae, peer)
     except DeliveryError as exc:
         for index, item in batch:
             done(index, SendResult(item.path, None, str(exc)))
         return
+    assoc = link.assoc
     if not assoc.is_established:
-        reason = _failure_reason(assoc)
+        reason = link.failure()
         for index, item in batch:
             done(index, SendResult(item.path, None, reason))
         return
@@ -388,7 +408,7 @@ def _send_batch(
             if stop is not None and stop.is_set():
                 raise _Stopped
             if not assoc.is_established:
-                done(index, SendResult(item.path, None, _failure_reason(assoc)))
+                done(index, SendResult(item.path, None, link.failure()))
                 continue
             syntaxes = accepted.get(item.sop_class, set())
             try:
@@ -417,7 +437,7 @@ def _send_batch(
                 comment = str(rsp.get("ErrorComment", "") or "")
                 done(index, SendResult(item.path, status, comment))
             else:
-                done(index, SendResult(item.path, None, f"no response: {_failure_reason(assoc)}"))
+                done(index, SendResult(item.path, None, f"no response: {link.failure()}"))
     except _Stopped:  # another thread was interrupted: end this association too
         if assoc.is_established:
             assoc.abort()
