@@ -76,6 +76,7 @@ class Node:
         self.retention: RetentionService | None = None
         self.server: ScpServer | None = None
         self._watchers: list[_Stoppable] = []
+        self._owned_executor: Any = None
         self._started = False
 
     # ------------------------------------------------------------------ properties
@@ -143,7 +144,7 @@ class Node:
                 empty_result=cfg.inference.empty_result,
                 max_attempts=cfg.inference.max_attempts,
                 on_deliveries=self.sender.wake,
-                threads=cfg.inference.workers,
+                threads=self._worker_threads(),
                 clock=self._clock,
             )
             self.worker.start()
@@ -204,6 +205,9 @@ class Node:
             if part is not None:
                 part.stop()  # a running job gets a moment to finish; else it is recovered at start
         self.retention = self.completion = self.worker = self.sender = None
+        if self._owned_executor is not None:
+            self._owned_executor.close()
+            self._owned_executor = None
         if self.journal is not None:
             self.journal.close()
             self.journal = None
@@ -257,14 +261,46 @@ class Node:
         except InferenceError as exc:
             raise ConfigError(f"model spec {self.config.model_spec}: {exc}") from exc
 
+    def _worker_threads(self) -> int:
+        executor = self.config.inference.executor
+        # a Ray job's thread only waits on the cluster: one per job in flight there
+        return executor.max_in_flight if executor.kind == "ray" else self.config.inference.workers
+
     def _build_executor(self, catalog: Any) -> Executor:
         from inference.executor import InProcessExecutor
 
+        if self.config.inference.executor.kind == "ray":
+            return self._build_ray_executor(catalog)
         return InProcessExecutor(
             catalog,
             device=self.config.inference.device,
             max_models=self.config.inference.predictor_cache_size,
         )
+
+    def _build_ray_executor(self, catalog: Any) -> Executor:
+        from inference.ray_executor import RayExecutor, RaySettings
+
+        ex = self.config.inference.executor
+        assert ex.kind == "ray"
+        executor = RayExecutor(
+            RaySettings(
+                spec_path=Path(catalog.spec_path),
+                address=ex.address,
+                actors=ex.actors,
+                num_cpus_per_actor=ex.num_cpus_per_actor,
+                num_gpus_per_actor=ex.num_gpus_per_actor,
+                memory_mb_per_actor=ex.memory_mb_per_actor,
+                predictor_cache_size=self.config.inference.predictor_cache_size,
+                max_in_flight=ex.max_in_flight,
+                max_actor_attempts=ex.max_actor_attempts,
+                data=ex.data,
+                connect_timeout_seconds=ex.connect_timeout_seconds,
+                actor_start_timeout_seconds=ex.actor_start_timeout_seconds,
+                retry_delay_seconds=ex.retry_delay_seconds,
+            )
+        )
+        self._owned_executor = executor  # closed at stop (its bridge process and actors end)
+        return executor
 
     def _start_drop_folder(self, ingestor: Ingestor) -> None:
         watcher = DropFolder(self.storage_dir / "incoming", ingestor, called_ae=self.ae_title)

@@ -110,7 +110,8 @@ class Worker(LoopService):
         try:
             result = self._executor.run(request)
         except InsufficientGpuMemoryError as exc:
-            self._retry(job, _describe(exc), delay=self._retry_delay)
+            delay = getattr(exc, "retry_after", None)  # e.g. the Ray cluster is unreachable
+            self._retry(job, _describe(exc), delay=self._retry_delay if delay is None else float(delay))
             return
         except Exception as exc:
             logger.debug("job %d failed", job_id, exc_info=True)
