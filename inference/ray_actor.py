@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from inference.errors import InferenceError, InsufficientGpuMemoryError
+from inference.errors import InferenceError, RetryLater
 from inference.ray_jobs import OutputBlob, RayJob, RayReply, SeriesFile
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,11 @@ class PredictorActor:
                 names.extend([model.id, *model.aliases])
         return names
 
+    def expire(self) -> None:
+        self._executor.expire()
+
     def run(self, job: RayJob) -> RayReply:
-        from inference.executor import InferenceRequest
+        from inference.api import InferenceRequest
 
         scratch = Path(tempfile.mkdtemp(prefix="dicom-node-job-"))
         try:
@@ -62,7 +65,7 @@ class PredictorActor:
             request = InferenceRequest(inputs=inputs, output_dir=output_dir, **job.request)
             try:
                 result = self._executor.run(request)
-            except InsufficientGpuMemoryError as exc:
+            except RetryLater as exc:
                 return self._reply("retry", message=str(exc))
             except InferenceError as exc:
                 return self._reply("error", error_type=type(exc).__name__, message=str(exc))

@@ -7,7 +7,8 @@ cluster, so the driver lives here; when the cluster goes, this process says so (
 exits, the node's jobs wait (retry later), and the next job starts a fresh bridge.
 
 Messages (tuples over a ``multiprocessing`` connection)
-- node -> bridge: ``("run", id, RayJob)``, ``("stop",)``
+- node -> bridge: the :class:`RaySettings` first, then ``("run", id, RayJob)``, ``("expire",)``,
+  ``("stop",)``
 - bridge -> node: ``("ready", where)`` | ``("init_failed", why)`` once, then ``("done", id,
   RayReply)`` per job and ``("lost", why)`` just before exiting when the cluster is gone.
 
@@ -152,6 +153,13 @@ class Bridge:
             if group:
                 return min(group, key=lambda s: s.busy)
         return None
+
+    def expire(self) -> None:
+        """Every placed actor drops its warm predictors (after the jobs queued on it)."""
+        for slot in self.slots:
+            if slot.placed:
+                slot.handle.expire.remote()
+                slot.warm = set()
 
     # ------------------------------------------------------------------ jobs
 
@@ -309,7 +317,10 @@ def main(conn: Connection) -> None:
                 message = conn.recv()
                 if message[0] == "stop":
                     return
-                bridge.submit(message[1], message[2])
+                if message[0] == "expire":
+                    bridge.expire()
+                else:
+                    bridge.submit(message[1], message[2])
             bridge.step(timeout=0.05)
         send(("lost", f"Ray cluster at {settings.address} became unreachable"))
     except (EOFError, OSError):

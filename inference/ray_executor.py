@@ -9,8 +9,8 @@ back into the request's ``output_dir`` (temp file, fsync, rename), as the in-pro
 
 Failures, as the node's worker sees them:
 - the cluster is unreachable (at the first job, or later: the bridge reports it and exits):
-  :class:`ClusterUnavailableError`, a retry-later error; the job goes back to the queue with the
-  reason and runs when the cluster is back;
+  :class:`ClusterUnavailableError`, an :class:`~inference.api.RetryLater`: the job goes back to
+  the queue with the reason and runs when the cluster is back;
 - an actor died under the job: retried on another actor inside the bridge (bounded), reported in
   the result's warnings (journal events) and its ``cluster_attempts`` timing; past the bound the
   job fails like any failed job;
@@ -33,8 +33,8 @@ from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from inference.errors import InferenceError, InsufficientGpuMemoryError
-from inference.pipeline import InferenceRequest, InferenceResult, OutputFile
+from inference.api import InferenceRequest, InferenceResult, OutputFile, RetryLater
+from inference.errors import InferenceError
 from inference.ray_jobs import OutputBlob, RayJob, RayReply, RaySettings, SeriesFile
 
 __all__ = ["ClusterUnavailableError", "RayExecutor", "RaySettings", "RemoteInferenceError"]
@@ -42,13 +42,9 @@ __all__ = ["ClusterUnavailableError", "RayExecutor", "RaySettings", "RemoteInfer
 logger = logging.getLogger(__name__)
 
 
-class ClusterUnavailableError(InsufficientGpuMemoryError):
-    """The Ray cluster cannot take the job now (unreachable, no actor placed): retry later.
-    ``retry_after``: seconds to wait before the next try."""
-
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+class ClusterUnavailableError(RetryLater):
+    """The Ray cluster cannot take the job now (unreachable, no actor placed): retry after
+    ``retry_after`` seconds."""
 
 
 class RemoteInferenceError(InferenceError):
@@ -104,6 +100,10 @@ class _BridgeClient:
                 self._futures.pop(job_id, None)
                 raise ConnectionError(f"the Ray bridge process is gone: {exc}") from exc
         return future
+
+    def expire(self) -> None:
+        with self._lock, contextlib.suppress(OSError, ValueError):
+            self._conn.send(("expire",))
 
     def _read(self) -> None:
         why = "the Ray bridge process ended"
@@ -164,6 +164,13 @@ class RayExecutor:
         if reply.status == "error":
             raise RemoteInferenceError(f"{reply.error_type} on Ray actor {reply.actor}: {reply.message}")
         return self._result(request, reply)
+
+    def expire(self) -> None:
+        """Drop the warm predictors of every actor (the next jobs load their models again)."""
+        with self._lock:
+            bridge = self._bridge
+        if bridge is not None and bridge.lost is None:
+            bridge.expire()
 
     def close(self) -> None:
         with self._lock:
