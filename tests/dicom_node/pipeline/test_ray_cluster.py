@@ -79,7 +79,7 @@ def test_a_series_sent_over_dicom_is_segmented_on_an_actor_as_in_process(
 ) -> None:
     dest_port, out = destination
     files = phantom_series(tmp_path / "ct", slices=12)
-    with Node(ray_config(tmp_path, dest_port, cluster)) as node:
+    with Node(ray_config(tmp_path, dest_port, cluster, actors=1)) as node:
         assert storescu(node.port, files).returncode == 0
         [(uid, [seg_path])] = wait_for(lambda: received_segs(out), timeout=180, what="SEG").items()
         [job] = journal_of(node).list_jobs()
@@ -122,7 +122,7 @@ def test_jobs_wait_while_the_cluster_is_down_and_complete_after_a_restart(
     dest_port, out = destination
     first = phantom_series(tmp_path / "ct1", slices=8, seed=1)
     second = phantom_series(tmp_path / "ct2", slices=8, seed=2)
-    with Node(ray_config(tmp_path, dest_port, cluster)) as node:
+    with Node(ray_config(tmp_path, dest_port, cluster, actors=1)) as node:
         journal = journal_of(node)
         assert storescu(node.port, first).returncode == 0
         wait_for(lambda: len(received_segs(out)) == 1, timeout=180, what="first SEG")
