@@ -70,6 +70,7 @@ class _BridgeClient:
         self._ids = itertools.count(1)
         self.lost: str | None = None
         self._closing = False
+        self._address = settings.address
         self.where = self._handshake(settings)
         self._reader = threading.Thread(target=self._read, name="ray-bridge-reader", daemon=True)
         self._reader.start()
@@ -106,7 +107,7 @@ class _BridgeClient:
             self._conn.send(("expire",))
 
     def _read(self) -> None:
-        why = "the Ray bridge process ended"
+        why = ""
         try:
             while True:
                 message = self._conn.recv()
@@ -120,6 +121,13 @@ class _BridgeClient:
                     break
         except (EOFError, OSError):
             pass
+        if not why:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(5)
+            why = (
+                f"the Ray driver process exited (code {self.process.returncode}): the cluster at "
+                f"{self._address}, or the Ray node on this machine, is gone"
+            )
         with self._lock:
             self.lost = why
             waiting, self._futures = list(self._futures.values()), {}
