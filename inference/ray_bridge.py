@@ -20,6 +20,7 @@ so. Series bytes are put in the object store once per job and reused by its retr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -72,8 +73,7 @@ class _Slot:
 @dataclass
 class _Task:
     job_id: int
-    job: RayJob
-    job_ref: Any
+    job_ref: Any  # the RayJob in the object store (its bytes are not kept here)
     models: tuple[str, ...]
     queued_at: float
     attempt: int = 0
@@ -168,7 +168,6 @@ class Bridge:
             job = _with_bytes(job)
         task = _Task(
             job_id=job_id,
-            job=job,
             job_ref=self.ray.put(job),
             models=tuple(job.request.get("models", ())),
             queued_at=time.monotonic(),
@@ -218,6 +217,8 @@ class Bridge:
         where = task.tried[-1] if task.tried else f"actor {slot.index}"
         if replace:
             logger.warning("actor %s died: %s; starting a replacement", where, type(exc).__name__)
+            with contextlib.suppress(Exception):  # unreachable rather than dead: free its resources
+                self.ray.kill(slot.handle, no_restart=True)
             self._start_actor(slot)
         note = f"Ray actor {where} died during attempt {task.attempt}"
         if task.attempt >= self.settings.max_actor_attempts:

@@ -11,7 +11,7 @@ import pytest
 from inference.api import InferenceRequest, RetryLater
 from inference.ray_bridge import Bridge, _Slot, _Task
 from inference.ray_executor import RayExecutor, RaySettings, RemoteInferenceError
-from inference.ray_jobs import OutputBlob, RayJob
+from inference.ray_jobs import OutputBlob
 from tests.support.tools import free_port
 
 SPEC = Path(__file__).resolve().parents[2] / "model-serve-spec.yaml"
@@ -40,8 +40,7 @@ def _bridge(slots: list[_Slot]) -> Bridge:
 
 
 def _task(models: tuple[str, ...], tried: list[str] | None = None) -> _Task:
-    job = RayJob(inputs=[], request={"models": list(models)})
-    return _Task(job_id=1, job=job, job_ref=None, models=models, queued_at=0.0, tried=tried or [])
+    return _Task(job_id=1, job_ref=None, models=models, queued_at=0.0, tried=tried or [])
 
 
 def _slot(index: int, *, busy: int = 0, warm: set[str] | None = None, placed: bool = True) -> _Slot:
