@@ -122,7 +122,8 @@ def test_jobs_wait_while_the_cluster_is_down_and_complete_after_a_restart(
     dest_port, out = destination
     first = phantom_series(tmp_path / "ct1", slices=8, seed=1)
     second = phantom_series(tmp_path / "ct2", slices=8, seed=2)
-    with Node(ray_config(tmp_path, dest_port, cluster, actors=1)) as node:
+    # shared_path: actors read the spool and write the SEG in place (one machine shares all paths)
+    with Node(ray_config(tmp_path, dest_port, cluster, actors=1, data="shared_path")) as node:
         journal = journal_of(node)
         assert storescu(node.port, first).returncode == 0
         wait_for(lambda: len(received_segs(out)) == 1, timeout=180, what="first SEG")
@@ -136,7 +137,7 @@ def test_jobs_wait_while_the_cluster_is_down_and_complete_after_a_restart(
         )
         assert cluster.address in (waiting[0].error or ""), waiting[0]  # why it waits
 
-        cluster.restart(workers=1)
+        cluster.restart(workers=0)  # the head alone has room for the one actor
         wait_for(lambda: len(received_segs(out)) == 2, timeout=240, what="second SEG after the restart")
         jobs = journal.list_jobs()
     assert sorted(j.state for j in jobs) == ["done", "done"]
