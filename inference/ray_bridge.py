@@ -37,6 +37,7 @@ from inference.ray_jobs import RayJob, RayReply, RaySettings, SeriesFile
 logger = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
+RESTART_PAUSE_SECONDS = 5.0  # between tries to start an actor that failed to start
 
 
 def gcs_host_port(address: str) -> tuple[str, int] | None:
@@ -67,7 +68,7 @@ class _Slot:
     name: str = ""
     busy: int = 0
     warm: set[str] = field(default_factory=set)
-    created_at: float = 0.0
+    restart_at: float | None = None  # after a failed start: when to try again
 
 
 @dataclass
@@ -95,6 +96,7 @@ class Bridge:
             self._start_actor(slot)
         self.waiting: list[_Task] = []
         self.running: dict[Any, tuple[_Task, _Slot, Any]] = {}
+        self.start_error = ""
 
     # ------------------------------------------------------------------ actors
 
@@ -116,11 +118,14 @@ class Bridge:
             num_threads=threads,
         )
         slot.ready_ref = slot.handle.ready.remote()
-        slot.placed, slot.name, slot.busy, slot.warm = False, "", 0, set()
-        slot.created_at = time.monotonic()
+        slot.placed, slot.name, slot.busy, slot.warm, slot.restart_at = False, "", 0, set(), None
 
     def _check_placed(self) -> None:
-        pending = [slot for slot in self.slots if not slot.placed]
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.restart_at is not None and now >= slot.restart_at:
+                self._start_actor(slot)
+        pending = [slot for slot in self.slots if not slot.placed and slot.restart_at is None]
         if not pending:
             return
         refs = [slot.ready_ref for slot in pending]
@@ -132,8 +137,10 @@ class Bridge:
                     slot.placed = True
                     logger.info("actor %d ready on %s", slot.index, slot.name)
                 except self.ray.exceptions.RayError as exc:
-                    logger.warning("actor %d failed to start: %s; starting another", slot.index, exc)
-                    self._start_actor(slot)
+                    # e.g. the spec or a model folder missing on that worker: say so, try again later
+                    self.start_error = _last_line(exc)
+                    logger.warning("actor %d failed to start: %s", slot.index, exc)
+                    slot.restart_at = now + RESTART_PAUSE_SECONDS
 
     def _choose(self, task: _Task) -> _Slot | None:
         placed = [s for s in self.slots if s.placed]
@@ -226,6 +233,7 @@ class Bridge:
             self._reply(task, RayReply("error", error_type="ActorDiedError", message=message))
             return
         task.warnings.append(f"{note}; retried on another actor")
+        task.queued_at = time.monotonic()  # the wait for a placed actor starts again
         self.waiting.append(task)
 
     def _reply(self, task: _Task, reply: RayReply) -> None:
@@ -236,11 +244,18 @@ class Bridge:
     def _no_actor_message(self) -> str:
         s = self.settings
         memory = f", {self._memory // MIB} MB memory" if self._memory else ""
+        failed = f"; last start failure: {self.start_error}" if self.start_error else ""
         return (
             f"no predictor actor could be placed on the Ray cluster within "
             f"{s.actor_start_timeout_seconds:.0f} s (each needs {s.num_cpus_per_actor:g} CPU, "
-            f"{s.num_gpus_per_actor:g} GPU{memory})"
+            f"{s.num_gpus_per_actor:g} GPU{memory}){failed}"
         )
+
+
+def _last_line(exc: BaseException) -> str:
+    """The last line of an error Ray wraps with a traceback (the exception itself), shortened."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else repr(exc))[:300]
 
 
 def _actor_class() -> type:
