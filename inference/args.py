@@ -308,6 +308,23 @@ def parse_args(values: Mapping[str, Any] | None, *, where: str = "inference argu
         raise ArgsError(f"{where}: {describe_validation_error(exc)}") from exc
 
 
+def args_problems(values: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """Every problem of ``values`` as ``(key, message)``: unknown keys and invalid values, each key
+    on its own (fields are validated independently, so checking them one by one is exact)."""
+    problems: list[tuple[str, str]] = []
+    known = sorted(InferenceArgs.model_fields)
+    for key, value in dict(values or {}).items():
+        if key not in InferenceArgs.model_fields:
+            problems.append((str(key), f"unknown parameter; known: {', '.join(known)}"))
+            continue
+        try:
+            InferenceArgs.model_validate({key: value})
+        except ValidationError as exc:
+            message = describe_validation_error(exc)
+            problems.append((key, message.removeprefix(f"{key}: ")))
+    return problems
+
+
 def merge(
     defaults: InferenceArgs | None, overrides: Mapping[str, Any] | InferenceArgs | None
 ) -> InferenceArgs:

@@ -24,14 +24,16 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from inference.args import StageArgs
 from inference.errors import PredictionError
 from inference.postprocess import PostprocessOptions, intersect_components, postprocess
-from inference.predictors import Prediction
+
+if TYPE_CHECKING:  # predictors imports torch; planning stays importable without it
+    from inference.predictors import Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -242,6 +244,8 @@ def crop_box(mask: np.ndarray, padding: int | float | None) -> tuple[slice, ...]
 
 
 def _paste(prediction: Prediction, box: tuple[slice, ...], shape: tuple[int, ...]) -> Prediction:
+    from inference.predictors import Prediction
+
     labels = np.zeros(shape, dtype=prediction.labels.dtype)
     labels[box] = prediction.labels
     probs = None

@@ -24,11 +24,12 @@ import numpy as np
 import SimpleITK as sitk
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from inference.args import InferenceArgs, StageArgs, merge, parse_args
-from inference.cascade import Stage, StageResult, StageRunner, plan_stages, run_cascade
-from inference.errors import InferenceError, PredictionError
+from inference.args import StageArgs
+from inference.cascade import Stage, StageResult, StageRunner, run_cascade
+from inference.errors import InferenceError
 from inference.nifti import write_nifti
 from inference.predictors import Prediction, PredictorCache
+from inference.request_check import plan_request
 from inference.series import SourceSeries, load_series
 from inference.spec import ModelCatalog
 from inference.volume import Geometry, Volume
@@ -195,39 +196,16 @@ class Pipeline:
 
     # ------------------------------------------------------------------ planning
 
-    def _stage_args_factory(
-        self, request_args: InferenceArgs, raw: dict[str, Any]
-    ) -> Callable[[str, int | None], StageArgs]:
-        per_stage = set(request_args.stage_counts())
-        shared = {k: v for k, v in raw.items() if k not in per_stage}
-
-        def stage_args(model_id: str, index: int | None) -> StageArgs:
-            model = self.catalog.resolve(model_id)
-            if index is None:
-                merged = merge(model.default_args, shared)
-                return merged.for_stage(0)
-            return merge(model.default_args, raw).for_stage(index)
-
-        return stage_args
-
     def plan(self, request: InferenceRequest) -> list[Stage]:
         """Resolve models and arguments into stages; raises before any file is read."""
-        request_args = parse_args(request.args, where="request arguments")
-        request_args.check_stages(len(request.models))
-        stages = plan_stages(
+        return plan_request(
+            self.catalog,
             request.models,
+            request.args,
             n_series=len(request.inputs),
-            channels=lambda m: len(self.catalog.resolve(m).channel_names),
-            canonical=lambda m: self.catalog.resolve(m).id,
-            stage_args=self._stage_args_factory(request_args, dict(request.args)),
             stage_inputs=request.stage_inputs,
             save_probabilities=request.nifti_probabilities,
         )
-        for stage in stages:
-            self.catalog.resolve(stage.model).check_stage(stage.args)
-            if stage.args.save_rt_struct_output:
-                raise PredictionError(f"model {stage.model}: RTSTRUCT output is not supported; use the SEG")
-        return stages
 
     # ------------------------------------------------------------------ running
 

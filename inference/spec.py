@@ -106,16 +106,23 @@ class ResolvedModel:
                 return tuple(sorted(numbered))
             if checkpoint_name in self.folds.get("all", ()):
                 return ("all",)
-            raise ArgsError(f"model {self.id!r}: no fold folder holds {checkpoint_name} ({self.model_dir})")
+            raise ArgsError(
+                f"model {self.id!r}: no fold folder holds {checkpoint_name} ({self.model_dir})",
+                key="checkpoint_name",
+            )
         selected: list[Fold] = []
         for fold in use_folds:
             if fold not in self.folds:
                 have = ", ".join(str(f) for f in self.folds)
-                raise ArgsError(f"model {self.id!r}: fold {fold} not found in {self.model_dir} (have {have})")
+                raise ArgsError(
+                    f"model {self.id!r}: fold {fold} not found in {self.model_dir} (have {have})",
+                    key="use_folds",
+                )
             if checkpoint_name not in self.folds[fold]:
                 have = ", ".join(self.folds[fold]) or "none"
                 raise ArgsError(
-                    f"model {self.id!r}: fold_{fold} has no {checkpoint_name} (checkpoints there: {have})"
+                    f"model {self.id!r}: fold_{fold} has no {checkpoint_name} (checkpoints there: {have})",
+                    key="checkpoint_name",
                 )
             selected.append(fold)
         return tuple(selected)
@@ -300,11 +307,17 @@ def _resolve(
         configuration=folder.configuration,
         totalseg=task,
     )
+    from inference.request_check import output_problems  # it imports this module
+
     try:
-        model.check_stage(default_args.for_stage(0))
+        stage = default_args.for_stage(0)
+        model.check_stage(stage)
     except ArgsError as exc:
         detail = str(exc).removeprefix(f"model {mid!r}: ")
         raise SpecError(f"model {mid!r}: invalid default_args: {detail}") from exc
+    for problem in output_problems(mid, stage):
+        detail = problem.message.removeprefix(f"model {mid!r}: ")
+        raise SpecError(f"model {mid!r}: invalid default_args.{problem.key}: {detail}")
     return model
 
 

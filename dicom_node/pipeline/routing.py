@@ -223,6 +223,18 @@ def job_specs(rules: Sequence[RuleConfig]) -> list[JobSpec]:
     ]
 
 
+def rule_args_problems(rule: RuleConfig, catalog: ModelResolver) -> list[str]:
+    """What is wrong with a rule's inference arguments for the models it names, one line per
+    argument at fault (see :mod:`inference.request_check`). Needs a real model catalog; a stand-in
+    resolver (tests of routing alone) checks nothing here."""
+    from inference.request_check import request_problems
+    from inference.spec import ModelCatalog
+
+    if not isinstance(catalog, ModelCatalog):
+        return []
+    return [p.describe() for p in request_problems(catalog, rule.models, rule.args)]
+
+
 @dataclass(frozen=True)
 class RuleSet:
     """An immutable, validated, ordered set of rules. Build it with :meth:`build` or
@@ -239,7 +251,8 @@ class RuleSet:
         destinations: Mapping[str, Any] | None = None,
     ) -> RuleSet:
         """Validate ``rules``: unique names, destinations among ``destinations`` (when given), every
-        model id/alias resolvable by ``catalog`` (when given). Raises :class:`ConfigError` listing
+        model id/alias resolvable by ``catalog`` (when given) and the rule's ``args`` valid for those
+        models (:func:`rule_args_problems`). Raises :class:`ConfigError` listing
         every problem, one per line, each naming the rule."""
         problems: list[str] = []
         seen: set[str] = set()
@@ -255,11 +268,15 @@ class RuleSet:
                             f"rule {rule.name!r}: unknown destination {dest!r} (configured: {known})"
                         )
             if catalog is not None:
+                unknown = False
                 for model in rule.models:
                     try:
                         catalog.resolve(model)
                     except Exception as exc:  # the catalog's own error type; reported, not swallowed
+                        unknown = True
                         problems.append(f"rule {rule.name!r}: model {model!r} not in the model spec: {exc}")
+                if not unknown:
+                    problems.extend(f"rule {rule.name!r}: {p}" for p in rule_args_problems(rule, catalog))
         if problems:
             raise ConfigError("\n".join(problems))
         return cls(tuple(rules))
