@@ -303,33 +303,69 @@ class Pipeline:
         return sources
 
     def _write_seg(self, done: Segmentation, index: int, request: InferenceRequest) -> list[OutputFile]:
-        """Build and write stage ``index``'s SEG (none for an empty result with ``skip``)."""
+        """Stage ``index``'s DICOM outputs: its SEG (none for an empty result with ``skip``), an
+        RTSTRUCT with ``save_rt_struct_output``, a FRACTIONAL SEG of its probabilities with
+        ``save_proba_map``."""
+        from inference.rtstruct import build_rtstruct
         from inference.seg import build_seg, write_seg
+        from inference.seg_fractional import build_fractional_seg
 
         stage_result = done.results[index]
+        args = stage_result.stage.args
         model = self.catalog.resolve(stage_result.stage.model)
         source = done.sources[0]
         variant = uid_variant(done.stages, index, lambda m: self.catalog.resolve(m).default_args.for_stage(0))
-        dataset = build_seg(
-            stage_result.labels,
-            source.headers,
-            model,
-            empty_result=request.empty_result,
-            frame_order=source.frame_order,
-            uid_variant=variant,
-        )
-        if dataset is None:
+        if stage_result.empty and request.empty_result == "skip":
+            logger.info("model %s, series %s: empty result, no DICOM output", model.id, source.series_uid)
             return []
-        suffix = f"-{stage_result.stage.args.suffix}" if stage_result.stage.args.suffix else ""
-        path = write_seg(dataset, request.output_dir / f"seg-{model.id}{suffix}.dcm")
-        return [
-            OutputFile(
-                path=path,
-                kind="seg",
-                sop_instance_uid=str(dataset.SOPInstanceUID),
-                sop_class_uid=str(dataset.SOPClassUID),
+        name = f"{model.id}-{args.suffix}" if args.suffix else model.id
+        datasets = [
+            (
+                "seg",
+                f"seg-{name}.dcm",
+                build_seg(
+                    stage_result.labels,
+                    source.headers,
+                    model,
+                    empty_result=request.empty_result,
+                    frame_order=source.frame_order,
+                    uid_variant=variant,
+                ),
             )
         ]
+        if args.save_rt_struct_output:
+            rtstruct = build_rtstruct(
+                stage_result.labels,
+                done.reference,
+                source.headers,
+                model,
+                frame_order=source.frame_order,
+                uid_variant=variant,
+            )
+            datasets.append(("rtstruct", f"rtstruct-{name}.dcm", rtstruct))
+        if args.save_proba_map and stage_result.probabilities is not None:
+            fractional = build_fractional_seg(
+                stage_result.probabilities,
+                source.headers,
+                model,
+                frame_order=source.frame_order,
+                uid_variant=variant,
+            )
+            datasets.append(("seg", f"seg-{name}-probabilities.dcm", fractional))
+        outputs = []
+        for kind, filename, dataset in datasets:
+            if dataset is None:
+                continue
+            path = write_seg(dataset, request.output_dir / filename)
+            outputs.append(
+                OutputFile(
+                    path=path,
+                    kind=kind,
+                    sop_instance_uid=str(dataset.SOPInstanceUID),
+                    sop_class_uid=str(dataset.SOPClassUID),
+                )
+            )
+        return outputs
 
     def _write_nifti(self, request: InferenceRequest, done: Segmentation) -> list[OutputFile]:
         outputs: list[OutputFile] = []

@@ -8,8 +8,7 @@ known at load. Torch-free (the HTTP API and the configuration loader import it).
 
 Checked: argument names and types (:func:`inference.args.args_problems`), the arguments laid over each
 model's ``default_args``, per-stage list lengths against the number of stages, folds and checkpoints
-present in each model folder, the cascade's inputs (channel counts, ``from:`` references) and the
-output kinds asked for.
+present in each model folder, the cascade's inputs (channel counts, ``from:`` references).
 """
 
 from __future__ import annotations
@@ -74,8 +73,6 @@ def plan_request(
     )
     for stage in stages:
         catalog.resolve(stage.model).check_stage(stage.args)
-        for problem in output_problems(stage.model, stage.args):
-            raise ArgsError(problem.message, key=problem.key)
     return stages
 
 
@@ -114,8 +111,6 @@ def request_problems(
             model.check_stage(stage)
         except ArgsError as exc:
             problems.append(Problem(exc.key, str(exc)))
-            continue
-        problems.extend(output_problems(model.id, stage))
     if problems:
         return _unique(problems)
     try:
@@ -125,13 +120,6 @@ def request_problems(
     except InferenceError as exc:
         problems.append(Problem(None, str(exc)))
     return _unique(problems)
-
-
-def output_problems(model_id: str, stage: StageArgs) -> list[Problem]:
-    """Output kinds a stage asks for that cannot be written."""
-    if stage.save_rt_struct_output:
-        return [Problem("save_rt_struct_output", f"model {model_id!r}: RTSTRUCT output is not supported yet")]
-    return []
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

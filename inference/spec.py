@@ -307,17 +307,11 @@ def _resolve(
         configuration=folder.configuration,
         totalseg=task,
     )
-    from inference.request_check import output_problems  # it imports this module
-
     try:
-        stage = default_args.for_stage(0)
-        model.check_stage(stage)
+        model.check_stage(default_args.for_stage(0))
     except ArgsError as exc:
         detail = str(exc).removeprefix(f"model {mid!r}: ")
         raise SpecError(f"model {mid!r}: invalid default_args: {detail}") from exc
-    for problem in output_problems(mid, stage):
-        detail = problem.message.removeprefix(f"model {mid!r}: ")
-        raise SpecError(f"model {mid!r}: invalid default_args.{problem.key}: {detail}")
     return model
 
 

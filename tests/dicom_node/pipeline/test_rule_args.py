@@ -38,7 +38,6 @@ INVALID = [
         "{checkpoint_name: checkpoint_best.pth}",
         "rule 'ct': args.checkpoint_name: model 'liver': fold_0 has no",
     ),
-    ("{save_rt_struct_output: true}", "rule 'ct': args.save_rt_struct_output: model 'liver': RTSTRUCT"),
     ("{proba_threshold: [0.5, 0.6]}", "rule 'ct': args.proba_threshold: 2 per-stage values but the rule"),
 ]
 
@@ -87,7 +86,13 @@ def test_every_problem_of_a_rule_gets_its_own_line(tmp_path: Path, spec: Path) -
 
 def test_valid_rule_args_pass(tmp_path: Path, spec: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "node.yaml"
-    path.write_text(config_text("{use_folds: [0], tta: true, proba_threshold: 0.4}"), encoding="utf-8")
+    path.write_text(
+        config_text(
+            "{use_folds: [0], tta: true, proba_threshold: 0.4,"
+            " save_rt_struct_output: true, save_proba_map: true}"
+        ),
+        encoding="utf-8",
+    )
     assert main(["config", "validate", str(path)]) == 0
     assert "OK: 2 rules" in capsys.readouterr().out
 
