@@ -29,7 +29,7 @@ from inference.cascade import Stage, StageResult, StageRunner, run_cascade
 from inference.errors import InferenceError
 from inference.nifti import write_nifti
 from inference.predictors import Prediction, PredictorCache
-from inference.request_check import plan_request
+from inference.request_check import plan_request, seg_each_stage
 from inference.series import SourceSeries, load_series
 from inference.spec import ModelCatalog
 from inference.volume import Geometry, Volume
@@ -276,7 +276,8 @@ class Pipeline:
         result.empty = final.empty
         request.output_dir.mkdir(parents=True, exist_ok=True)
         last = len(done.results) - 1
-        for index in range(last + 1) if request.seg_each_stage else [last]:
+        each = request.seg_each_stage or seg_each_stage(self.catalog, request.models, request.args)
+        for index in range(last + 1) if each else [last]:
             result.outputs.extend(self._write_seg(done, index, request))
         result.timings["seg_write"] = time.perf_counter() - t
         result.outputs.extend(self._write_nifti(request, done))

@@ -62,6 +62,8 @@ def plan_request(
     :class:`~inference.errors.InferenceError` (``ArgsError`` naming its key where one is at fault)."""
     request_args = parse_args(args, where="request arguments")
     request_args.check_stages(len(models))
+    if stage_inputs is None:
+        stage_inputs = _stage_inputs(catalog, models, request_args)
     stages = plan_stages(
         models,
         n_series=n_series,
@@ -74,6 +76,33 @@ def plan_request(
     for stage in stages:
         catalog.resolve(stage.model).check_stage(stage.args)
     return stages
+
+
+def _stage_inputs(
+    catalog: ModelCatalog, models: Sequence[str], args: InferenceArgs
+) -> list[list[int | str]] | None:
+    """Stage inputs from ``series_folders``: the request's, else each model's ``default_args`` one
+    (a model without it takes the first series it needs); None when nobody gives any."""
+    given = args.stage_inputs()
+    if given is not None:
+        if len(given) != len(models):
+            raise ArgsError(
+                f"series_folders gives {len(given)} stage input list(s) for {len(models)} model(s)",
+                key="series_folders",
+            )
+        return given
+    defaults = [catalog.resolve(m).default_args.stage_inputs() for m in models]
+    if all(d is None for d in defaults):
+        return None
+    return [
+        d[0] if d else list(range(len(catalog.resolve(m).channel_names)))
+        for m, d in zip(models, defaults, strict=True)
+    ]
+
+
+def seg_each_stage(catalog: ModelCatalog, models: Sequence[str], args: Mapping[str, Any]) -> bool:
+    """``seg_each_stage`` from the request's arguments over the last model's defaults."""
+    return merge(catalog.resolve(models[-1]).default_args, args).seg_each_stage
 
 
 def request_problems(
