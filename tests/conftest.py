@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from dicom_node.storage.journal import Journal
 
 
 @pytest.fixture(autouse=True)
 def _quiet_pynetdicom() -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    """A fresh journal per test, in a folder that does not exist yet (``tmp_path/var``)."""
+    j = Journal(tmp_path / "var" / "journal.sqlite")
+    yield j
+    j.close()

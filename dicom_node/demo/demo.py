@@ -37,6 +37,7 @@ from dicom_node.demo.seg_check import check_seg, dice_per_label
 from dicom_node.demo.store_receiver import ReceivedInstance, StoreReceiver
 from dicom_node.errors import DemoError, NodeError
 from dicom_node.net.peers import Peer
+from dicom_node.storage.journal import JobState
 
 logger = logging.getLogger(__name__)
 
@@ -208,9 +209,11 @@ def _wait_for_seg(receiver: StoreReceiver, node: Any, series_uid: str, timeout: 
             return next(i for i in got if i.sop_class_uid == SegmentationStorage)
         journal = node.journal
         if journal is not None:
-            failed = [j for j in journal.list_jobs(limit=20, state="failed") if j["series_uid"] == series_uid]
+            failed = [
+                j for j in journal.list_jobs(limit=20, state=JobState.FAILED) if j.series_uid == series_uid
+            ]
             if failed:
-                raise DemoError(f"inference failed: {failed[0].get('error') or 'no reason recorded'}")
+                raise DemoError(f"inference failed: {failed[0].error or 'no reason recorded'}")
     raise DemoError(f"no SEG arrived at the receiver within {timeout:.0f} s (see: dicom-node status)")
 
 
