@@ -198,15 +198,43 @@ class RuleConfig(_Strict):
 _RULES_ADAPTER: TypeAdapter[list[RuleConfig]] = TypeAdapter(list[RuleConfig])
 
 
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d{1,2})$")
+
+
 class InferenceSection(_Strict):
-    device: Literal["auto", "cuda", "cpu"] = "auto"
-    predictor_cache_size: int = Field(default=4, ge=1, le=64)
-    workers: int = Field(default=1, ge=1, le=16, description="inference jobs run at once")
+    device: str | list[str] = Field(
+        default="auto",
+        description="auto, cpu, cuda, cuda:N, or a list of cuda:N devices: one inference worker per device",
+    )
+    predictor_cache_size: int = Field(default=4, ge=1, le=64, description="warm predictors kept per device")
+    workers: int = Field(default=1, ge=1, le=16, description="inference jobs run at once on each device")
     empty_result: Literal["empty_seg", "skip"] = Field(
         default="empty_seg",
         description="what to send when a model finds nothing: a SEG with empty segments, or nothing",
     )
     max_attempts: int = Field(default=2, ge=1, le=10)
+
+    @field_validator("device")
+    @classmethod
+    def _v_device(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else value
+        if not names:
+            raise ValueError("device: name at least one device")
+        for name in names:
+            if not _DEVICE_RE.fullmatch(name.strip().lower()):
+                raise ValueError(f"device {name!r}: use auto, cpu, cuda, cuda:N or a list of cuda:N")
+        if isinstance(value, list):
+            if any(n.strip().lower() in ("auto", "cpu", "cuda") for n in names) and len(names) > 1:
+                raise ValueError("a device list names cuda:N devices only (auto, cpu, cuda stand alone)")
+            normal = [n.strip().lower() for n in names]
+            if len(set(normal)) != len(normal):
+                raise ValueError(f"device list names a device twice: {value}")
+        return value
+
+    @property
+    def devices(self) -> list[str]:
+        """The devices, one inference worker (and predictor cache) each."""
+        return [self.device] if isinstance(self.device, str) else list(self.device)
 
 
 class SendingSection(_Strict):

@@ -71,7 +71,8 @@ class Node:
         self.journal: Journal | None = None
         self.spool: Spool | None = None
         self.sender: Sender | None = None
-        self.worker: Worker | None = None
+        self.worker: Worker | None = None  # the first of ``workers``
+        self.workers: list[Worker] = []  # one per device
         self.completion: CompletionLoop | None = None
         self.retention: RetentionService | None = None
         self.server: ScpServer | None = None
@@ -122,9 +123,11 @@ class Node:
             self._rules = RuleSet.from_config(cfg, catalog)
         except ConfigError as exc:
             raise ConfigError(f"{cfg.config_path or 'config'}: rules: {exc}") from exc
-        executor = self._executor
-        if executor is None and catalog is not None:
-            executor = self._build_executor(catalog)
+        executors: list[Executor] = []
+        if self._executor is not None:
+            executors = [self._executor]
+        elif catalog is not None:
+            executors = [self._build_executor(catalog, device) for device in cfg.inference.devices]
 
         self.sender = Sender(
             journal,
@@ -135,8 +138,8 @@ class Node:
             clock=self._clock,
         )
         self.sender.start()
-        if executor is not None:
-            self.worker = Worker(
+        for executor in executors:
+            worker = Worker(
                 journal,
                 executor,
                 storage_dir=self.storage_dir,
@@ -146,8 +149,10 @@ class Node:
                 threads=cfg.inference.workers,
                 clock=self._clock,
             )
-            self.worker.start()
-        else:
+            worker.start()
+            self.workers.append(worker)
+        self.worker = self.workers[0] if self.workers else None
+        if not executors:
             logger.info("no model spec: received series are filed and routed, nothing is inferred")
         self.completion = CompletionLoop(
             journal,
@@ -188,7 +193,7 @@ class Node:
     def stop(self, grace_seconds: float = 5.0) -> None:
         """Stop accepting, finish the store in progress, stop the threads, close the journal.
         Safe to call more than once and after a failed start."""
-        for part in (self.retention, self.worker, self.completion, self.sender):
+        for part in (self.retention, *self.workers, self.completion, self.sender):
             if part is not None:
                 part.request_stop()  # no new jobs or sends from here on
         if self.server is not None:
@@ -200,10 +205,11 @@ class Node:
             except Exception:
                 logger.exception("stopping %s failed", type(watcher).__name__)
         self._watchers = []
-        for part in (self.retention, self.completion, self.worker, self.sender):
+        for part in (self.retention, self.completion, *self.workers, self.sender):
             if part is not None:
                 part.stop()  # a running job gets a moment to finish; else it is recovered at start
         self.retention = self.completion = self.worker = self.sender = None
+        self.workers = []
         if self.journal is not None:
             self.journal.close()
             self.journal = None
@@ -236,8 +242,8 @@ class Node:
             completion.wake()
 
     def _wake_workers(self) -> None:
-        if self.worker is not None:
-            self.worker.wake()
+        for worker in self.workers:
+            worker.wake()
 
     def _set_rules(self, rules: RuleSet) -> None:
         with self._rules_lock:
@@ -257,14 +263,15 @@ class Node:
         except InferenceError as exc:
             raise ConfigError(f"model spec {self.config.model_spec}: {exc}") from exc
 
-    def _build_executor(self, catalog: Any) -> Executor:
+    def _build_executor(self, catalog: Any, device: str) -> Executor:
         from inference.executor import InProcessExecutor
 
-        return InProcessExecutor(
-            catalog,
-            device=self.config.inference.device,
-            max_models=self.config.inference.predictor_cache_size,
-        )
+        try:
+            return InProcessExecutor(
+                catalog, device=device, max_models=self.config.inference.predictor_cache_size
+            )
+        except InferenceError as exc:
+            raise ConfigError(f"inference.device {device!r}: {exc}") from exc
 
     def _start_drop_folder(self, ingestor: Ingestor) -> None:
         watcher = DropFolder(self.storage_dir / "incoming", ingestor, called_ae=self.ae_title)
