@@ -7,8 +7,9 @@ passed explicitly to whatever needs it.
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -407,9 +408,23 @@ def load_config(path: Path | str) -> NodeConfig:
     return config_from_mapping(data, base_dir=path.parent, source=path)
 
 
-def config_from_mapping(data: dict[str, Any], *, base_dir: Path, source: Path | None = None) -> NodeConfig:
-    """Validate a configuration given as a mapping (relative paths against ``base_dir``)."""
+SPEC_ENV = "MODEL_SERVE_SPEC"
+
+
+def config_from_mapping(
+    data: dict[str, Any],
+    *,
+    base_dir: Path,
+    source: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> NodeConfig:
+    """Validate a configuration given as a mapping (relative paths against ``base_dir``). Without a
+    ``model_spec`` key, ``$MODEL_SERVE_SPEC`` names the model spec (nnunet_serve's variable; a
+    relative path is relative to the working directory)."""
     where: Path | str = source if source is not None else "<config>"
+    from_env = (os.environ if environ is None else environ).get(SPEC_ENV)
+    if "model_spec" not in data and from_env:
+        data = {**data, "model_spec": str(Path(from_env).expanduser().resolve())}
     try:
         cfg = NodeConfig.model_validate(data)
     except ValidationError as exc:
