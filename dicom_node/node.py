@@ -25,19 +25,21 @@ from dicom_node.config import NodeConfig
 from dicom_node.errors import ConfigError, NodeError
 from dicom_node.net.receive import Receiver, ScpServer
 from dicom_node.pipeline.completion import CompletionLoop
+from dicom_node.pipeline.executors import build_executors
 from dicom_node.pipeline.loop import Clock
 from dicom_node.pipeline.routing import RuleSet
 from dicom_node.pipeline.rules_watch import watch_config_rules
 from dicom_node.pipeline.sending import Sender
 from dicom_node.pipeline.worker import Worker
+from dicom_node.process import configure_process
 from dicom_node.storage.dropfolder import DropFolder
 from dicom_node.storage.filing import Spool
 from dicom_node.storage.ingest import Ingestor
 from dicom_node.storage.journal import Journal
 from dicom_node.storage.retention import RetentionService
 from dicom_node.storage.series_locks import SeriesLocks
+from inference.api import Executor
 from inference.errors import InferenceError
-from inference.executor import Executor
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +51,12 @@ class _Stoppable(Protocol):
 
 
 class Node:
-    """One DICOM node (see the module docstring). ``executor`` replaces the in-process nnU-Net
-    executor (tests, a remote executor); ``clock`` is the wall clock used for journal times;
-    ``retention_interval`` is the period of the retention sweep (the first runs after at most a minute)."""
+    """One DICOM node (see the module docstring). ``executor`` replaces the ones built from the config
+    (:func:`~dicom_node.pipeline.executors.build_executors`, one per device, each with its own
+    worker; tests, a remote executor) and stays the caller's to close; those built here are closed
+    by :meth:`stop`. ``clock`` is the wall clock
+    used for journal times; ``retention_interval`` is the period of the retention sweep (the first
+    runs after at most a minute)."""
 
     def __init__(
         self,
@@ -64,6 +69,7 @@ class Node:
         self.config = config
         self.storage_dir = Path(config.node.storage_dir)
         self._executor = executor
+        self._built_executors: list[Executor] = []  # built here from the config: closed by stop()
         self._clock = clock
         self._retention_interval = retention_interval
         self._rules_lock = threading.Lock()
@@ -108,6 +114,7 @@ class Node:
         if self._started:
             raise RuntimeError("the node is already started")
         self._started = True
+        configure_process()  # process-wide switches, before any of our threads runs
         cfg = self.config
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         (self.storage_dir / "outputs").mkdir(exist_ok=True)
@@ -127,7 +134,7 @@ class Node:
         if self._executor is not None:
             executors = [self._executor]
         elif catalog is not None:
-            executors = [self._build_executor(catalog, device) for device in cfg.inference.devices]
+            executors = self._built_executors = build_executors(cfg.inference, catalog)
 
         self.sender = Sender(
             journal,
@@ -210,6 +217,12 @@ class Node:
                 part.stop()  # a running job gets a moment to finish; else it is recovered at start
         self.retention = self.completion = self.worker = self.sender = None
         self.workers = []
+        for built in self._built_executors:
+            try:
+                built.close()
+            except Exception:
+                logger.exception("closing an executor failed")
+        self._built_executors = []
         if self.journal is not None:
             self.journal.close()
             self.journal = None
@@ -262,16 +275,6 @@ class Node:
             return load_model_spec(self.config.model_spec)
         except InferenceError as exc:
             raise ConfigError(f"model spec {self.config.model_spec}: {exc}") from exc
-
-    def _build_executor(self, catalog: Any, device: str) -> Executor:
-        from inference.executor import InProcessExecutor
-
-        try:
-            return InProcessExecutor(
-                catalog, device=device, max_models=self.config.inference.predictor_cache_size
-            )
-        except InferenceError as exc:
-            raise ConfigError(f"inference.device {device!r}: {exc}") from exc
 
     def _start_drop_folder(self, ingestor: Ingestor) -> None:
         watcher = DropFolder(self.storage_dir / "incoming", ingestor, called_ae=self.ae_title)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import dicom_node
+from dicom_node.demo.bundled import demo_model_spec
 from inference.errors import InferenceError
 from inference.series import group_series_files
 
@@ -26,19 +26,14 @@ SPEC_NAME = "model-serve-spec.yaml"
 SPEC_ENV = "MODEL_SERVE_SPEC"
 
 
-def bundled_spec() -> Path:
-    """The spec shipped at the repository root (next to the ``dicom_node`` package)."""
-    return Path(dicom_node.__file__).resolve().parent.parent / SPEC_NAME
-
-
 def default_spec(cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
-    """``$MODEL_SERVE_SPEC`` when set, else ``./model-serve-spec.yaml`` when present, else the
-    bundled one."""
+    """``$MODEL_SERVE_SPEC`` when set, else ``./model-serve-spec.yaml`` when present, else the one
+    shipped in the package (the demo model)."""
     from_env = (os.environ if environ is None else environ).get(SPEC_ENV)
     if from_env:
         return Path(from_env).expanduser().resolve()
     local = (cwd or Path.cwd()) / SPEC_NAME
-    return local if local.is_file() else bundled_spec()
+    return local if local.is_file() else demo_model_spec()
 
 
 def _folds(values: list[str]) -> list[int] | str:
@@ -132,7 +127,8 @@ def _series_files(folder: Path) -> list[Path]:
 
 def predict(ns: argparse.Namespace) -> list[Path]:
     """Run the request described by the parsed arguments; the paths written."""
-    from inference.executor import InferenceRequest, InProcessExecutor
+    from inference.api import InferenceRequest
+    from inference.executor import InProcessExecutor
 
     spec = ns.spec or default_spec()
     if not spec.is_file():

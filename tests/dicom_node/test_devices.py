@@ -11,6 +11,7 @@ import pytest
 from dicom_node.config import config_from_mapping
 from dicom_node.errors import ConfigError
 from dicom_node.node import Node
+from dicom_node.pipeline import executors
 from inference.executor import InferenceRequest, InferenceResult
 from tests.support.fake_model import make_model_folder, write_spec
 
@@ -55,15 +56,21 @@ class StandIn:
     def run(self, request: InferenceRequest) -> InferenceResult:
         return InferenceResult()
 
+    def expire(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
 
 def test_one_worker_per_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[str] = []
 
-    def build(self: Node, catalog: Any, device: str) -> StandIn:
+    def build(settings: Any, catalog: Any, device: str) -> StandIn:
         built.append(device)
         return StandIn(device)
 
-    monkeypatch.setattr(Node, "_build_executor", build)
+    monkeypatch.setattr(executors, "build_executor", build)
     with Node(config(tmp_path, ["cuda:0", "cuda:1"])) as node:
         assert built == ["cuda:0", "cuda:1"]
         assert len(node.workers) == 2 and node.worker is node.workers[0]
