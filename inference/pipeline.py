@@ -23,7 +23,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from inference.api import InferenceRequest, InferenceResult, OutputFile
-from inference.args import StageArgs
+from inference.args import StageArgs, merge
+from inference.bvalues import closest_b_value_filter
 from inference.cascade import Stage, StageResult, StageRunner, run_cascade
 from inference.errors import InferenceError
 from inference.nifti import write_nifti
@@ -236,11 +237,22 @@ class Pipeline:
         return result
 
     def _load(self, request: InferenceRequest) -> list[SourceSeries]:
+        """Each input series as a volume; with ``bvalue_for_filtering`` (the request's, else the first
+        model's default), a series holding several b-values keeps the closest one's images."""
+        target = merge(
+            self.catalog.resolve(request.models[0]).default_args, request.args
+        ).bvalue_for_filtering
         sources = []
         for index, files in enumerate(request.inputs):
             if not files:
                 raise InferenceError(f"input {index} lists no files")
-            sources.append(load_series([Path(f) for f in files]))
+            paths = [Path(f) for f in files]
+            select, note = closest_b_value_filter(paths, target) if target is not None else (None, None)
+            source = load_series(paths, select=select)
+            if note:
+                logger.info("input %d, series %s: %s", index, source.series_uid, note)
+                source.warnings.append(f"series {source.series_uid}: {note}")
+            sources.append(source)
         return sources
 
     def _write_seg(self, done: Segmentation, index: int, request: InferenceRequest) -> list[OutputFile]:
