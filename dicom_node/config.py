@@ -166,6 +166,42 @@ def _compile_regex(field: str, pattern: str) -> re.Pattern[str]:
         raise ValueError(f"{field}: invalid regex {pattern!r}: {exc}") from exc
 
 
+class ChannelSelector(_Strict):
+    """Which series of a study feeds one input channel of a rule's model: regexes (``re.fullmatch``,
+    like ``match``) on SeriesDescription and/or one attribute (``tag`` keyword + ``regex``); every
+    given condition must hold."""
+
+    series_description: str | None = None
+    tag: str | None = None
+    regex: str | None = None
+
+    _compiled: dict[str, re.Pattern[str]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _compile(self) -> ChannelSelector:
+        if (self.tag is None) != (self.regex is None):
+            raise ValueError("a channel's tag and regex go together")
+        if self.series_description is None and self.tag is None:
+            raise ValueError("a channel needs series_description or tag + regex")
+        compiled: dict[str, re.Pattern[str]] = {}
+        if self.series_description is not None:
+            compiled["SeriesDescription"] = _compile_regex("series_description", self.series_description)
+        if self.tag is not None and self.regex is not None:
+            tag = tag_for_keyword(self.tag)
+            if tag is None or dictionary_VR(tag) == "SQ":
+                raise ValueError(f"tag {self.tag!r} is not a DICOM keyword of a plain attribute")
+            compiled[self.tag] = _compile_regex(f"tag {self.tag}", self.regex)
+        self._compiled = compiled
+        return self
+
+    def patterns(self) -> dict[str, re.Pattern[str]]:
+        """Compiled patterns by DICOM keyword."""
+        return dict(self._compiled)
+
+    def describe(self) -> str:
+        return ", ".join(f"{k} {p.pattern!r}" for k, p in self._compiled.items())
+
+
 class RuleConfig(_Strict):
     """One routing rule; rules are tried in order and the first match wins unless it says
     ``continue: true``."""
@@ -186,6 +222,12 @@ class RuleConfig(_Strict):
         description="complete at once when ImagesInAcquisition (0020,1002) instances have arrived",
     )
     continue_: bool = Field(default=False, alias="continue")
+    channels: list[ChannelSelector] | None = Field(
+        default=None,
+        min_length=1,
+        description="multi-series input: the series of one study feeding each model input channel, "
+        "in channel order; the rule then runs once the study's matching series are complete",
+    )
     args: dict[str, Any] = Field(
         default_factory=dict, description="inference argument overrides (model spec default_args)"
     )

@@ -260,7 +260,7 @@ class Pipeline:
         RTSTRUCT with ``save_rt_struct_output``, a FRACTIONAL SEG of its probabilities with
         ``save_proba_map``."""
         from inference.rtstruct import build_rtstruct
-        from inference.seg import build_seg, write_seg
+        from inference.seg import build_seg, reference_other_series, write_seg
         from inference.seg_fractional import build_fractional_seg
 
         stage_result = done.results[index]
@@ -283,6 +283,7 @@ class Pipeline:
                     empty_result=request.empty_result,
                     frame_order=source.frame_order,
                     uid_variant=variant,
+                    other_series=[other.headers for other in done.sources[1:]],
                 ),
             )
         ]
@@ -304,6 +305,7 @@ class Pipeline:
                 frame_order=source.frame_order,
                 uid_variant=variant,
             )
+            reference_other_series(fractional, [other.headers for other in done.sources[1:]])
             datasets.append(("seg", f"seg-{name}-probabilities.dcm", fractional))
         outputs = []
         for kind, filename, dataset in datasets:

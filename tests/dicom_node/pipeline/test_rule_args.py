@@ -158,3 +158,46 @@ def test_hot_reload_refuses_invalid_args_and_keeps_the_rules(
     finally:
         watcher.stop()
     assert applied.sets[-1][0] == str({"use_folds": [0]})
+
+
+def test_channels_give_the_series_count_the_models_need(tmp_path: Path, spec: Path) -> None:
+    path = tmp_path / "node.yaml"
+    two = (
+        "models: [mr2], destinations: [pacs],"
+        " channels: [{series_description: T2}, {series_description: ADC}]}\n"
+    )
+    one = "models: [mr2], destinations: [pacs], channels: [{series_description: T2}]}\n"
+    text = config_text(None).replace("models: [liver], destinations: [pacs]}\n", two)
+    path.write_text(text, encoding="utf-8")
+    assert validate(path, load_model_spec)[0] == []
+    path.write_text(
+        config_text(None).replace("models: [liver], destinations: [pacs]}\n", one), encoding="utf-8"
+    )
+    errors, _, _ = validate(path, load_model_spec)
+    assert any(e.startswith("rule 'mr': model mr2 needs 2 input series, the request has 1") for e in errors)
+
+
+def test_a_rule_with_channels_matches_only_series_fitting_a_channel() -> None:
+    from pydicom.dataset import Dataset
+
+    from dicom_node.config import RuleConfig
+    from dicom_node.pipeline.routing import SeriesFacts, check_rule
+
+    rule = RuleConfig.model_validate(
+        {
+            "name": "p",
+            "models": ["x"],
+            "channels": [{"series_description": "(?i)t2.*"}, {"tag": "ImageType", "regex": ".*ADC.*"}],
+        }
+    )
+
+    def facts(description: str, image_type: str) -> SeriesFacts:
+        header = Dataset()
+        header.SeriesDescription = description
+        header.ImageType = image_type.split("\\")
+        return SeriesFacts.from_dataset(header, called_ae="N", calling_ae="S")
+
+    assert check_rule(rule, facts("t2_tse_tra", "ORIGINAL\\PRIMARY")) == ()
+    assert check_rule(rule, facts("ep2d_diff", "DERIVED\\PRIMARY\\ADC")) == ()
+    [failure] = check_rule(rule, facts("localizer", "ORIGINAL\\PRIMARY"))
+    assert failure.field == "channels" and "(?i)t2.*" in failure.pattern
