@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from dicom_node.config import NodeConfig, RuleConfig
+from dicom_node.config import NodeConfig, RuleConfig, rule_problems
 from dicom_node.errors import ConfigError
 from dicom_node.storage.journal import JobSpec
 
@@ -237,6 +237,14 @@ def job_args(rule: RuleConfig) -> dict[str, Any]:
     return args
 
 
+def _resolves(catalog: ModelResolver, name: str) -> bool:
+    try:
+        catalog.resolve(name)
+    except Exception:  # the catalog's own error type; rule_problems reports it
+        return False
+    return True
+
+
 def rule_args_problems(rule: RuleConfig, catalog: ModelResolver) -> list[str]:
     """What is wrong with a rule's inference arguments for the models it names, one line per
     argument at fault (see :mod:`inference.request_check`). Needs a real model catalog; a stand-in
@@ -269,28 +277,12 @@ class RuleSet:
         model id/alias resolvable by ``catalog`` (when given) and the rule's ``args`` valid for those
         models (:func:`rule_args_problems`). Raises :class:`ConfigError` listing
         every problem, one per line, each naming the rule."""
-        problems: list[str] = []
-        seen: set[str] = set()
-        for rule in rules:
-            if rule.name in seen:
-                problems.append(f"rule {rule.name!r}: duplicate rule name")
-            seen.add(rule.name)
-            if destinations is not None:
-                for dest in rule.destinations:
-                    if dest not in destinations:
-                        known = ", ".join(sorted(destinations)) or "none"
-                        problems.append(
-                            f"rule {rule.name!r}: unknown destination {dest!r} (configured: {known})"
-                        )
-            if catalog is not None:
-                unknown = False
-                for model in rule.models:
-                    try:
-                        catalog.resolve(model)
-                    except Exception as exc:  # the catalog's own error type; reported, not swallowed
-                        unknown = True
-                        problems.append(f"rule {rule.name!r}: model {model!r} not in the model spec: {exc}")
-                if not unknown:
+        problems = rule_problems(
+            rules, destinations=destinations, resolve_model=None if catalog is None else catalog.resolve
+        )
+        if catalog is not None:  # the inference arguments of rules whose models all resolve
+            for rule in rules:
+                if all(_resolves(catalog, m) for m in rule.models):
                     problems.extend(f"rule {rule.name!r}: {p}" for p in rule_args_problems(rule, catalog))
         if problems:
             raise ConfigError("\n".join(problems))
