@@ -19,7 +19,7 @@ from typing import Any
 
 from inference.args import InferenceArgs, StageArgs, args_problems, merge, parse_args
 from inference.cascade import Stage, plan_stages
-from inference.errors import ArgsError, InferenceError
+from inference.errors import ArgsError, InferenceError, PredictionError, UnknownModelError
 from inference.spec import ModelCatalog
 
 
@@ -62,17 +62,24 @@ def plan_request(
     :class:`~inference.errors.InferenceError` (``ArgsError`` naming its key where one is at fault)."""
     request_args = parse_args(args, where="request arguments")
     request_args.check_stages(len(models))
+    derived = _stage_inputs(catalog, models, request_args) if stage_inputs is None else None
+    from_args = derived is not None
     if stage_inputs is None:
-        stage_inputs = _stage_inputs(catalog, models, request_args)
-    stages = plan_stages(
-        models,
-        n_series=n_series,
-        channels=lambda m: len(catalog.resolve(m).channel_names),
-        canonical=lambda m: catalog.resolve(m).id,
-        stage_args=_stage_args_factory(catalog, request_args, args),
-        stage_inputs=stage_inputs,
-        save_probabilities=save_probabilities,
-    )
+        stage_inputs = derived
+    try:
+        stages = plan_stages(
+            models,
+            n_series=n_series,
+            channels=lambda m: len(catalog.resolve(m).channel_names),
+            canonical=lambda m: catalog.resolve(m).id,
+            stage_args=_stage_args_factory(catalog, request_args, args),
+            stage_inputs=stage_inputs,
+            save_probabilities=save_probabilities,
+        )
+    except (PredictionError, UnknownModelError) as exc:
+        if from_args:  # the inputs came from series_folders (the request's or a model's default)
+            raise ArgsError(str(exc), key="series_folders") from exc
+        raise
     for stage in stages:
         catalog.resolve(stage.model).check_stage(stage.args)
     return stages
@@ -127,7 +134,7 @@ def request_problems(
     problems.extend(Problem(key, message) for key, message in bad_keys)
     good = {k: v for k, v in args.items() if k not in {key for key, _ in bad_keys}}
     lengths = [
-        Problem(key, f"{count} per-stage values but the rule names {len(models)} model(s)")
+        Problem(key, f"{count} per-stage values but the cascade has {len(models)} model(s)")
         for key, count in parse_args(good).stage_counts().items()
         if count != len(models)
     ]

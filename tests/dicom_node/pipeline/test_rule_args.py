@@ -38,7 +38,11 @@ INVALID = [
         "{checkpoint_name: checkpoint_best.pth}",
         "rule 'ct': args.checkpoint_name: model 'liver': fold_0 has no",
     ),
-    ("{proba_threshold: [0.5, 0.6]}", "rule 'ct': args.proba_threshold: 2 per-stage values but the rule"),
+    ("{series_folders: [['from:spleen=1']]}", "rule 'ct': args.series_folders: unknown model 'spleen'"),
+    (
+        "{proba_threshold: [0.5, 0.6]}",
+        "rule 'ct': args.proba_threshold: 2 per-stage values but the cascade has 1",
+    ),
 ]
 
 
