@@ -73,3 +73,9 @@ def test_ray_client_addresses_need_ray_client_installed(
     )
     message = error_of({"executor": {"kind": "ray", "address": "ray://head:10001"}}, tmp_path)
     assert "ray[client]" in message
+
+
+def test_a_device_list_with_ray_is_refused(tmp_path: Path) -> None:
+    ray = {"kind": "ray", "num_gpus_per_actor": 1}
+    message = error_of({"device": ["cuda:0", "cuda:1"], "executor": ray}, tmp_path)
+    assert "Ray gives each actor its GPU" in message
