@@ -306,3 +306,16 @@ def test_rules_that_would_do_nothing_or_something_unbuilt_are_refused(
     tmp_path: Path, fields: str, message: str
 ) -> None:
     assert message in error_of(write(tmp_path, FORWARDING % fields))
+
+
+def test_model_serve_spec_variable_is_the_default_model_spec(tmp_path: Path) -> None:
+    from dicom_node.config import config_from_mapping
+
+    spec = tmp_path / "spec.yaml"
+    cfg = config_from_mapping({}, base_dir=tmp_path, environ={"MODEL_SERVE_SPEC": str(spec)})
+    assert cfg.model_spec == spec
+    explicit = config_from_mapping(
+        {"model_spec": "mine.yaml"}, base_dir=tmp_path, environ={"MODEL_SERVE_SPEC": str(spec)}
+    )
+    assert explicit.model_spec == tmp_path / "mine.yaml"  # the configuration wins
+    assert config_from_mapping({}, base_dir=tmp_path, environ={}).model_spec is None
