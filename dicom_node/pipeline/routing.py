@@ -333,7 +333,7 @@ class RuleSet:
         )
         if catalog is not None:  # the inference arguments of rules whose models all resolve
             for rule in rules:
-                if all(_resolves(catalog, m) for m in rule.models):
+                if rule.models and all(_resolves(catalog, m) for m in rule.models):  # none: forwarding only
                     problems.extend(f"rule {rule.name!r}: {p}" for p in rule_args_problems(rule, catalog))
         if problems:
             raise ConfigError("\n".join(problems))

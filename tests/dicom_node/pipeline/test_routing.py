@@ -212,3 +212,14 @@ def test_config_load_and_ruleset_refuse_the_same_rules_alike() -> None:
     problems = str(built.value).splitlines()
     assert len(problems) == 2
     assert all(p in str(loaded.value) for p in problems)
+
+
+def test_a_forwarding_only_rule_passes_the_rules_check_with_a_model_spec() -> None:
+    """No models, so no inference arguments to check against them."""
+
+    class Catalog:
+        def resolve(self, name: str) -> object:
+            raise KeyError(name)
+
+    fwd = RuleConfig.model_validate({"name": "fwd", "forward": True, "destinations": ["pacs"]})
+    assert RuleSet.build([fwd], catalog=Catalog(), destinations={"pacs": object()}).names == ["fwd"]
