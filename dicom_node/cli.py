@@ -8,6 +8,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from dicom_node import textsafe
+
 logger = logging.getLogger(__name__)
 
 # Subcommand modules under dicom_node.commands, each with register(subparsers).
@@ -52,6 +54,7 @@ def configure_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    textsafe.install()  # peers' text (AE titles, descriptions...) cannot forge lines or escapes
     # libraries that log routine steps at INFO (highdicom: one line per copied module)
     for noisy in ("pynetdicom", "PIL", "matplotlib", "watchdog", "highdicom", "nnunetv2"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))

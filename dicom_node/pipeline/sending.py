@@ -103,7 +103,13 @@ class Sender(LoopService):
             if self._loop.stopping:
                 self._release(deliveries, "not sent: the node is stopping")
                 continue
-            self._send_group(name, deliveries)
+            try:
+                self._send_group(name, deliveries)
+            except Exception as exc:  # one destination's failure must not stop the others
+                logger.exception("sending to %s: unexpected error", name)
+                error = f"unexpected error: {type(exc).__name__}: {exc}"
+                for d in deliveries:
+                    self._record_safely(d, _Attempt(False, error=error))
         if len(batch) >= self._batch_limit:
             return self._clock()
         return self._journal.next_delivery_time()
@@ -180,6 +186,12 @@ class Sender(LoopService):
             now=now,
         )
         logger.error("delivery %s to %s failed: %s", d.id, d.destination, error)
+
+    def _record_safely(self, d: DeliveryRow, attempt: _Attempt) -> None:
+        try:
+            self._record(d, attempt)
+        except Exception:
+            logger.exception("delivery %d: cannot record its attempt (recovered at restart)", d.id)
 
     def _release(self, deliveries: list[DeliveryRow], why: str) -> None:
         now = self._clock()

@@ -93,7 +93,11 @@ class Worker(LoopService):
         job = self._journal.claim_job(self._clock())
         if job is None:
             return self._journal.next_job_time()
-        self.run_job(job)
+        try:
+            self.run_job(job)
+        except Exception as exc:  # one job's failure (outside the executor) must not stop the others
+            logger.exception("job %d: unexpected error", job.id)
+            self._give_back(job, f"unexpected error: {_describe(exc)}")
         return self._clock()
 
     def run_job(self, job: JobRow) -> None:
@@ -202,6 +206,13 @@ class Worker(LoopService):
         )
         if delay <= 0:
             self.wake()
+
+    def _give_back(self, job: JobRow, error: str) -> None:
+        """Retry or fail a job whose run raised outside the executor, as an executor error would."""
+        if job.attempts < self._max_attempts:
+            self._retry(job, error, delay=self._retry_delay)
+        else:
+            self._fail(job, error)
 
     def _fail(self, job: JobRow, error: str) -> None:
         job_id = job.id

@@ -1,8 +1,14 @@
-"""Read the few leading attributes filing and routing need, without touching pixel data.
+"""The one header reader: every attribute before the pixel data, parsed the way the rest of the node
+parses it, with bounded memory.
 
-Used for C-STORE datasets (raw bytes as sent), drop-folder files and the spool reconciliation. Parsing
-stops at (0020,1002) Images in Acquisition: every attribute read here lies before it, and nothing past it
-(pixel data included) is parsed. Only the listed tags are read; other values are skipped by seeking.
+Used for C-STORE datasets (raw bytes as sent), drop-folder files, the spool reconciliation and routing.
+The whole header (every element before (7FE0,0008) Float Pixel Data / (7FE0,0010) Pixel Data) is
+parsed, sequences included, so an instance whose header the completion loop, the routing or the worker
+could not parse (a corrupted VR, sequences nested thousands deep) is refused when it arrives instead
+of being acknowledged and failing later. Values larger than ``DEFER_BYTES`` are skipped, not read; a
+deflated data set is inflated at most ``MAX_INFLATED_HEADER_BYTES`` (decompression bombs inflate
+~1000:1), and a header that does not end within that is refused. Measured cost: 0.4 ms for a
+55-element CT header, 1.5 ms for a 256-element one (vs 0.3/0.6 ms for the leading attributes only).
 """
 
 from __future__ import annotations
@@ -10,8 +16,10 @@ from __future__ import annotations
 import io
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset, read_preamble
 from pydicom.tag import BaseTag
@@ -27,19 +35,13 @@ _SERIES_DESCRIPTION = 0x0008103E
 _STUDY = 0x0020000D
 _SERIES = 0x0020000E
 _IMAGES_IN_ACQUISITION = 0x00201002
-_WANTED: list[BaseTag | int] = [
-    _SOP_CLASS,
-    _SOP_INSTANCE,
-    _MODALITY,
-    _SERIES_DESCRIPTION,
-    _STUDY,
-    _SERIES,
-    _IMAGES_IN_ACQUISITION,
-]
 _TS_TAG = 0x00020010
 
-# A deflated header is inflated only this far (decompression bombs inflate ~2000:1).
+# A deflated header is inflated only this far (decompression bombs inflate ~1000:1).
 MAX_INFLATED_HEADER_BYTES = 16 * 1024 * 1024
+# Header values longer than this are skipped by seeking, never held in memory.
+DEFER_BYTES = 64 * 1024
+_FIRST_PIXEL_TAG = 0x7FE00008  # (7FE0,0008) Float Pixel Data; (7FE0,0010) Pixel Data follows
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,8 @@ class InstanceHeader:
         return self
 
 
-def _stop_after_wanted(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return tag > _IMAGES_IN_ACQUISITION
+def _stop_at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return tag >= _FIRST_PIXEL_TAG
 
 
 def _encoding_of(transfer_syntax: str) -> tuple[bool, bool]:
@@ -87,20 +89,24 @@ def _encoding_of(transfer_syntax: str) -> tuple[bool, bool]:
         return False, True
 
 
-def _inflate_prefix(fp: BinaryIO, limit: int) -> BinaryIO:
+def _inflate_prefix(fp: BinaryIO, limit: int) -> tuple[BinaryIO, bool]:
+    """At most ``limit`` inflated bytes of a deflated stream, and whether it has more."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     out = bytearray()
+    pending = b""
     while len(out) < limit:
-        chunk = fp.read(64 * 1024)
+        chunk = pending or fp.read(64 * 1024)
         if not chunk:
-            break
+            return io.BytesIO(bytes(out)), False
         try:
             out += inflater.decompress(chunk, limit - len(out))
         except zlib.error as exc:
             raise UnreadableDatasetError(f"deflated data set cannot be inflated: {exc}") from exc
+        pending = inflater.unconsumed_tail
         if inflater.eof:
-            break
-    return io.BytesIO(bytes(out))
+            return io.BytesIO(bytes(out)), False
+    more = bool(pending or inflater.unconsumed_tail or fp.read(1))
+    return io.BytesIO(bytes(out)), more
 
 
 def _text(ds: Dataset, tag: int) -> str:
@@ -117,22 +123,72 @@ def _text(ds: Dataset, tag: int) -> str:
     return str(value).strip()
 
 
+def read_header_dataset(fp: BinaryIO, transfer_syntax: str) -> Dataset:
+    """Parse every element of a data set (no file meta) from ``fp``'s position up to its pixel data.
+
+    Values longer than ``DEFER_BYTES`` are left unread. ``fp`` is left at an unspecified position.
+    Raises :class:`UnreadableDatasetError` if the header cannot be parsed or, deflated, does not end
+    within ``MAX_INFLATED_HEADER_BYTES``."""
+    implicit, little = _encoding_of(transfer_syntax)
+    truncated = False
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        fp, truncated = _inflate_prefix(fp, MAX_INFLATED_HEADER_BYTES)
+    try:
+        ds = read_dataset(fp, implicit, little, stop_when=_stop_at_pixels, defer_size=DEFER_BYTES)
+        _convert_all(ds)
+    except RecursionError as exc:
+        raise UnreadableDatasetError("data set header cannot be parsed: sequences nested too deeply") from exc
+    except Exception as exc:  # pydicom raises many kinds on malformed input
+        raise UnreadableDatasetError(f"data set header cannot be parsed: {exc}") from exc
+    if truncated and not _stopped_at_pixels(fp):
+        raise UnreadableDatasetError(
+            f"deflated data set header is larger than {MAX_INFLATED_HEADER_BYTES} bytes inflated"
+        )
+    return ds
+
+
+def _convert_all(ds: Dataset) -> None:
+    """Convert every raw element, nested ones included (iteratively: depth costs no stack), so a VR
+    or value pydicom rejects is found now rather than by whoever reads the element later."""
+    pending = [ds]
+    while pending:
+        current = pending.pop()
+        for tag in list(current.keys()):
+            raw = current.get_item(tag, keep_deferred=True)
+            if isinstance(raw, RawDataElement) and raw.value is None and raw.length > 0:
+                continue  # a deferred (large) value: left unread
+            elem = current[tag]  # converts a raw element
+            if elem.VR == "SQ" and elem.value is not None:
+                pending.extend(elem.value)
+
+
+def _stopped_at_pixels(fp: BinaryIO) -> bool:
+    """Whether ``read_dataset`` stopped (rewound) at a pixel data element rather than at the end."""
+    head = fp.read(4)
+    if len(head) < 4:
+        return False
+    group, element = int.from_bytes(head[:2], "little"), int.from_bytes(head[2:], "little")
+    return (group << 16 | element) >= _FIRST_PIXEL_TAG
+
+
+def read_header_file(path: Path) -> Dataset:
+    """The header (:func:`read_header_dataset`) of a Part 10 file, e.g. a spooled instance."""
+    try:
+        with open(path, "rb") as fp:
+            layout = read_part10_layout(fp)
+            return read_header_dataset(fp, layout.transfer_syntax)
+    except OSError as exc:
+        raise UnreadableDatasetError(f"cannot read {path}: {exc}") from exc
+
+
 def read_header(fp: BinaryIO, transfer_syntax: str) -> InstanceHeader:
-    """Read the wanted attributes of a data set (no file meta) from ``fp``'s position.
+    """The attributes filing and routing need, from the header of a data set (no file meta) at
+    ``fp``'s position (:func:`read_header_dataset`: the whole header is parsed).
 
     ``fp`` is left at an unspecified position. Raises :class:`UnreadableDatasetError` if the bytes
     cannot be parsed."""
-    implicit, little = _encoding_of(transfer_syntax)
-    if transfer_syntax == DeflatedExplicitVRLittleEndian:
-        fp = _inflate_prefix(fp, MAX_INFLATED_HEADER_BYTES)
+    ds = read_header_dataset(fp, transfer_syntax)
     try:
-        ds = read_dataset(
-            fp,
-            implicit,
-            little,
-            stop_when=_stop_after_wanted,
-            specific_tags=_WANTED,
-        )
         description = ds.get("SeriesDescription", "")
         count_text = _text(ds, _IMAGES_IN_ACQUISITION)
     except Exception as exc:  # pydicom raises many kinds on malformed input

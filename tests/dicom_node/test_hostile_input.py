@@ -1,0 +1,70 @@
+"""Hostile input against ``dicom-node serve`` as a real subprocess: instances whose header the node
+could not parse later (an unknown VR after the UIDs and after (0020,1002), sequences nested 5,000 deep)
+are refused when they arrive with 0xC003 and the reason, nothing of them is filed, and a normal series
+sent afterwards still gets its SEG at a dcmtk storescp."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dicom_node.net import dimse_status as st
+from dicom_node.net.peers import Peer
+from dicom_node.net.scu import send_files
+from tests.dicom_node.test_faults import node_process, read_journal, wait_for_final_seg
+from tests.support.node_process import write_config
+from tests.support.node_setup import model_spec, node_config, phantom_series, storescu
+from tests.support.store_peers import dcmtk_storescp
+from tests.support.tools import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.dcmtk]
+
+_PIXEL_DATA = b"\xe0\x7f\x10\x00"  # (7FE0,0010) in little endian
+
+
+def with_unknown_vr(src: Path, dst: Path) -> Path:
+    """``src`` with the VR of its first group 0028 element (after the UIDs and (0020,1002))
+    replaced by an unknown one."""
+    data = src.read_bytes()
+    at = data.index(b"\x28\x00", data.index(b"\x20\x00\x0e\x00"))
+    dst.write_bytes(data[: at + 4] + b"ZZ" + data[at + 6 :])
+    return dst
+
+
+def with_deep_sequence(src: Path, dst: Path, depth: int = 5000) -> Path:
+    """``src`` with (0040,A730) Content Sequence nested ``depth`` deep just before its pixel data."""
+    data = src.read_bytes()
+    at = data.rindex(_PIXEL_DATA)
+    opening = b"\x40\x00\x30\xa7SQ\x00\x00\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+    closing = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00" + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    dst.write_bytes(data[:at] + opening * depth + closing * depth + data[at:])
+    return dst
+
+
+def test_poisoned_instances_are_refused_at_receive_and_the_next_series_gets_its_seg(tmp_path: Path) -> None:
+    storage = tmp_path / "var"
+    dest_port, out = free_port(), tmp_path / "pacs"
+    spec = model_spec(tmp_path / "spec")
+    config = write_config(tmp_path / "node.yaml", node_config(storage, spec, dest_port))
+    source = phantom_series(tmp_path / "bad-src", slices=4, seed=1)
+    poisoned = [
+        with_unknown_vr(source[0], tmp_path / "unknown-vr.dcm"),
+        with_deep_sequence(source[1], tmp_path / "nested.dcm"),
+    ]
+    files = phantom_series(tmp_path / "ct", slices=16)
+    with dcmtk_storescp(dest_port, out), node_process(config, tmp_path / "node.log") as node:
+        results = send_files(poisoned, Peer(node.ae_title, "127.0.0.1", node.port), "HOSTILE")
+        assert [r.status for r in results] == [st.CANNOT_UNDERSTAND_UNREADABLE] * 2, results
+        run = storescu(node.port, files)
+        assert run.returncode == 0 and len(run.acknowledged) == len(files), run.output
+        wait_for_final_seg(storage, out, files)
+        events = read_journal(storage, lambda j: j.recent_events(level="warning")) or []
+    reasons = [e.message for e in events if e.kind == "store_rejected"]
+    assert len(reasons) == 2, reasons
+    assert any("Value Representation 'ZZ'" in r for r in reasons), reasons
+    assert any("nested too deeply" in r for r in reasons), reasons
+    instances = read_journal(storage, lambda j: j.counts().instances)
+    assert instances == len(files)  # nothing of the poisoned instances filed
+    spooled = [p for p in (storage / "spool").rglob("*") if p.is_file()]
+    assert len(spooled) == len(files)
