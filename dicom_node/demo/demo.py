@@ -1,7 +1,8 @@
 """``dicom-node demo``: the whole path on one machine, with no set-up.
 
-1. a node configuration is written to ``<workdir>/node.yaml`` (the bundled model spec, one rule for
-   phantom CTs, short quiet period, completion by expected instance count);
+1. a node configuration is written to ``<workdir>/node.yaml`` (the model spec shipped in the package,
+   :mod:`dicom_node.demo.bundled`; one rule for phantom CTs, short quiet period, completion by
+   expected instance count);
 2. a built-in receiver (:class:`~dicom_node.demo.store_receiver.StoreReceiver`) plays the PACS;
 3. the node (:class:`~dicom_node.node.Node`) starts in-process on a free port;
 4. a synthetic phantom CT (:mod:`dicom_node.demo.phantom`) is written and sent over DICOM;
@@ -31,6 +32,7 @@ from pydicom import dcmread
 from pydicom.uid import SegmentationStorage, generate_uid
 
 from dicom_node.config import load_config
+from dicom_node.demo.bundled import demo_model_spec
 from dicom_node.demo.latency import series_latency
 from dicom_node.demo.overlay import segment_colors, write_overlay
 from dicom_node.demo.seg_check import check_seg, dice_per_label
@@ -41,8 +43,6 @@ from dicom_node.storage.journal import JobState
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL_SPEC = REPO_ROOT / "model-serve-spec.yaml"
 NODE_AE = "NNUNET"
 RECEIVER_AE = "DEMOPACS"
 SENDER_AE = "DEMOSCU"
@@ -58,7 +58,7 @@ class DemoOptions:
 
     workdir: Path = Path("demo-output")
     keep: bool = False
-    model_spec: Path = DEFAULT_MODEL_SPEC
+    model_spec: Path = field(default_factory=demo_model_spec)
     model: str = "demo"
     seed: int = 20240
     shape: tuple[int, int, int] = (32, 64, 64)

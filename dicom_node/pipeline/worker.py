@@ -6,7 +6,8 @@ files from the journal, and calls ``executor.run`` with a fresh output folder
 (``finish_job``), which also queues one delivery per (destination, SEG/RTSTRUCT output) unless the
 series changed meanwhile (then the job is superseded and a newer job delivers).
 
-Failures: a retryable error (not enough GPU memory now) puts the job back with a delay; any other
+Failures: :class:`inference.api.RetryLater` (not enough GPU memory now, cluster unreachable) puts the
+job back after the executor's ``retry_after`` (else ``retry_delay``); any other
 error is retried until the job has had ``max_attempts`` attempts, then it fails with the reason in
 the journal (job row and an error event), where ``dicom-node status`` shows it. Workers never run in
 an association's thread: they only meet the receiver through the journal.
@@ -24,8 +25,7 @@ from typing import Literal, Protocol
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
 from dicom_node.storage.journal import DeliverySpec, InstanceRow, JobOutput, JobRow, JobState
 from dicom_node.storage.journal.event_log import EventLog
-from inference.errors import InsufficientGpuMemoryError
-from inference.executor import Executor, InferenceRequest, InferenceResult
+from inference.api import Executor, InferenceRequest, InferenceResult, RetryLater
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +135,9 @@ class Worker(LoopService):
         started = time.monotonic()
         try:
             result = self._executor.run(request)
-        except InsufficientGpuMemoryError as exc:
-            self._retry(job, _describe(exc), delay=self._retry_delay)
+        except RetryLater as exc:
+            delay = self._retry_delay if exc.retry_after is None else max(0.0, exc.retry_after)
+            self._retry(job, _describe(exc), delay=delay)
             return
         except Exception as exc:
             logger.debug("job %d failed", job_id, exc_info=True)

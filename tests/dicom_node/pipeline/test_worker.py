@@ -14,8 +14,8 @@ from pydicom.uid import SegmentationStorage, generate_uid
 
 from dicom_node.pipeline.worker import Worker
 from dicom_node.storage.journal import JobOutput, JobSpec, Journal
+from inference.api import InferenceRequest, InferenceResult, OutputFile, RetryLater
 from inference.errors import InsufficientGpuMemoryError, SeriesError
-from inference.executor import InferenceRequest, InferenceResult, OutputFile
 from inference.uids import derive_uid
 from tests.support.clock import T0, Clock
 from tests.support.journal_rows import instance_record
@@ -174,6 +174,27 @@ def test_insufficient_gpu_memory_waits_and_retries(journal: Journal, tmp_path: P
     worker.run_next()
     assert journal.get_job(job_id).state == "done"  # type: ignore[index]
     assert journal.recent_events(level="warning")[-1].kind == "job_retry"
+
+
+def test_an_executor_that_asks_to_retry_later_is_retried_after_its_delay(
+    journal: Journal, tmp_path: Path
+) -> None:
+    """A remote executor (cluster unreachable) says when to come back; the worker waits that long,
+    and such refusals do not count against max_attempts."""
+    clock = Clock()
+    busy = [RetryLater("cluster unreachable", retry_after=5), RetryLater("still unreachable", retry_after=5)]
+    executor = StubExecutor(fail_with=list(busy))
+    worker = make_worker(journal, tmp_path, executor, max_attempts=1, retry_delay=300, clock=clock)
+    _, _, job_id = queue_job(journal, tmp_path)
+    worker.run_next()
+    assert journal.next_job_time() == pytest.approx(T0 + 5)
+    clock.now = T0 + 5
+    worker.run_next()
+    assert journal.next_job_time() == pytest.approx(T0 + 10)
+    clock.now = T0 + 10
+    worker.run_next()
+    assert journal.get_job(job_id).state == "done"  # type: ignore[union-attr]
+    assert len(executor.requests) == 3
 
 
 def test_a_job_that_keeps_coming_back_gives_up(journal: Journal, tmp_path: Path) -> None:
