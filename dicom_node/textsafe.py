@@ -34,19 +34,23 @@ def _escape(c: str) -> str:
 
 
 class EscapingFormatter(logging.Formatter):
-    """A formatter whose records cannot span lines or carry terminal escapes: the message (with its
-    arguments) is escaped; a traceback keeps its own newlines, its lines escaped one by one."""
+    """A formatter whose records cannot forge lines or carry terminal escapes: the message (with its
+    arguments) is escaped into one line; a traceback keeps its lines, each escaped and indented, so
+    none of them (an exception message with a peer's newline included) starts like a record."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = printable(record.message)
         return super().formatMessage(record)
 
     def formatException(self, ei: object) -> str:
-        text = super().formatException(ei)  # type: ignore[arg-type]
-        return "\n".join(printable(line) for line in text.split("\n"))
+        return _indented(super().formatException(ei))  # type: ignore[arg-type]
 
     def formatStack(self, stack_info: str) -> str:
-        return "\n".join(printable(line) for line in stack_info.split("\n"))
+        return _indented(stack_info)
+
+
+def _indented(text: str) -> str:
+    return "\n".join("  " + printable(line) for line in text.split("\n"))
 
 
 def install() -> None:

@@ -5,6 +5,7 @@ sent afterwards still gets its SEG at a dcmtk storescp."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,11 @@ from dicom_node.net import dimse_status as st
 from dicom_node.net.peers import Peer
 from dicom_node.net.scu import send_files
 from tests.dicom_node.test_faults import node_process, read_journal, wait_for_final_seg
+from tests.support.instances import associate_rq_pdu, recv_pdu
 from tests.support.node_process import write_config
 from tests.support.node_setup import model_spec, node_config, phantom_series, storescu
 from tests.support.store_peers import dcmtk_storescp
-from tests.support.tools import free_port
+from tests.support.tools import free_port, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.dcmtk]
 
@@ -68,3 +70,21 @@ def test_poisoned_instances_are_refused_at_receive_and_the_next_series_gets_its_
     assert instances == len(files)  # nothing of the poisoned instances filed
     spooled = [p for p in (storage / "spool").rglob("*") if p.is_file()]
     assert len(spooled) == len(files)
+
+
+def test_a_calling_ae_title_with_newline_and_escape_cannot_forge_a_log_line(tmp_path: Path) -> None:
+    """The title reaches pynetdicom's and the node's log calls before any check: every line of the
+    node's log stays one record, with the control characters shown escaped."""
+    storage = tmp_path / "var"
+    config = write_config(tmp_path / "node.yaml", node_config(storage, model_spec(tmp_path / "spec"), 9))
+    forged = "X\n1999 FORGED\x1b[2J"
+    with node_process(config, tmp_path / "node.log") as node:
+        with socket.create_connection(("127.0.0.1", node.port), timeout=10) as sock:
+            sock.sendall(associate_rq_pdu("NNUNET", forged))
+            pdu_type, _ = recv_pdu(sock)
+            assert pdu_type in (0x02, 0x03, 0x07)  # answered (accepted, rejected or aborted)
+        wait_for(lambda: "1999 FORGED" in node.log(), timeout=30, what="the association logged")
+        node.stop()
+        log = node.log()
+    assert "\x1b" not in log
+    assert not [line for line in log.splitlines() if line.startswith("1999 FORGED")]

@@ -249,3 +249,23 @@ def test_worker_threads_pick_up_woken_jobs(journal: Journal, tmp_path: Path) -> 
         assert len(executor.requests) == 3
     finally:
         worker.stop()
+
+
+def test_a_job_that_fails_outside_the_executor_fails_alone(journal: Journal, tmp_path: Path) -> None:
+    """The output folder of one job cannot be created (a file stands in its way): that job is retried
+    then failed with the reason; the next job runs and delivers."""
+    bad_series, _, bad_job = queue_job(journal, tmp_path)
+    good_series, _, good_job = queue_job(journal, tmp_path)
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / bad_series).write_bytes(b"in the way")
+    executor = StubExecutor()
+    worker = make_worker(journal, tmp_path, executor, max_attempts=2, retry_delay=0.0)
+    for _ in range(4):
+        worker.run_next()
+    bad, good = journal.get_job(bad_job), journal.get_job(good_job)
+    assert bad is not None and good is not None
+    assert (bad.state, bad.attempts) == ("failed", 2)
+    assert bad.error is not None and "unexpected error" in bad.error and "in the way" not in bad.error
+    assert good.state == "done"
+    assert [r.inputs[0][0].parent.name for r in executor.requests] == [good_series]
+    assert [d.job_id for d in journal.list_deliveries()] == [good_job]
