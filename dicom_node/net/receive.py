@@ -31,6 +31,7 @@ from dicom_node.config import NodeSection
 from dicom_node.errors import (
     CannotUnderstandError,
     DatasetMismatchError,
+    DatasetTooLargeError,
     InvalidUIDError,
     MissingAttributeError,
     OutOfResourcesError,
@@ -54,6 +55,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int, str, str], ...] = (
     (InvalidUIDError, st.CANNOT_UNDERSTAND_INVALID_UID, "warning", "store_rejected"),
     (MissingAttributeError, st.CANNOT_UNDERSTAND_MISSING_ATTRIBUTE, "warning", "store_rejected"),
     (UnreadableDatasetError, st.CANNOT_UNDERSTAND_UNREADABLE, "warning", "store_rejected"),
+    (DatasetTooLargeError, st.OUT_OF_RESOURCES, "warning", "store_rejected"),
     (CannotUnderstandError, st.CANNOT_UNDERSTAND, "warning", "store_rejected"),
     (DatasetMismatchError, st.DATASET_DOES_NOT_MATCH_SOP_CLASS, "warning", "store_rejected"),
     (OutOfResourcesError, st.OUT_OF_RESOURCES, "error", "store_refused"),

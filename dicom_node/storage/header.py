@@ -25,7 +25,7 @@ from pydicom.filereader import read_dataset, read_preamble
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from dicom_node.errors import MissingAttributeError, UnreadableDatasetError
+from dicom_node.errors import DatasetTooLargeError, MissingAttributeError, UnreadableDatasetError
 from dicom_node.uids import require_uid
 
 _SOP_CLASS = 0x00080016
@@ -39,6 +39,10 @@ _TS_TAG = 0x00020010
 
 # A deflated header is inflated only this far (decompression bombs inflate ~1000:1).
 MAX_INFLATED_HEADER_BYTES = 16 * 1024 * 1024
+# A deflated data set received or dropped is refused if it inflates beyond this: it is expanded in
+# full later (series loading), so this bounds the memory one instance can cost.
+MAX_INFLATED_BYTES = 1024 * 1024 * 1024
+_INFLATE_STEP = 1024 * 1024
 # Header values longer than this are skipped by seeking, never held in memory.
 DEFER_BYTES = 64 * 1024
 _FIRST_PIXEL_TAG = 0x7FE00008  # (7FE0,0008) Float Pixel Data; (7FE0,0010) Pixel Data follows
@@ -89,23 +93,35 @@ def _encoding_of(transfer_syntax: str) -> tuple[bool, bool]:
         return False, True
 
 
-def _inflate_prefix(fp: BinaryIO, limit: int) -> tuple[BinaryIO, bool]:
-    """At most ``limit`` inflated bytes of a deflated stream, and whether it has more."""
+def _inflate(fp: BinaryIO, keep: int, limit: int | None) -> tuple[BinaryIO, bool]:
+    """The first ``keep`` inflated bytes of a deflated stream, and whether it has more.
+
+    With ``limit``, the whole stream is inflated (in 1 MiB steps, the rest discarded) and
+    :class:`DatasetTooLargeError` raised as soon as it exceeds ``limit`` bytes inflated."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     out = bytearray()
+    total = 0
     pending = b""
-    while len(out) < limit:
+    while True:
         chunk = pending or fp.read(64 * 1024)
         if not chunk:
-            return io.BytesIO(bytes(out)), False
+            break
+        step = min(_INFLATE_STEP, keep - len(out)) if limit is None else _INFLATE_STEP
         try:
-            out += inflater.decompress(chunk, limit - len(out))
+            data = inflater.decompress(chunk, step)
         except zlib.error as exc:
             raise UnreadableDatasetError(f"deflated data set cannot be inflated: {exc}") from exc
         pending = inflater.unconsumed_tail
-        if inflater.eof:
-            return io.BytesIO(bytes(out)), False
-    more = bool(pending or inflater.unconsumed_tail or fp.read(1))
+        total += len(data)
+        if len(out) < keep:
+            out += data[: keep - len(out)]
+        if limit is not None and total > limit:
+            raise DatasetTooLargeError(
+                f"deflated data set inflates to more than {limit} bytes (the node's limit)"
+            )
+        if inflater.eof or (limit is None and len(out) >= keep):
+            break
+    more = total > len(out) or bool(pending) or (limit is None and not inflater.eof and bool(fp.read(1)))
     return io.BytesIO(bytes(out)), more
 
 
@@ -123,16 +139,17 @@ def _text(ds: Dataset, tag: int) -> str:
     return str(value).strip()
 
 
-def read_header_dataset(fp: BinaryIO, transfer_syntax: str) -> Dataset:
+def read_header_dataset(fp: BinaryIO, transfer_syntax: str, *, inflated_limit: int | None = None) -> Dataset:
     """Parse every element of a data set (no file meta) from ``fp``'s position up to its pixel data.
 
     Values longer than ``DEFER_BYTES`` are left unread. ``fp`` is left at an unspecified position.
     Raises :class:`UnreadableDatasetError` if the header cannot be parsed or, deflated, does not end
-    within ``MAX_INFLATED_HEADER_BYTES``."""
+    within ``MAX_INFLATED_HEADER_BYTES``; with ``inflated_limit``, a deflated data set is inflated
+    whole (nothing kept past the header) and :class:`DatasetTooLargeError` raised if it exceeds it."""
     implicit, little = _encoding_of(transfer_syntax)
     truncated = False
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
-        fp, truncated = _inflate_prefix(fp, MAX_INFLATED_HEADER_BYTES)
+        fp, truncated = _inflate(fp, MAX_INFLATED_HEADER_BYTES, inflated_limit)
     try:
         ds = read_dataset(fp, implicit, little, stop_when=_stop_at_pixels, defer_size=DEFER_BYTES)
         _convert_all(ds)
@@ -183,11 +200,12 @@ def read_header_file(path: Path) -> Dataset:
 
 def read_header(fp: BinaryIO, transfer_syntax: str) -> InstanceHeader:
     """The attributes filing and routing need, from the header of a data set (no file meta) at
-    ``fp``'s position (:func:`read_header_dataset`: the whole header is parsed).
+    ``fp``'s position (:func:`read_header_dataset`: the whole header is parsed; a deflated data set
+    inflating beyond ``MAX_INFLATED_BYTES`` raises :class:`DatasetTooLargeError`).
 
     ``fp`` is left at an unspecified position. Raises :class:`UnreadableDatasetError` if the bytes
     cannot be parsed."""
-    ds = read_header_dataset(fp, transfer_syntax)
+    ds = read_header_dataset(fp, transfer_syntax, inflated_limit=MAX_INFLATED_BYTES)
     try:
         description = ds.get("SeriesDescription", "")
         count_text = _text(ds, _IMAGES_IN_ACQUISITION)

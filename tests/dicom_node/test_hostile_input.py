@@ -14,6 +14,7 @@ from dicom_node.net import dimse_status as st
 from dicom_node.net.peers import Peer
 from dicom_node.net.scu import send_files
 from tests.dicom_node.test_faults import node_process, read_journal, wait_for_final_seg
+from tests.support.deflate_bomb import write_deflate_bomb
 from tests.support.instances import associate_rq_pdu, recv_pdu
 from tests.support.node_process import write_config
 from tests.support.node_setup import model_spec, node_config, phantom_series, storescu
@@ -88,3 +89,36 @@ def test_a_calling_ae_title_with_newline_and_escape_cannot_forge_a_log_line(tmp_
         log = node.log()
     assert "\x1b" not in log
     assert not [line for line in log.splitlines() if line.startswith("1999 FORGED")]
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident set size (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+def test_a_deflate_bomb_is_refused_with_out_of_resources_and_bounded_memory(tmp_path: Path) -> None:
+    """1 MB on the wire, 1.06 GiB inflated: refused with 0xA700 and the reason, nothing filed, and
+    the node's peak RSS grows by less than 100 MiB (the header is inflated at most 16 MiB, the rest
+    is counted and discarded)."""
+    storage = tmp_path / "var"
+    config = write_config(tmp_path / "node.yaml", node_config(storage, model_spec(tmp_path / "spec"), 9))
+    [template] = phantom_series(tmp_path / "ct", slices=4)[:1]
+    bomb = write_deflate_bomb(template, tmp_path / "bomb.dcm", (1 << 30) + (64 << 20))
+    assert bomb.stat().st_size < 2 * 1024 * 1024
+    with node_process(config, tmp_path / "node.log") as node:
+        peer = Peer(node.ae_title, "127.0.0.1", node.port)
+        assert [r.status for r in send_files([template], peer, "WARMUP")] == [st.SUCCESS]
+        before = peak_rss_mib(node.process.pid)
+        [result] = send_files([bomb], peer, "BOMBER")
+        after = peak_rss_mib(node.process.pid)
+        events = read_journal(storage, lambda j: j.recent_events(level="warning")) or []
+    print(f"node peak RSS: {before:.0f} MiB before the bomb, {after:.0f} MiB after")
+    assert result.status == st.OUT_OF_RESOURCES, result
+    assert after - before < 100
+    [event] = [e for e in events if e.kind == "store_rejected"]
+    assert "inflates to more than" in event.message
+    assert read_journal(storage, lambda j: j.counts().instances) == 1  # the warm-up instance only
+    assert len([p for p in (storage / "spool").rglob("*") if p.is_file()]) == 1
