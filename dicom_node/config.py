@@ -65,6 +65,11 @@ class NodeSection(_Strict):
         default=1024, ge=0, description="below this free space C-STORE answers 0xA700"
     )
     fsync: bool = Field(default=True, description="fsync each received file and its directory")
+    storage_permissions: Literal["owner", "group"] = Field(
+        default="owner",
+        description="who may read the spool, outputs and journal: owner (files 0600, folders 0700)"
+        " or group (0640/0750)",
+    )
     retention_days: float = Field(default=7.0, gt=0)
 
     @field_validator("ae_title", mode="before")

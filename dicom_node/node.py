@@ -32,6 +32,7 @@ from dicom_node.pipeline.rules_watch import watch_config_rules
 from dicom_node.pipeline.sending import Sender
 from dicom_node.pipeline.worker import Worker
 from dicom_node.process import configure_process
+from dicom_node.storage.access import StorageLock, apply_permissions, lock_storage
 from dicom_node.storage.dropfolder import DropFolder
 from dicom_node.storage.filing import Spool
 from dicom_node.storage.ingest import Ingestor
@@ -74,6 +75,7 @@ class Node:
         self._rules_lock = threading.Lock()
         self._rules = RuleSet()
         self.journal: Journal | None = None
+        self._storage_lock: StorageLock | None = None
         self.spool: Spool | None = None
         self.sender: Sender | None = None
         self.worker: Worker | None = None
@@ -114,7 +116,8 @@ class Node:
         self._started = True
         configure_process()  # process-wide switches, before any of our threads runs
         cfg = self.config
-        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        apply_permissions(self.storage_dir, cfg.node.storage_permissions)
+        self._storage_lock = lock_storage(self.storage_dir)  # before anything touches the folder
         (self.storage_dir / "outputs").mkdir(exist_ok=True)
         journal = self.journal = Journal(self.storage_dir / "journal.sqlite")
         journal.recover()
@@ -219,6 +222,9 @@ class Node:
         if self.journal is not None:
             self.journal.close()
             self.journal = None
+        if self._storage_lock is not None:
+            self._storage_lock.release()
+            self._storage_lock = None
         self._started = False
 
     def __enter__(self) -> Node:
