@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "status",
     "config_cmd",
     "rules",
+    "journal",
 )
 
 

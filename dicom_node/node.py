@@ -37,6 +37,7 @@ from dicom_node.storage.dropfolder import DropFolder
 from dicom_node.storage.filing import Spool
 from dicom_node.storage.ingest import Ingestor
 from dicom_node.storage.journal import Journal
+from dicom_node.storage.journal.opening import open_journal
 from dicom_node.storage.retention import RetentionService
 from dicom_node.storage.series_locks import SeriesLocks
 from inference.api import Executor
@@ -119,7 +120,7 @@ class Node:
         apply_permissions(self.storage_dir, cfg.node.storage_permissions)
         self._storage_lock = lock_storage(self.storage_dir)  # before anything touches the folder
         (self.storage_dir / "outputs").mkdir(exist_ok=True)
-        journal = self.journal = Journal(self.storage_dir / "journal.sqlite")
+        journal = self.journal = open_journal(self.storage_dir)
         journal.recover()
         spool = self.spool = Spool(
             self.storage_dir, fsync=cfg.node.fsync, min_free_bytes=cfg.node.min_free_disk_mb * MB
