@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
-from dicom_node.storage.journal import DeliverySpec, InstanceRow, JobOutput, JobRow, JobState
+from dicom_node.storage.journal import (
+    INTERRUPTED_PREFIX,
+    DeliverySpec,
+    InstanceRow,
+    JobOutput,
+    JobRow,
+    JobState,
+)
 from dicom_node.storage.journal.event_log import EventLog
 from inference.api import Executor, InferenceRequest, InferenceResult, RetryLater
 
@@ -103,6 +110,10 @@ class Worker(LoopService):
     def run_job(self, job: JobRow) -> None:
         job_id = job.id
         series_uid = job.series_uid
+        if job.attempts > self._max_attempts and (job.error or "").startswith(INTERRUPTED_PREFIX):
+            # each claim counted an attempt: a job that takes the process down does not loop forever
+            self._fail(job, f"gave up after {job.attempts - 1} attempt(s); last: {job.error}")
+            return
         if job.attempts > self._max_retryable_attempts:
             last = job.error or "none recorded (the node may have stopped or died during the job)"
             self._fail(job, f"gave up after {job.attempts - 1} attempt(s); last error: {last}")

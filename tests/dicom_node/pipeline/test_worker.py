@@ -269,3 +269,26 @@ def test_a_job_that_fails_outside_the_executor_fails_alone(journal: Journal, tmp
     assert good.state == "done"
     assert [r.inputs[0][0].parent.name for r in executor.requests] == [good_series]
     assert [d.job_id for d in journal.list_deliveries()] == [good_job]
+
+
+def test_a_job_that_takes_the_process_down_is_failed_after_max_attempts(
+    journal: Journal, tmp_path: Path
+) -> None:
+    """Each claim counts an attempt; the node dies during the job (claimed, never finished, the
+    journal recovered at restart) twice: the third claim fails it with the reason, the next job runs."""
+    _, _, crashing = queue_job(journal, tmp_path)
+    _, _, next_job = queue_job(journal, tmp_path)
+    for _ in range(2):
+        claimed = journal.claim_job(T0)
+        assert claimed is not None and claimed.id == crashing
+        journal.recover()  # the restart after the crash
+    executor = StubExecutor()
+    worker = make_worker(journal, tmp_path, executor, max_attempts=2)
+    worker.run_next()
+    failed = journal.get_job(crashing)
+    assert failed is not None and failed.state == "failed"
+    assert failed.error is not None and "interrupted: attempt 2" in failed.error
+    assert executor.requests == []
+    worker.run_next()
+    done = journal.get_job(next_job)
+    assert done is not None and done.state == "done"
