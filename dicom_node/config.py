@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,7 @@ from pydantic import (
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from dicom_node.errors import ConfigError
+from dicom_node.net.tls import ClientTls, ServerTls, client_context, server_context
 
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash
 
@@ -37,6 +39,7 @@ def _check_ae_title(value: str) -> str:
 
 
 AETitle = Annotated[str, Field(min_length=1, max_length=16)]
+IPNetwork = IPv4Network | IPv6Network  # an address is a network of one (10.0.0.5 = 10.0.0.5/32)
 
 
 class _Strict(BaseModel):
@@ -65,6 +68,11 @@ class NodeSection(_Strict):
         default=1024, ge=0, description="below this free space C-STORE answers 0xA700"
     )
     fsync: bool = Field(default=True, description="fsync each received file and its directory")
+    calling_ae_hosts: dict[AETitle, list[IPNetwork]] = Field(
+        default_factory=dict,
+        description="a calling AE listed here is accepted only from these addresses or networks",
+    )
+    tls: ServerTls | None = Field(default=None, description="DICOM TLS on the listening port")
     storage_permissions: Literal["owner", "group"] = Field(
         default="owner",
         description="who may read the spool, outputs and journal: owner (files 0600, folders 0700)"
@@ -85,6 +93,16 @@ class NodeSection(_Strict):
             raise ValueError("duplicate AE titles")
         return titles
 
+    @field_validator("calling_ae_hosts")
+    @classmethod
+    def _hosts(cls, value: dict[str, list[IPNetwork]]) -> dict[str, list[IPNetwork]]:
+        checked = {}
+        for ae, networks in value.items():
+            if not networks:
+                raise ValueError(f"{ae}: at least one address or network")
+            checked[_check_ae_title(ae)] = networks
+        return checked
+
     @field_validator("ae_title")
     @classmethod
     def _at_least_one(cls, value: list[str]) -> list[str]:
@@ -103,6 +121,7 @@ class DestinationConfig(_Strict):
         default=None, description="our AE title towards this peer; default: the node's first"
     )
     timeout_seconds: float = Field(default=30.0, gt=0)
+    tls: ClientTls | None = Field(default=None, description="DICOM TLS towards this peer")
 
     @field_validator("ae_title", "calling_ae")
     @classmethod
@@ -391,13 +410,31 @@ def config_from_mapping(data: dict[str, Any], *, base_dir: Path, source: Path | 
         cfg = NodeConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(where, exc, data)) from exc
-    node = cfg.node.model_copy(update={"storage_dir": _resolve(base_dir, cfg.node.storage_dir)})
+    node = cfg.node.model_copy(
+        update={
+            "storage_dir": _resolve(base_dir, cfg.node.storage_dir),
+            "tls": None if cfg.node.tls is None else cfg.node.tls.resolved(base_dir),
+        }
+    )
+    destinations = {
+        name: d if d.tls is None else d.model_copy(update={"tls": d.tls.resolved(base_dir)})
+        for name, d in cfg.destinations.items()
+    }
+    try:  # certificates and keys are read now: a bad file is a configuration error
+        if node.tls is not None:
+            server_context(node.tls)
+        for name, d in destinations.items():
+            if d.tls is not None:
+                client_context(d.tls, f"destinations.{name}")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
     rules_file = _resolve(base_dir, cfg.rules_file)
     rules = cfg.rules
     if rules_file is not None:
         rules = load_rules_file(rules_file)
     update = {
         "node": node,
+        "destinations": destinations,
         "model_spec": _resolve(base_dir, cfg.model_spec),
         "rules_file": rules_file,
         "config_path": source,

@@ -186,6 +186,7 @@ class Node:
             ingestor,
             ae_titles=cfg.node.ae_title,
             allowed_calling_aes=cfg.node.allowed_calling_aes,
+            calling_ae_hosts=cfg.node.calling_ae_hosts,
             on_released=self._on_released,
         )
         server = ScpServer(cfg.node, receiver)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import ssl
+from dataclasses import dataclass, field
 
 from dicom_node.errors import ConfigError
 
@@ -19,6 +20,7 @@ class Peer:
     ae_title: str
     host: str
     port: int
+    tls: ssl.SSLContext | None = field(default=None, compare=False)  # DICOM TLS towards the peer
 
     def __post_init__(self) -> None:
         if not _AE_RE.match(self.ae_title) or not self.ae_title.strip():

@@ -113,7 +113,8 @@ def _associate(ae: AE, peer: Peer) -> Association:
     """Associate and switch Nagle's algorithm off on the connection: pynetdicom writes a C-STORE
     as separate PDUs (command, then data set), and with Nagle the second waits ~40 ms for the
     peer's delayed ACK - 50 ms per small instance instead of a few."""
-    assoc = ae.associate(*peer.address, ae_title=peer.ae_title)
+    tls_args = None if peer.tls is None else (peer.tls, peer.address[0])
+    assoc = ae.associate(*peer.address, ae_title=peer.ae_title, tls_args=tls_args)
     sock = assoc.dul.socket.socket if assoc.is_established and assoc.dul.socket is not None else None
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -6,6 +6,7 @@ sent afterwards still gets its SEG at a dcmtk storescp."""
 from __future__ import annotations
 
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,20 @@ from dicom_node.net import dimse_status as st
 from dicom_node.net.peers import Peer
 from dicom_node.net.scu import send_files
 from tests.dicom_node.test_faults import node_process, read_journal, wait_for_final_seg
+from tests.support.certificates import make_pki
 from tests.support.deflate_bomb import write_deflate_bomb
 from tests.support.instances import associate_rq_pdu, recv_pdu
 from tests.support.node_process import write_config
-from tests.support.node_setup import model_spec, node_config, phantom_series, storescu
+from tests.support.node_setup import (
+    model_spec,
+    node_config,
+    parse_acknowledged,
+    phantom_series,
+    storescu,
+    storescu_command,
+)
 from tests.support.store_peers import dcmtk_storescp
-from tests.support.tools import free_port, wait_for
+from tests.support.tools import free_port, peer_env, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.dcmtk]
 
@@ -122,3 +131,40 @@ def test_a_deflate_bomb_is_refused_with_out_of_resources_and_bounded_memory(tmp_
     assert "inflates to more than" in event.message
     assert read_journal(storage, lambda j: j.counts().instances) == 1  # the warm-up instance only
     assert len([p for p in (storage / "spool").rglob("*") if p.is_file()]) == 1
+
+
+def test_tls_both_ways_storescu_to_the_node_and_its_seg_to_storescp(tmp_path: Path) -> None:
+    """dcmtk storescu +tls (client certificate of the node's CA) sends a series; the node's SEG goes
+    to dcmtk storescp +tls, which requires the node's client certificate."""
+    pki = make_pki(tmp_path / "pki")
+    storage = tmp_path / "var"
+    dest_port, out = free_port(), tmp_path / "pacs"
+    data = node_config(storage, model_spec(tmp_path / "spec"), dest_port)
+    data["node"]["tls"] = {
+        "certificate": str(pki.server.certificate),
+        "private_key": str(pki.server.key),
+        "ca_certificates": str(pki.ca),
+        "require_client_certificate": True,
+    }
+    data["destinations"]["pacs"]["tls"] = {
+        "ca_certificates": str(pki.ca),
+        "certificate": str(pki.client.certificate),
+        "private_key": str(pki.client.key),
+    }
+    config = write_config(tmp_path / "node.yaml", data)
+    files = phantom_series(tmp_path / "ct", slices=16)
+    scp_tls = ["+tls", str(pki.server.key), str(pki.server.certificate), "+cf", str(pki.ca)]
+    scu_tls = ["+tls", str(pki.client.key), str(pki.client.certificate), "+cf", str(pki.ca)]
+    with (
+        dcmtk_storescp(dest_port, out, options=scp_tls),
+        node_process(config, tmp_path / "node.log") as node,
+    ):
+        sent = subprocess.run(
+            storescu_command(node.port, files)[:1] + scu_tls + storescu_command(node.port, files)[1:],
+            env=peer_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert sent.returncode == 0 and len(parse_acknowledged(sent.stdout + sent.stderr)) == len(files)
+        wait_for_final_seg(storage, out, files)

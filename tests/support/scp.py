@@ -42,6 +42,7 @@ class Node:
             Ingestor(spool, self.journal, on_instance=self._on_instance),
             ae_titles=self.section.ae_title,
             allowed_calling_aes=self.section.allowed_calling_aes,
+            calling_ae_hosts=self.section.calling_ae_hosts,
             on_released=self._on_released,
         )
         self.server = ScpServer(self.section, receiver).start()
