@@ -35,7 +35,7 @@ from pydicom.dataset import Dataset
 from dicom_node.errors import UnreadableDatasetError
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
 from dicom_node.pipeline.routing import RuleSet, SeriesFacts, job_specs, routing_settings
-from dicom_node.storage.header import read_header_file
+from dicom_node.storage.header import read_routing_header
 from dicom_node.storage.journal import DueSeries, InstanceRow, JobSpec, SeriesRow, Trigger
 from dicom_node.storage.journal.event_log import EventLog
 
@@ -213,8 +213,8 @@ class CompletionLoop(LoopService):
         for row in self._journal.instances_of_series(series_uid):
             path = self._storage_dir / row.path
             try:
-                return read_header_file(path), ""
-            except UnreadableDatasetError as exc:
+                return read_routing_header(path), ""
+            except (OSError, UnreadableDatasetError) as exc:
                 problem = f"cannot read the header: {exc} (instance {row.sop_instance_uid})"
-                logger.warning("series %s: %s", series_uid, problem)
+            logger.warning("series %s: %s", series_uid, problem)
         return None, problem

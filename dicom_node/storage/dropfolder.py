@@ -16,7 +16,8 @@ Hidden files and folders (names starting with ``.``, e.g. rsync's temp files) ar
 Whoever may write into the drop folder must not gain the node's rights: links are never followed. A
 file is opened with ``O_NOFOLLOW`` (a symbolic link, even to a readable DICOM file, is rejected, the link
 itself moved aside); the rejected folder is checked to hold no link on the way to a moved file; a
-``.reason.txt`` is created exclusively, never through a link. A file is parsed from its handle: only its
+``.reason.txt`` is written to a new temp file renamed over its name (a planted link is replaced, never
+followed). A file is parsed from its handle: only its
 header is read before it is accepted or rejected, then it is streamed into the spool. One file that
 fails in an unexpected way is rejected with the error as its reason; the others go on.
 """
@@ -52,9 +53,10 @@ from dicom_node.errors import (
     OutOfResourcesError,
     StorageError,
 )
-from dicom_node.storage.header import read_header, read_part10_layout
+from dicom_node.storage.header import read_part10_header
 from dicom_node.storage.ingest import Ingestor, Origin
 from dicom_node.textsafe import printable
+from inference.atomic import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -279,13 +281,12 @@ class DropFolder:
                 logger.warning("drop folder: cannot read %s: %s", printable(rel), exc)
             return False
         try:
-            with os.fdopen(fd, "rb") as fp:
+            with os.fdopen(fd, "rb") as fp:  # streamed: a large file is never held whole in memory
                 if not stat.S_ISREG(os.fstat(fp.fileno()).st_mode):
                     self._reject(path, rel, "not a regular file")
                     return False
-                layout = read_part10_layout(fp)
-                header = read_header(fp, layout.transfer_syntax).validated()
-                fp.seek(layout.dataset_offset)
+                layout, header = read_part10_header(fp)
+                header.validated()
                 self.ingestor.ingest(header, layout.transfer_syntax, fp, self.origin)
         except (CannotUnderstandError, InvalidUIDError) as exc:
             self._reject(path, rel, str(exc))
@@ -321,11 +322,8 @@ class DropFolder:
             logger.error("drop folder: cannot move %s aside (%s); it stays", printable(rel), exc)
             self._log_event("error", "dropfolder_failed", f"{rel}: {reason}; cannot move it aside: {exc}")
             return
-        try:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(target.with_name(target.name + ".reason.txt"), flags, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(f"{rel}: {reason}\n")
+        try:  # a new temp file renamed over the name: a planted link is replaced, never followed
+            write_text_atomic(target.with_name(target.name + ".reason.txt"), f"{rel}: {reason}\n")
         except OSError as exc:
             logger.warning("drop folder: cannot write the reason next to %s: %s", printable(rel), exc)
         logger.warning("drop folder: rejected %s: %s", printable(rel), reason)

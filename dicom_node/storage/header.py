@@ -1,7 +1,10 @@
-"""The one header reader: every attribute before the pixel data, parsed the way the rest of the node
-parses it, with bounded memory.
+"""The one place that reads instance headers: every attribute before the pixel data, parsed the way the
+rest of the node parses it, with bounded memory.
 
-Used for C-STORE datasets (raw bytes as sent), drop-folder files, the spool reconciliation and routing.
+:func:`read_part10_header` reads what filing needs from a Part 10 file: the C-STORE handler
+(pynetdicom's streamed file), the drop folder and the spool reconciliation all use it, so they parse
+UIDs, texts and the expected count the same way; :func:`read_routing_header` gives the whole header
+as a data set for rules that match any tag (completion, ``rules explain``).
 The whole header (every element before (7FE0,0008) Float Pixel Data / (7FE0,0010) Pixel Data) is
 parsed, sequences included, so an instance whose header the completion loop, the routing or the worker
 could not parse (a corrupted VR, sequences nested thousands deep) is refused when it arrives instead
@@ -188,14 +191,13 @@ def _stopped_at_pixels(fp: BinaryIO) -> bool:
     return (group << 16 | element) >= _FIRST_PIXEL_TAG
 
 
-def read_header_file(path: Path) -> Dataset:
-    """The header (:func:`read_header_dataset`) of a Part 10 file, e.g. a spooled instance."""
-    try:
-        with open(path, "rb") as fp:
-            layout = read_part10_layout(fp)
-            return read_header_dataset(fp, layout.transfer_syntax)
-    except OSError as exc:
-        raise UnreadableDatasetError(f"cannot read {path}: {exc}") from exc
+def read_routing_header(path: Path) -> Dataset:
+    """Every attribute of the Part 10 file at ``path`` before its pixel data (rules may match any
+    tag), read by :func:`read_header_dataset` (bounded). Raises :class:`UnreadableDatasetError`, or
+    OSError when the file cannot be opened."""
+    with open(path, "rb") as fp:
+        layout = read_part10_layout(fp)
+        return read_header_dataset(fp, layout.transfer_syntax)
 
 
 def read_header(fp: BinaryIO, transfer_syntax: str) -> InstanceHeader:
@@ -257,3 +259,13 @@ def read_part10_layout(fp: BinaryIO) -> Part10Layout:
 
 def _stop_after_meta(tag: BaseTag, vr: str | None, length: int) -> bool:
     return tag.group != 0x0002
+
+
+def read_part10_header(fp: BinaryIO) -> tuple[Part10Layout, InstanceHeader]:
+    """The layout and the (not yet validated) header of the Part 10 file at ``fp``'s start; leaves
+    ``fp`` at the start of the data set. Raises :class:`UnreadableDatasetError` (or
+    :class:`DatasetTooLargeError` for a deflated data set over the limit)."""
+    layout = read_part10_layout(fp)
+    header = read_header(fp, layout.transfer_syntax)
+    fp.seek(layout.dataset_offset)
+    return layout, header
