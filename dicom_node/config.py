@@ -66,6 +66,10 @@ class NodeSection(_Strict):
         description="a calling AE listed here is accepted only from these addresses or networks",
     )
     tls: ServerTls | None = Field(default=None, description="DICOM TLS on the listening port")
+    calling_ae_quota_mb: dict[AETitle, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="calling AE -> MB of kept spool data it may fill; beyond it C-STORE answers 0xA700",
+    )
     storage_permissions: Literal["owner", "group"] = Field(
         default="owner",
         description="who may read the spool, outputs and journal: owner (files 0600, folders 0700)"
@@ -85,6 +89,11 @@ class NodeSection(_Strict):
         if len(set(titles)) != len(titles):
             raise ValueError("duplicate AE titles")
         return titles
+
+    @field_validator("calling_ae_quota_mb")
+    @classmethod
+    def _quota_aes(cls, value: dict[str, float]) -> dict[str, float]:
+        return {check_ae_title(ae): mb for ae, mb in value.items()}
 
     @field_validator("calling_ae_hosts")
     @classmethod

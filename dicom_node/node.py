@@ -38,6 +38,7 @@ from dicom_node.storage.filing import Spool
 from dicom_node.storage.ingest import Ingestor
 from dicom_node.storage.journal import Journal
 from dicom_node.storage.journal.opening import open_journal
+from dicom_node.storage.quota import CallingAeQuotas
 from dicom_node.storage.retention import RetentionService
 from dicom_node.storage.series_locks import SeriesLocks
 from inference.api import Executor
@@ -179,7 +180,12 @@ class Node:
         )
         self.retention.start()
 
-        ingestor = Ingestor(spool, journal, clock=self._clock, on_instance=self._on_instance, locks=locks)
+        quotas = (
+            CallingAeQuotas(journal, cfg.node.calling_ae_quota_mb) if cfg.node.calling_ae_quota_mb else None
+        )
+        ingestor = Ingestor(
+            spool, journal, clock=self._clock, on_instance=self._on_instance, locks=locks, quotas=quotas
+        )
         self._start_drop_folder(ingestor)
         self._start_rules_watcher(catalog)
         receiver = Receiver(

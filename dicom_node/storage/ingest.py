@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
 from dicom_node.errors import OutOfResourcesError, StorageError
-from dicom_node.storage.filing import Part, Payload, Spool, StoredFile
+from dicom_node.storage.filing import Part, Payload, Spool, StoredFile, part_size
 from dicom_node.storage.header import InstanceHeader
 from dicom_node.storage.journal import InstanceRecord, Journal
+from dicom_node.storage.quota import CallingAeQuotas
 from dicom_node.storage.series_locks import SeriesLocks
 
 logger = logging.getLogger(__name__)
@@ -85,8 +86,10 @@ class Ingestor:
         clock: Callable[[], float] = time.time,
         on_instance: Callable[[str], None] | None = None,
         locks: SeriesLocks | None = None,
+        quotas: CallingAeQuotas | None = None,
     ) -> None:
         self.spool = spool
+        self.quotas = quotas
         self.locks = locks or SeriesLocks()
         self.journal = journal
         self.clock = clock
@@ -112,6 +115,8 @@ class Ingestor:
             parts.extend(dataset)
         else:
             parts.append(dataset)  # type: ignore[arg-type]
+        if self.quotas is not None:
+            self.quotas.check(origin.calling_ae, sum(part_size(p) for p in parts))
         # filing and journaling of one series never interleave with a retention purge of it
         with self.locks.filing(header.series_uid):
             stored = self.spool.store(parts, header.study_uid, header.series_uid, header.sop_instance_uid)
@@ -138,6 +143,8 @@ class Ingestor:
                 if _disk_full(exc):
                     raise OutOfResourcesError(f"the journal cannot record the instance: {exc}") from exc
                 raise StorageError(f"the journal cannot record the instance: {exc}") from exc
+        if self.quotas is not None:
+            self.quotas.add(origin.calling_ae, stored.size)
         if outcome.old_path is not None:
             # the same SOP instance arrived before under another study/series: one copy only
             self.spool.remove(outcome.old_path)

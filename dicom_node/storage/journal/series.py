@@ -110,6 +110,13 @@ class SeriesOps(JournalBase):
         old_path = old["path"] if old is not None and old["path"] != rec.path else None
         return RecordOutcome(replaced=old is not None, old_path=old_path, late=had_job)
 
+    def bytes_from(self, calling_ae: str) -> int:
+        """Spool bytes of the kept instances a calling AE sent (for its disk quota)."""
+        rows = self._query(
+            "SELECT COALESCE(SUM(size), 0) AS n FROM instances WHERE calling_ae = ?", (calling_ae,)
+        )
+        return int(rows[0]["n"])
+
     def known_paths(self) -> set[str]:
         """Relative paths of every recorded instance (for the start-up spool reconciliation)."""
         return {r["path"] for r in self._query("SELECT path FROM instances")}

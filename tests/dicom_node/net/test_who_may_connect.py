@@ -1,5 +1,6 @@
 """Who may connect: a calling AE accepted only from its configured addresses; DICOM TLS on the SCP
-with client certificates required (dcmtk storescu +tls, certificates made with openssl here)."""
+with client certificates required (dcmtk storescu +tls, certificates made with openssl here); a
+calling AE's disk quota."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from dicom_node.net import dimse_status as st
+from dicom_node.net.peers import Peer
+from dicom_node.net.scu import send_files
 from tests.support.certificates import Pki, make_pki
 from tests.support.instances import make_ct
 from tests.support.scp import running_node
@@ -80,3 +84,23 @@ def test_tls_scp_accepts_a_client_with_a_certificate_of_its_ca_and_refuses_other
         assert node.journal.counts().instances == 1
     for refused in (rogue, anonymous, plain):
         assert refused.returncode != 0, refused.stdout + refused.stderr
+
+
+def test_a_calling_ae_over_its_disk_quota_is_refused_and_others_go_on(tmp_path: Path) -> None:
+    files = []
+    for k in range(3):
+        path = tmp_path / f"ct{k}.dcm"
+        make_ct(rows=128, columns=128).save_as(path, enforce_file_format=True)  # ~33 KB each
+        files.append(path)
+    size = files[0].stat().st_size
+    quota_mb = 2.5 * size / (1024 * 1024)  # room for two
+    with running_node(tmp_path / "storage", calling_ae_quota_mb={"GREEDY": quota_mb}) as node:
+        peer = Peer("NNUNET", "127.0.0.1", node.port)
+        greedy = [r.status for r in send_files(files, peer, "GREEDY")]
+        other = [r.status for r in send_files(files[2:], peer, "MODEST")]
+        instances = node.journal.counts().instances
+        [event] = [e for e in node.journal.recent_events() if e.kind == "store_refused"]
+    assert greedy == [st.SUCCESS, st.SUCCESS, st.OUT_OF_RESOURCES]
+    assert other == [st.SUCCESS]
+    assert instances == 3
+    assert "GREEDY is over its disk quota" in event.message
