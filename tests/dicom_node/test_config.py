@@ -319,3 +319,16 @@ def test_calling_ae_hosts_are_addresses_or_networks(tmp_path: Path) -> None:
             "  allowed_calling_aes: []", f"  calling_ae_hosts: {{CT1: {bad}}}\n  allowed_calling_aes: []"
         )
         assert "calling_ae_hosts" in error_of(write(tmp_path, text))
+
+
+def test_model_serve_spec_variable_is_the_default_model_spec(tmp_path: Path) -> None:
+    from dicom_node.config import config_from_mapping
+
+    spec = tmp_path / "spec.yaml"
+    cfg = config_from_mapping({}, base_dir=tmp_path, environ={"MODEL_SERVE_SPEC": str(spec)})
+    assert cfg.model_spec == spec
+    explicit = config_from_mapping(
+        {"model_spec": "mine.yaml"}, base_dir=tmp_path, environ={"MODEL_SERVE_SPEC": str(spec)}
+    )
+    assert explicit.model_spec == tmp_path / "mine.yaml"  # the configuration wins
+    assert config_from_mapping({}, base_dir=tmp_path, environ={}).model_spec is None
