@@ -29,6 +29,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from dicom_node.errors import ConfigError
 from dicom_node.net.ae_titles import check_ae_title
+from dicom_node.net.peers import is_valid_host
 from dicom_node.net.tls import ClientTls, ServerTls, client_context, server_context
 from inference.strict_yaml import load_yaml
 
@@ -125,6 +126,13 @@ class DestinationConfig(_Strict):
     )
     timeout_seconds: float = Field(default=30.0, gt=0)
     tls: ClientTls | None = Field(default=None, description="DICOM TLS towards this peer")
+
+    @field_validator("host")
+    @classmethod
+    def _valid_host(cls, value: str) -> str:
+        if not is_valid_host(value):
+            raise ValueError(f"invalid host {value!r}: a host name, an IPv4 address or [IPv6]")
+        return value
 
     @field_validator("ae_title", "calling_ae")
     @classmethod
