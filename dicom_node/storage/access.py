@@ -59,8 +59,14 @@ def apply_permissions(storage_dir: Path, permissions: StoragePermissions) -> Acc
     with its folder mode (or give it that mode). Returns the modes."""
     access = Access.of(permissions)
     os.umask(access.umask)
-    storage_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(storage_dir, access.folder_mode)
+    try:
+        storage_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NodeError(f"cannot create the storage folder {storage_dir}: {exc}") from exc
+    try:
+        os.chmod(storage_dir, access.folder_mode)
+    except OSError as exc:  # not ours (a shared folder): what it holds still gets the umask's modes
+        logger.warning("cannot give %s the mode %o: %s", storage_dir, access.folder_mode, exc)
     return access
 
 
@@ -80,7 +86,10 @@ class StorageLock:
 def lock_storage(storage_dir: Path) -> StorageLock:
     """Take the storage folder's lock or raise :class:`StorageInUseError` naming its holder."""
     path = storage_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise NodeError(f"cannot open the storage folder's lock {path}: {exc}") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
