@@ -22,11 +22,18 @@ import socket
 import socketserver
 import ssl
 import struct
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pynetdicom import evt
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+
+from dicom_node.config import NodeSection
+from dicom_node.net.conn_limits import ConnectionGate, ConnectionLimits, Ticket
+from dicom_node.net.pdv_meter import MessageLimits, PdvMeter
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +41,9 @@ PDU_HEADER_LENGTH = 6
 # A-ABORT: type 7, reserved, length 4, reserved x2, source 2 (service provider), reason 6 (invalid
 # PDU parameter value), PS3.8 9.3.8
 A_ABORT_INVALID_PARAMETER = b"\x07\x00\x00\x00\x00\x04\x00\x00\x02\x06"
+# A-ASSOCIATE-RJ: type 3, length 4, reserved, result 2 (transient), source 3 (service provider,
+# presentation related), reason 2 (local limit exceeded), PS3.8 9.3.4
+A_ASSOCIATE_RJ_LIMIT = b"\x03\x00\x00\x00\x00\x04\x00\x02\x03\x02"
 
 _P_DATA_TF = 0x04
 _ASSOCIATION_PDUS = (0x01, 0x02, 0x03)
@@ -66,11 +76,23 @@ class PduLimits:
 
 _socket_recv = socket.socket.recv
 
-RefusedCallback = Callable[[tuple[Any, ...], int, int], None]
+# (peer "host:port", reason) for the journal; the guard has logged it already
+RefusedCallback = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class ReadDeadlines:
+    """``handshake_seconds``: from accept until the first PDU (the A-ASSOCIATE-RQ) is complete;
+    ``pdu_seconds``: from a later PDU's first byte until it is complete. A stalled read ends the
+    connection after at most twice its deadline (each read also waits at most that long)."""
+
+    handshake_seconds: float
+    pdu_seconds: float
 
 
 class PduGuardSocket(socket.socket):
-    """A connected TCP socket whose :meth:`recv` refuses oversized PDUs (see module docstring).
+    """A connected TCP socket whose :meth:`recv` refuses oversized PDUs (see module docstring), ends
+    reads that pass their deadline and meters the PDVs of P-DATA bodies.
 
     Only plain ``recv`` calls are accounted (that is all pynetdicom uses); a ``MSG_PEEK`` passes
     through."""
@@ -80,15 +102,33 @@ class PduGuardSocket(socket.socket):
     _body_left: int
     _pending: bytes
     _refused: bool
+    _deadlines: ReadDeadlines | None
+    _deadline: float | None
+    _first_pdu: bool
+    _meter: PdvMeter | None
+    _in_pdata: bool
+    _gate: ConnectionGate | None
+    _ticket: Ticket | None
+    _pdu_type: int
+    _pdu_length: int
 
     @classmethod
     def wrap(
-        cls, sock: socket.socket, limits: PduLimits, on_refused: RefusedCallback | None = None
+        cls,
+        sock: socket.socket,
+        limits: PduLimits,
+        on_refused: RefusedCallback | None = None,
+        *,
+        deadlines: ReadDeadlines | None = None,
+        message_limits: MessageLimits | None = None,
+        gate: ConnectionGate | None = None,
+        ticket: Ticket | None = None,
     ) -> PduGuardSocket:
-        """Take over ``sock``'s file descriptor (``sock`` is detached and must not be used)."""
+        """Take over ``sock``'s file descriptor (``sock`` is detached and must not be used). With a
+        ``gate`` and its ``ticket``, the first A-ASSOCIATE-RQ moves the connection from pending to
+        associating, or is rejected when the association limit is reached."""
         timeout = sock.gettimeout()
         guarded = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        guarded.settimeout(timeout)
         if guarded.family in (socket.AF_INET, socket.AF_INET6):
             # each PDU goes out at once: no Nagle delay (40 ms per message against delayed ACKs)
             guarded.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -97,19 +137,37 @@ class PduGuardSocket(socket.socket):
         guarded._body_left = 0
         guarded._pending = b""
         guarded._refused = False
+        guarded._deadlines = deadlines
+        guarded._first_pdu = True
+        guarded._in_pdata = False
+        guarded._meter = PdvMeter(message_limits) if message_limits is not None else None
+        guarded._gate = gate
+        guarded._ticket = ticket
+        guarded._pdu_type = 0
+        guarded._pdu_length = 0
+        if deadlines is not None:
+            guarded._deadline = time.monotonic() + deadlines.handshake_seconds
+            guarded.settimeout(deadlines.handshake_seconds)
+        else:
+            guarded._deadline = None
+            guarded.settimeout(timeout)
+        if ticket is not None:
+            ticket.sock = guarded
         return guarded
 
     @property
     def refused(self) -> bool:
-        """True once an oversized PDU was refused on this connection."""
+        """True once this connection was cut off (oversized PDU, limit, deadline)."""
         return self._refused
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         left = self._body_left
         if left and not flags and not self._pending:  # inside a PDU body: the hot path
-            data = _socket_recv(self, bufsize if bufsize < left else left)
-            self._body_left = left - len(data)
-            return data
+            try:
+                data = _socket_recv(self, bufsize if bufsize < left else left)
+            except TimeoutError:
+                return self._expire()
+            return self._body(data, left)
         if flags & socket.MSG_PEEK:
             return _socket_recv(self, bufsize, flags)
         if self._refused or bufsize <= 0:
@@ -118,88 +176,252 @@ class PduGuardSocket(socket.socket):
             out, self._pending = self._pending[:bufsize], self._pending[bufsize:]
             return out
         if left:
-            data = _socket_recv(self, min(bufsize, left), flags)
-            self._body_left = left - len(data)
-            return data
+            try:
+                data = _socket_recv(self, min(bufsize, left), flags)
+            except TimeoutError:
+                return self._expire()
+            return self._body(data, left)
         return self._next_header(bufsize, flags)
 
+    def _body(self, data: bytes, left: int) -> bytes:
+        """Account for body bytes just read (``left`` were due before them)."""
+        n = len(data)
+        if not n:
+            return data  # closed mid-PDU: pynetdicom sees a short read
+        left -= n
+        self._body_left = left
+        if self._in_pdata:
+            meter = self._meter
+            if meter is not None:
+                if meter.skip >= n:
+                    meter.skip -= n  # inside a fragment value: nothing to parse
+                else:
+                    reason = meter.feed(data)
+                    if reason is not None:
+                        return self._cut_off(reason)
+        deadline = self._deadline
+        if deadline is not None and left and time.monotonic() > deadline:
+            return self._expire()
+        if not left:
+            self._pdu_done()
+        return data
+
+    def _pdu_done(self) -> None:
+        if self._first_pdu:
+            self._first_pdu = False
+            if self._deadlines is not None:
+                self.settimeout(self._deadlines.pdu_seconds)
+        self._deadline = None
+
     def _next_header(self, bufsize: int, flags: int) -> bytes:
+        if self._deadline is None and self._deadlines is not None:
+            self._deadline = time.monotonic() + self._deadlines.pdu_seconds
         header = b""
         while len(header) < PDU_HEADER_LENGTH:
-            chunk = _socket_recv(self, PDU_HEADER_LENGTH - len(header), flags)
+            try:
+                chunk = _socket_recv(self, PDU_HEADER_LENGTH - len(header), flags)
+            except TimeoutError:
+                self._pdu_type, self._pdu_length = (header[0] if header else 0), -1
+                return self._expire()
             if not chunk:
                 return header  # closed mid-header: pynetdicom sees a short read
             header += chunk
+            if len(header) < PDU_HEADER_LENGTH and self._deadline and time.monotonic() > self._deadline:
+                return self._expire()
         pdu_type, _, length = struct.unpack(">BBL", header)
+        self._pdu_type, self._pdu_length = pdu_type, length
         limit = self._limits.limit_for(pdu_type)
         if limit is not None and length > limit:
             self._refuse(pdu_type, length, limit)
             return b""
+        gate, ticket = self._gate, self._ticket
+        if (
+            pdu_type == 0x01
+            and gate is not None
+            and ticket is not None
+            and not gate.start_association(ticket)
+        ):
+            return self._reject_over_limit()
+        self._in_pdata = pdu_type == _P_DATA_TF
+        if self._in_pdata and self._meter is not None:
+            self._meter.start_pdu()
         self._body_left = length
+        if not length:
+            self._pdu_done()
         out, self._pending = header[:bufsize], header[bufsize:]
         return out
 
-    def _refuse(self, pdu_type: int, length: int, limit: int) -> None:
-        self._refused = True
+    def _peer_text(self) -> str:
         try:
-            peer: tuple[Any, ...] = tuple(self.getpeername())
+            peer = self.getpeername()
         except OSError:
-            peer = ()
-        logger.warning(
-            "aborting association from %s: PDU type 0x%02X announces %d bytes, more than the %d allowed",
-            ":".join(str(p) for p in peer[:2]) or "?",
-            pdu_type,
-            length,
-            limit,
+            return "?"
+        return ":".join(str(p) for p in peer[:2])
+
+    def _refuse(self, pdu_type: int, length: int, limit: int) -> None:
+        self._cut_off(f"PDU type 0x{pdu_type:02X} announces {length} bytes, more than the {limit} allowed")
+
+    def _expire(self) -> bytes:
+        seconds = (
+            self._deadlines.handshake_seconds
+            if self._first_pdu and self._deadlines is not None
+            else (self._deadlines.pdu_seconds if self._deadlines is not None else 0.0)
         )
-        if self._on_refused is not None:
-            try:
-                self._on_refused(peer, pdu_type, length)
-            except Exception:
-                logger.exception("PDU refusal callback failed")
+        got = (
+            ""
+            if self._pdu_length < 0
+            else f" ({self._pdu_length - self._body_left} of {self._pdu_length} bytes)"
+        )
+        what = "association request" if self._first_pdu else f"PDU type 0x{self._pdu_type:02X}"
+        return self._cut_off(f"{what} not received within {seconds:g} s{got}", abort=False)
+
+    def _reject_over_limit(self) -> bytes:
+        self._refused = True
         with contextlib.suppress(OSError):
-            self.sendall(A_ABORT_INVALID_PARAMETER)
+            self.sendall(A_ASSOCIATE_RJ_LIMIT)
         with contextlib.suppress(OSError):
             self.shutdown(socket.SHUT_RDWR)
+        return b""
+
+    def _cut_off(self, reason: str, *, abort: bool = True) -> bytes:
+        """End the connection (after an A-ABORT unless ``abort`` is False); log and report why."""
+        self._refused = True
+        self._body_left = 0
+        peer = self._peer_text()
+        logger.warning("closing connection from %s: %s", peer, reason)
+        if self._on_refused is not None:
+            try:
+                self._on_refused(peer, reason)
+            except Exception:
+                logger.exception("PDU refusal callback failed")
+        if abort:
+            with contextlib.suppress(OSError):
+                self.sendall(A_ABORT_INVALID_PARAMETER)
+        with contextlib.suppress(OSError):
+            self.shutdown(socket.SHUT_RDWR)
+        return b""
 
 
 class GuardedRequestHandler(RequestHandler):
-    """pynetdicom's request handler, with the accepted socket wrapped in a :class:`PduGuardSocket`."""
+    """pynetdicom's request handler for a connection the server has admitted and guarded; the
+    handler's thread waits for the association to end, then gives the connection's slot back."""
 
     server: GuardedAssociationServer
 
-    def setup(self) -> None:
-        super().setup()
-        sock = self.request
-        if isinstance(sock, ssl.SSLSocket):
-            # the guard reads the raw stream; under TLS that is ciphertext (not supported yet)
-            logger.warning("PDU size guard is off for TLS connections")
-            return
-        if isinstance(sock, socket.socket) and not isinstance(sock, PduGuardSocket):
-            # pynetdicom's association closes the socket it was given when it ends
-            self.request = PduGuardSocket.wrap(sock, self.server.pdu_limits, self.server.on_pdu_refused)
+    def handle(self) -> None:
+        ticket = self.server.take_ticket(self.request)
+        try:
+            assoc = self._create_association()
+            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+            assoc.start()
+            assoc.join()
+        finally:
+            if ticket is not None:
+                self.server.gate.release(ticket)
 
 
 class GuardedAssociationServer(ThreadedAssociationServer):
-    """A threaded association server whose connections are PDU-guarded.
+    """A threaded association server whose connections are admitted by a :class:`ConnectionGate`
+    and PDU-guarded.
 
     Made by ``AE.make_server(address, ..., server_class=GuardedAssociationServer,
-    pdu_limits=PduLimits(...))``; run with ``serve_forever`` and stopped with :meth:`shutdown`."""
+    pdu_limits=PduLimits(...), connection_limits=..., deadlines=..., message_limits=...)``; run with
+    ``serve_forever`` and stopped with :meth:`shutdown`. Connection threads are daemons and are not
+    joined on close: a stalled peer never holds up a stopping node."""
+
+    daemon_threads = True
+    block_on_close = False
 
     def __init__(
         self,
         *args: Any,
         pdu_limits: PduLimits,
         on_pdu_refused: RefusedCallback | None = None,
+        connection_limits: ConnectionLimits | None = None,
+        deadlines: ReadDeadlines | None = None,
+        message_limits: MessageLimits | None = None,
         **kwargs: Any,
     ) -> None:
         self.pdu_limits = pdu_limits
         self.on_pdu_refused = on_pdu_refused
+        self.deadlines = deadlines
+        self.message_limits = message_limits
+        limits = connection_limits or ConnectionLimits(
+            max_associations=1 << 20, max_pending=1 << 20, max_pending_per_peer=1 << 20
+        )
+        self.gate = ConnectionGate(limits)
+        self._tickets: dict[Any, Ticket] = {}
+        self._tickets_lock = threading.Lock()
         kwargs["request_handler"] = GuardedRequestHandler
         super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Admit (or refuse) the accepted connection, wrap it in the guard, start its thread."""
+        ticket = self.gate.admit(client_address)
+        if ticket is None:
+            self._report(
+                f"{client_address[0]}:{client_address[1]}",
+                "connection refused: too many connections without an association request",
+            )
+            self.shutdown_request(request)
+            return
+        if isinstance(request, socket.socket) and not isinstance(request, ssl.SSLSocket):
+            request = PduGuardSocket.wrap(
+                request,
+                self.pdu_limits,
+                self.on_pdu_refused,
+                deadlines=self.deadlines,
+                message_limits=self.message_limits,
+                gate=self.gate,
+                ticket=ticket,
+            )
+        else:
+            # the guard reads the raw stream; under TLS that is ciphertext (not supported yet)
+            logger.warning("PDU guard and read deadlines are off for TLS connections")
+            ticket.sock = request
+            if not self.gate.start_association(ticket):
+                self.gate.release(ticket)
+                self.shutdown_request(request)
+                return
+        with self._tickets_lock:
+            self._tickets[request] = ticket
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            with self._tickets_lock:
+                self._tickets.pop(request, None)
+            self.gate.release(ticket)
+            raise
+
+    def take_ticket(self, request: Any) -> Ticket | None:
+        with self._tickets_lock:
+            return self._tickets.pop(request, None)
+
+    def _report(self, peer: str, reason: str) -> None:
+        if self.on_pdu_refused is not None:
+            try:
+                self.on_pdu_refused(peer, reason)
+            except Exception:
+                logger.exception("refusal callback failed")
 
     def shutdown(self) -> None:
         """Stop serving and close the listening socket. (pynetdicom's version also unregisters
         from the AE's own server list, which this server, started by us, is not in.)"""
         socketserver.BaseServer.shutdown(self)
         self.server_close()
+
+
+def guard_options(node: NodeSection) -> dict[str, Any]:
+    """The :class:`GuardedAssociationServer` keyword arguments for a node configuration."""
+    return {
+        "pdu_limits": PduLimits(max_pdu=node.max_pdu_bytes),
+        "connection_limits": ConnectionLimits(
+            max_associations=node.max_associations,
+            max_pending=node.max_pending_connections,
+            max_pending_per_peer=node.max_pending_per_peer,
+        ),
+        "deadlines": ReadDeadlines(
+            handshake_seconds=node.acse_timeout_seconds, pdu_seconds=node.network_timeout_seconds
+        ),
+        "message_limits": MessageLimits(max_dataset_bytes=node.max_dataset_bytes),
+    }
