@@ -404,6 +404,31 @@ class GuardedAssociationServer(ThreadedAssociationServer):
             except Exception:
                 logger.exception("refusal callback failed")
 
+    def end_connections(self, grace_seconds: float) -> None:
+        """After :meth:`shutdown`: close connections that have not associated at once, give
+        established associations up to ``grace_seconds`` to end (an instance being filed is always
+        finished), then shut their connections and abort them. Waits for no stalled peer."""
+        closed = self.gate.close_pending()
+        deadline = time.monotonic() + grace_seconds
+        assocs = [a for a in self.active_associations if a.is_alive()]
+        while any(a.is_alive() and a.is_established for a in assocs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = [a for a in assocs if a.is_alive()]
+        established = [a for a in left if a.is_established]
+        if closed or left:
+            logger.warning(
+                "at shutdown: %d connections without an association closed, %d associations aborted",
+                closed,
+                len(established),
+            )
+        self.gate.close_all()  # reads stalled on a peer end now, not at their deadline
+        for assoc in left:
+            assoc.abort()  # also ends its DUL thread
+        # a connection closed before its request leaves pynetdicom's (daemon) association thread
+        # waiting for the request until the ACSE timeout: it is not joined
+        for assoc in established:
+            assoc.join(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
+
     def shutdown(self) -> None:
         """Stop serving and close the listening socket. (pynetdicom's version also unregisters
         from the AE's own server list, which this server, started by us, is not in.)"""

@@ -413,19 +413,7 @@ class ScpServer:
         if server is None:
             return
         server.shutdown()
-        server.gate.close_pending()  # peers that never sent a request get no grace
-        deadline = time.monotonic() + grace_seconds
-        assocs = list(server.active_associations)
-        while assocs and time.monotonic() < deadline:
-            time.sleep(0.05)
-            assocs = [a for a in assocs if a.is_alive()]
-        if assocs:
-            server.gate.close_all()  # reads stalled on a peer end now, not at their deadline
-        for assoc in assocs:
-            logger.warning("aborting association still open at shutdown")
-            assoc.abort()
-        for assoc in assocs:
-            assoc.join(timeout=grace_seconds)
+        server.end_connections(grace_seconds)
         if self._thread is not None:
             self._thread.join(timeout=5)
         logger.info("DICOM SCP stopped")
