@@ -280,3 +280,8 @@ def test_full_example_shows_every_key() -> None:
 def test_destination_needs_host_and_port(tmp_path: Path) -> None:
     msg = error_of(write(tmp_path, 'destinations: {pacs: {ae_title: P, host: "", port: 0}}\n'))
     assert "destinations.pacs.host" in msg and "destinations.pacs.port" in msg
+
+
+def test_a_per_peer_pending_limit_above_the_total_is_refused(tmp_path: Path) -> None:
+    msg = error_of(write(tmp_path, "node: {max_pending_connections: 2, max_pending_per_peer: 3}\n"))
+    assert "max_pending_per_peer" in msg
