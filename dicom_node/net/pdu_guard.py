@@ -32,6 +32,7 @@ from pynetdicom import evt
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from dicom_node.config import NodeSection
+from dicom_node.net import fastpath
 from dicom_node.net.conn_limits import ConnectionGate, ConnectionLimits, Ticket
 from dicom_node.net.pdv_meter import MessageLimits, PdvMeter
 
@@ -75,6 +76,7 @@ class PduLimits:
 
 
 _socket_recv = socket.socket.recv
+_socket_recv_into = socket.socket.recv_into
 
 # (peer "host:port", reason) for the journal; the guard has logged it already
 RefusedCallback = Callable[[str, str], None]
@@ -183,11 +185,31 @@ class PduGuardSocket(socket.socket):
             return self._body(data, left)
         return self._next_header(bufsize, flags)
 
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        view = memoryview(buffer)
+        if not nbytes:
+            nbytes = view.nbytes
+        left = self._body_left
+        if left and not flags and not self._pending:  # inside a PDU body: the hot path
+            try:
+                n = _socket_recv_into(self, view, nbytes if nbytes < left else left)
+            except TimeoutError:
+                self._expire()
+                return 0
+            return n if self._accounted(view[:n], left) else 0
+        data = self.recv(nbytes, flags)
+        view[: len(data)] = data
+        return len(data)
+
     def _body(self, data: bytes, left: int) -> bytes:
         """Account for body bytes just read (``left`` were due before them)."""
+        return data if self._accounted(data, left) else b""
+
+    def _accounted(self, data: bytes | memoryview, left: int) -> bool:
+        """Account for body bytes just read; False when the connection was cut off."""
         n = len(data)
         if not n:
-            return data  # closed mid-PDU: pynetdicom sees a short read
+            return True  # closed mid-PDU: pynetdicom sees a short read
         left -= n
         self._body_left = left
         if self._in_pdata:
@@ -198,13 +220,15 @@ class PduGuardSocket(socket.socket):
                 else:
                     reason = meter.feed(data)
                     if reason is not None:
-                        return self._cut_off(reason)
+                        self._cut_off(reason)
+                        return False
         deadline = self._deadline
         if deadline is not None and left and time.monotonic() > deadline:
-            return self._expire()
+            self._expire()
+            return False
         if not left:
             self._pdu_done()
-        return data
+        return True
 
     def _pdu_done(self) -> None:
         if self._first_pdu:
@@ -312,6 +336,8 @@ class GuardedRequestHandler(RequestHandler):
         ticket = self.server.take_ticket(self.request)
         try:
             assoc = self._create_association()
+            if self.server.fast_path:
+                fastpath.install(assoc)
             evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
             assoc.start()
             assoc.join()
@@ -340,8 +366,10 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         connection_limits: ConnectionLimits | None = None,
         deadlines: ReadDeadlines | None = None,
         message_limits: MessageLimits | None = None,
+        fast_path: bool = True,
         **kwargs: Any,
     ) -> None:
+        self.fast_path = fast_path
         self.pdu_limits = pdu_limits
         self.on_pdu_refused = on_pdu_refused
         self.deadlines = deadlines
