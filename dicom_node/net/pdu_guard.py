@@ -300,7 +300,13 @@ class PduGuardSocket(socket.socket):
         return self._cut_off(f"{what} not received within {seconds:g} s{got}", abort=False)
 
     def _reject_over_limit(self) -> bytes:
+        """A-ASSOCIATE-RJ (transient, local limit exceeded); the gate has logged it."""
         self._refused = True
+        if self._on_refused is not None:
+            try:
+                self._on_refused(self._peer_text(), "association rejected: association limit reached")
+            except Exception:
+                logger.exception("PDU refusal callback failed")
         with contextlib.suppress(OSError):
             self.sendall(A_ASSOCIATE_RJ_LIMIT)
         with contextlib.suppress(OSError):
