@@ -20,11 +20,14 @@ subclasses below; no pynetdicom module is patched, nothing else differs:
 - :class:`BufferedAssociationSocket`: a PDU is read with ``recv_into`` into a buffer reused for the
   connection, as many bytes per call as the kernel has (the PDU guard accounts for ``recv_into`` as it
   does for ``recv``).
+- :class:`ResponseEncodingDIMSE`: a C-STORE-RSP with status Success (and nothing else) is encoded
+  directly, byte for byte what pynetdicom would send, instead of through a pydicom data set.
 
 Upstream, this would be: an event-driven DUL reactor (the "TODO: try and make this event based" in
 ``dul.py``: wake on the provider queue and the socket instead of ``_run_loop_delay``), an association
-reactor that blocks on ``DIMSEServiceProvider.msg_queue``, and ``AssociationSocket.recv`` reading into a
-preallocated buffer; ``tests/dicom_node/net/test_fastpath.py`` guards the behaviour this relies on.
+reactor that blocks on ``DIMSEServiceProvider.msg_queue``, ``AssociationSocket.recv`` reading into a
+preallocated buffer, and a fixed-layout encoder for the commonest command sets;
+``tests/dicom_node/net/test_fastpath.py`` guards the behaviour this relies on.
 """
 
 from __future__ import annotations
@@ -34,12 +37,17 @@ import logging
 import queue
 import select
 import socket
+import struct
 from typing import Any
 
 import pynetdicom
+from pynetdicom import evt
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
 logger = logging.getLogger(__name__)
@@ -179,8 +187,6 @@ class QueueWaitingAssociation(Association):
 
 
 def _trigger(assoc: Association, name: str) -> None:
-    from pynetdicom import evt
-
     evt.trigger(assoc, getattr(evt, name), {})
 
 
@@ -203,6 +209,57 @@ class BufferedAssociationSocket(AssociationSocket):
             got += n
         # the caller appends these bytes to its own bytearray at once (dul._read_pdu_data)
         return view[:got]  # type: ignore[return-value]
+
+
+def _element(element: int, value: bytes) -> bytes:
+    return struct.pack("<HHI", 0x0000, element, len(value)) + value
+
+
+def _uid(value: object) -> bytes:
+    raw = str(value).encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+def encode_store_success(primitive: object) -> bytes | None:
+    """The command set (implicit VR little endian, PS3.7 9.3.1.2) of a C-STORE-RSP with status
+    Success and nothing else to say, or None for any other primitive (pynetdicom encodes those)."""
+    if not isinstance(primitive, C_STORE) or primitive.MessageIDBeingRespondedTo is None:
+        return None
+    if primitive.Status != 0x0000 or primitive.ErrorComment is not None:
+        return None
+    if primitive.OffendingElement is not None or primitive.DataSet is not None:
+        return None
+    body = [
+        _element(0x0100, struct.pack("<H", 0x8001)),  # Command Field: C-STORE-RSP
+        _element(0x0120, struct.pack("<H", primitive.MessageIDBeingRespondedTo)),
+        _element(0x0800, struct.pack("<H", 0x0101)),  # Command Data Set Type: none
+        _element(0x0900, struct.pack("<H", 0x0000)),  # Status
+    ]
+    if primitive.AffectedSOPClassUID:
+        body.insert(0, _element(0x0002, _uid(primitive.AffectedSOPClassUID)))
+    if primitive.AffectedSOPInstanceUID:
+        body.append(_element(0x1000, _uid(primitive.AffectedSOPInstanceUID)))
+    elements = b"".join(body)
+    return _element(0x0000, struct.pack("<I", len(elements))) + elements
+
+
+class ResponseEncodingDIMSE(DIMSEServiceProvider):
+    """pynetdicom's DIMSE provider; a plain C-STORE Success response is encoded directly (pynetdicom
+    builds a pydicom data set for it and writes it with pydicom: ~0.7 ms per instance)."""
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:
+        command = encode_store_success(primitive)
+        if (
+            command is None
+            or self.assoc.get_handlers(evt.EVT_DIMSE_SENT)  # someone wants pynetdicom's message object
+            or (self.maximum_pdu_size and len(command) + 7 > self.maximum_pdu_size)
+        ):
+            super().send_msg(primitive, context_id)
+            return
+        pdata = P_DATA()
+        # message control header 0x03: command, last fragment
+        pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
+        self.dul.send_pdu(pdata)
 
 
 _SSL_SOCKET: tuple[type, ...]
@@ -238,5 +295,6 @@ def install(assoc: Association) -> bool:
     dul.__class__ = WakingDUL
     assoc.__class__ = QueueWaitingAssociation
     sock.__class__ = BufferedAssociationSocket
+    assoc.dimse.__class__ = ResponseEncodingDIMSE
     sock._buffer = bytearray(64 * 1024)  # type: ignore[attr-defined]
     return True
