@@ -1,4 +1,4 @@
-"""Refuse PDUs longer than we allow before reading their body.
+"""Guard the accepted connection: PDU sizes, read deadlines, PDV counts, connection limits.
 
 pynetdicom 3.0.4 reads a PDU by trusting its 32-bit length field: one header announcing 64 MiB makes it
 buffer 64 MiB, whatever maximum PDU length we announced. :class:`PduGuardSocket` is the accepted TCP
@@ -9,8 +9,18 @@ its limit is never read: the guard sends an A-ABORT (service-provider, invalid P
 shuts the connection down and reports end-of-stream, which pynetdicom handles as a closed transport
 connection (its association thread ends with EVT_ABORTED).
 
-:class:`GuardedAssociationServer` installs the guard for every accepted connection through the request
-handler class pynetdicom's server accepts (``AE.make_server(..., server_class=...)``); nothing in
+The same socket also bounds time and work (issue 8): the first PDU (the A-ASSOCIATE-RQ) must be
+complete within the handshake deadline from accept, every later PDU within the PDU deadline from its
+first byte (:class:`ReadDeadlines`; a read past its deadline closes the connection, logged with the peer
+address); P-DATA bodies pass through a :class:`~dicom_node.net.pdv_meter.PdvMeter`, which cuts off a
+message whose data set exceeds its size limit or that carries a flood of tiny fragments (A-ABORT).
+
+:class:`GuardedAssociationServer` admits each accepted connection through a
+:class:`~dicom_node.net.conn_limits.ConnectionGate` (pending connections have their own limits, in total
+and per peer address; the association limit is checked when the A-ASSOCIATE-RQ starts), wraps it in the
+guard, and runs pynetdicom's association for it with the receive fast path
+(:mod:`dicom_node.net.fastpath`); the connection's thread waits for the association and then frees its
+slot. It is the server class pynetdicom's ``AE.make_server(..., server_class=...)`` accepts; nothing in
 pynetdicom is patched.
 """
 
@@ -96,8 +106,8 @@ class PduGuardSocket(socket.socket):
     """A connected TCP socket whose :meth:`recv` refuses oversized PDUs (see module docstring), ends
     reads that pass their deadline and meters the PDVs of P-DATA bodies.
 
-    Only plain ``recv`` calls are accounted (that is all pynetdicom uses); a ``MSG_PEEK`` passes
-    through."""
+    ``recv`` and ``recv_into`` are accounted (pynetdicom and the fast path use them); a ``MSG_PEEK``
+    passes through."""
 
     _limits: PduLimits
     _on_refused: RefusedCallback | None
