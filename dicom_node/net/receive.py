@@ -45,7 +45,7 @@ from dicom_node.errors import (
 )
 from dicom_node.net import dimse_status as st
 from dicom_node.net.contexts import supported_contexts
-from dicom_node.net.pdu_guard import GuardedAssociationServer, guard_options
+from dicom_node.net.guarded_server import GuardedAssociationServer, guard_options
 from dicom_node.storage.header import InstanceHeader, read_part10_header
 from dicom_node.storage.ingest import Ingestor, Origin
 from dicom_node.storage.journal import Journal
