@@ -95,6 +95,30 @@ def test_a_peer_stalling_every_slot_is_served_once_its_stalls_expire(tmp_path: P
                 s.close()
 
 
+@pytest.mark.parametrize("stall", ["association request", "P-DATA"])
+def test_a_pdu_stalled_midway_is_closed_at_its_deadline(
+    tmp_path: Path, stall: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    with running_node(tmp_path / "storage", acse_timeout_seconds=1, network_timeout_seconds=1) as node:
+        if stall == "P-DATA":
+            sock = raw_associate(node.port)
+            sock.sendall(b"\x04\x00\x00\x00\x01\x00" + b"\x00" * 100)  # 100 of 256 body bytes
+        else:
+            sock = socket.create_connection(("127.0.0.1", node.port), timeout=60)
+            sock.sendall(b"\x01\x00\x00\x00\x01\x00" + b"\x00" * 10)  # 10 of 256 body bytes
+        try:
+            started = time.monotonic()
+            while not closed_by_node(sock):  # an A-ABORT or nothing, then the close
+                pass
+            assert time.monotonic() - started < 30  # our own read timeout is 60 s
+        finally:
+            sock.close()
+        assert echo(node.port) == 0
+    expired = [r.getMessage() for r in caplog.records if "not received within 1 s" in r.getMessage()]
+    assert len(expired) == 1 and "127.0.0.1" in expired[0]
+
+
 def test_association_limit_does_not_count_pending_connections(tmp_path: Path) -> None:
     with running_node(tmp_path / "storage", max_associations=1, acse_timeout_seconds=60) as node:
         socks = stalled_connections(node.port, 4)
