@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from dicom_node import textsafe
 from dicom_node.process import configure_process
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ COMMAND_MODULES = (
     "config_cmd",
     "rules",
     "actions_cmd",
+    "journal",
 )
 
 
@@ -50,6 +52,7 @@ def configure_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    textsafe.install()  # peers' text (AE titles, descriptions...) cannot forge lines or escapes
     # libraries that log routine steps at INFO (highdicom: one line per copied module)
     for noisy in ("pynetdicom", "PIL", "matplotlib", "watchdog", "highdicom", "nnunetv2"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))

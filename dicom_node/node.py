@@ -32,10 +32,13 @@ from dicom_node.pipeline.rules_watch import watch_config_rules
 from dicom_node.pipeline.sending import Sender, check_destinations
 from dicom_node.pipeline.worker import Worker
 from dicom_node.process import configure_process
+from dicom_node.storage.access import StorageLock, apply_permissions, lock_storage
 from dicom_node.storage.dropfolder import DropFolder
 from dicom_node.storage.filing import Spool
 from dicom_node.storage.ingest import Ingestor
 from dicom_node.storage.journal import Journal
+from dicom_node.storage.journal.opening import open_journal
+from dicom_node.storage.quota import CallingAeQuotas
 from dicom_node.storage.retention import RetentionService
 from dicom_node.storage.series_locks import SeriesLocks
 from inference.api import Executor
@@ -75,6 +78,7 @@ class Node:
         self._rules_lock = threading.Lock()
         self._rules = RuleSet()
         self.journal: Journal | None = None
+        self._storage_lock: StorageLock | None = None
         self.spool: Spool | None = None
         self.sender: Sender | None = None
         self.worker: Worker | None = None  # the first of ``workers``
@@ -117,9 +121,10 @@ class Node:
         self._started = True
         configure_process()  # process-wide switches, before any of our threads runs
         cfg = self.config
-        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        apply_permissions(self.storage_dir, cfg.node.storage_permissions)
+        self._storage_lock = lock_storage(self.storage_dir)  # before anything touches the folder
         (self.storage_dir / "outputs").mkdir(exist_ok=True)
-        journal = self.journal = Journal(self.storage_dir / "journal.sqlite")
+        journal = self.journal = open_journal(self.storage_dir)
         journal.recover()
         spool = self.spool = Spool(
             self.storage_dir, fsync=cfg.node.fsync, min_free_bytes=cfg.node.min_free_disk_mb * MB
@@ -184,13 +189,19 @@ class Node:
         )
         self.retention.start()
 
-        ingestor = Ingestor(spool, journal, clock=self._clock, on_instance=self._on_instance, locks=locks)
+        quotas = (
+            CallingAeQuotas(journal, cfg.node.calling_ae_quota_mb) if cfg.node.calling_ae_quota_mb else None
+        )
+        ingestor = Ingestor(
+            spool, journal, clock=self._clock, on_instance=self._on_instance, locks=locks, quotas=quotas
+        )
         self._start_drop_folder(ingestor)
         self._start_rules_watcher(catalog)
         receiver = Receiver(
             ingestor,
             ae_titles=cfg.node.ae_title,
             allowed_calling_aes=cfg.node.allowed_calling_aes,
+            calling_ae_hosts=cfg.node.calling_ae_hosts,
             on_released=self._on_released,
         )
         server = ScpServer(cfg.node, receiver)
@@ -232,6 +243,9 @@ class Node:
         if self.journal is not None:
             self.journal.close()
             self.journal = None
+        if self._storage_lock is not None:
+            self._storage_lock.release()
+            self._storage_lock = None
         self._started = False
 
     def __enter__(self) -> Node:

@@ -9,7 +9,8 @@ change is another's surprise), so each is set once, before any thread of ours ru
   :func:`dicom_node.net.scu.use_raw_file_sending`), streams received data sets to disk
   (``STORE_RECV_CHUNKED_DATASET``, see :func:`dicom_node.net.receive.stream_received_datasets`), and
   nnU-Net's prints from worker threads are
-  captured per thread (:func:`inference.stdout_capture.install`);
+  captured per thread (:func:`inference.stdout_capture.install`), and pydicom reads values without a
+  warning per slightly invalid value (:func:`quiet_value_validation`);
 - building the SCP (:func:`dicom_node.net.receive.build_ae`, once per node) switches on pynetdicom's
   unrestricted storage service, so that private and unknown storage SOP classes are accepted
   (:func:`dicom_node.net.contexts.accept_every_storage_class`);
@@ -18,6 +19,8 @@ change is another's surprise), so each is set once, before any thread of ours ru
 """
 
 from __future__ import annotations
+
+import pydicom.config
 
 from dicom_node.net.receive import stream_received_datasets
 from dicom_node.net.scu import use_raw_file_sending
@@ -30,3 +33,13 @@ def configure_process() -> None:
     use_raw_file_sending()
     stream_received_datasets()
     stdout_capture.install()
+    quiet_value_validation()
+
+
+def quiet_value_validation() -> None:
+    """pydicom checks each value it converts against its VR and logs a warning for every slightly
+    invalid one (an IS of '3.0', a DS too long), common in real data. The header reader converts
+    every element of every received header (:mod:`dicom_node.storage.header`), so the log would
+    carry one such line per element per instance: the node reads values as they are and refuses only
+    what cannot be parsed (an unknown VR, a length that does not fit)."""
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE

@@ -173,10 +173,12 @@ def _associate(ae: AE, peer: Peer) -> _Link:
         if isinstance(primitive, A_ABORT | A_P_ABORT):
             aborts.append(describe_abort(primitive))
 
+    tls_args = None if peer.tls is None else (peer.tls, peer.address[0])
     assoc = ae.associate(
         host,
         port,
         ae_title=peer.ae_title,
+        tls_args=tls_args,
         evt_handlers=[
             (evt.EVT_ACSE_RECV, on_acse),
             (evt.EVT_CONN_OPEN, lambda _: connected.append(True)),

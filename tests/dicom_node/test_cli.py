@@ -26,6 +26,7 @@ COMMANDS = [
     "retry",
     "resend",
     "rerun",
+    "journal",
 ]
 
 

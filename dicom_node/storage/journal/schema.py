@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS instances (
     sha256           TEXT                -- of the data set bytes as received (no file meta)
 );
 CREATE INDEX IF NOT EXISTS instances_by_series ON instances(series_uid);
+CREATE INDEX IF NOT EXISTS instances_by_calling_ae ON instances(calling_ae);
 
 CREATE TABLE IF NOT EXISTS series (
     series_uid         TEXT PRIMARY KEY,
