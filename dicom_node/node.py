@@ -29,7 +29,7 @@ from dicom_node.pipeline.executors import build_executors, worker_threads
 from dicom_node.pipeline.loop import Clock
 from dicom_node.pipeline.routing import RuleSet
 from dicom_node.pipeline.rules_watch import watch_config_rules
-from dicom_node.pipeline.sending import Sender, check_destinations
+from dicom_node.pipeline.sending import Sender
 from dicom_node.pipeline.worker import Worker
 from dicom_node.process import configure_process
 from dicom_node.storage.access import StorageLock, apply_permissions, lock_storage
@@ -298,16 +298,10 @@ class Node:
 
     def _check_destinations(self) -> None:
         """C-ECHO the destinations in the background: a slow or absent peer delays nothing."""
-        journal, destinations = self.journal, self.config.destinations
-        if journal is None or not destinations:
+        sender = self.sender
+        if sender is None or not self.config.destinations:
             return
-        thread = threading.Thread(
-            target=check_destinations,
-            args=(journal, destinations),
-            kwargs={"calling_ae": self.ae_title},
-            name="destination-echo",
-            daemon=True,
-        )
+        thread = threading.Thread(target=sender.check_destinations, name="destination-echo", daemon=True)
         thread.start()
         self._echo_thread = thread
 

@@ -125,6 +125,31 @@ class Sender(LoopService):
             return self._clock()
         return self._journal.next_delivery_time()
 
+    def check_destinations(self) -> dict[str, str]:
+        """C-ECHO every destination (over TLS where configured); a failure is a warning in the log
+        and the journal (``dicom-node status``), never a reason not to start. Returns the problems
+        by destination name."""
+        problems: dict[str, str] = {}
+        for name, dest in self._destinations.items():
+            peer = Peer(dest.ae_title, dest.host, dest.port, tls=self._tls.get(name))
+            try:
+                status = echo(
+                    peer, dest.calling_ae or self._calling_ae, timeout=min(dest.timeout_seconds, 10.0)
+                )
+            except DeliveryError as exc:
+                problems[name] = str(exc)
+            else:
+                if status != 0:
+                    problems[name] = f"C-ECHO to {peer}: {dimse_status.describe(status)}"
+            if name in problems:
+                logger.warning("destination %s does not answer: %s", name, problems[name])
+                self._journal.log_event(
+                    "warning", "destination_unreachable", f"destination {name}: {problems[name]}"
+                )
+            else:
+                logger.info("destination %s (%s) answers C-ECHO", name, peer)
+        return problems
+
     def _send_group(self, name: str, deliveries: list[DeliveryRow]) -> None:
         dest = self._destinations.get(name)
         if dest is None:
@@ -234,26 +259,3 @@ def _attempt_of(result: SendResult, where: str) -> _Attempt:
     return _Attempt(
         False, status=result.status, error=f"{where}: {dimse_status.describe(result.status)}{detail}"
     )
-
-
-def check_destinations(
-    journal: EventLog, destinations: Mapping[str, DestinationConfig], *, calling_ae: str
-) -> dict[str, str]:
-    """C-ECHO every destination; a failure is a warning in the log and the journal (``dicom-node
-    status``), never a reason not to start. Returns the problems by destination name."""
-    problems: dict[str, str] = {}
-    for name, dest in destinations.items():
-        peer = Peer(dest.ae_title, dest.host, dest.port)
-        try:
-            status = echo(peer, dest.calling_ae or calling_ae, timeout=min(dest.timeout_seconds, 10.0))
-        except DeliveryError as exc:
-            problems[name] = str(exc)
-        else:
-            if status != 0:
-                problems[name] = f"C-ECHO to {peer}: {dimse_status.describe(status)}"
-        if name in problems:
-            logger.warning("destination %s does not answer: %s", name, problems[name])
-            journal.log_event("warning", "destination_unreachable", f"destination {name}: {problems[name]}")
-        else:
-            logger.info("destination %s (%s) answers C-ECHO", name, peer)
-    return problems
