@@ -32,6 +32,7 @@ from pydicom.errors import InvalidDicomError
 
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
 from dicom_node.pipeline.routing import RuleSet, SeriesFacts, job_specs, routing_settings
+from dicom_node.storage.ingest import is_request_origin
 from dicom_node.storage.journal import Journal
 
 logger = logging.getLogger(__name__)
@@ -70,10 +71,12 @@ class CompletionLoop(LoopService):
         """Route what is unrouted, queue jobs for what is due; returns the next completion deadline."""
         rules = self._rules()
         for series in self._journal.unrouted_series():
-            self._route(series, rules)
+            if not is_request_origin(series["last_association_id"]):  # an HTTP request queues its own job
+                self._route(series, rules)
         created = 0
         for series in self._journal.due_series(self._clock()):
-            created += self._complete(series, rules)
+            if not is_request_origin(series["last_association_id"]):
+                created += self._complete(series, rules)
         if created:
             self._on_jobs()
         return self._journal.next_due_time()

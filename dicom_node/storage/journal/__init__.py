@@ -18,18 +18,19 @@ import logging
 import time
 from typing import Any
 
+from dicom_node.storage.journal.operator import ActionOutcome, OperatorOps
 from dicom_node.storage.journal.records import InstanceRecord, JobSpec, RecordOutcome
 from dicom_node.storage.journal.retention import RetentionOps
 from dicom_node.storage.journal.schema import SCHEMA_VERSION
 from dicom_node.storage.journal.series import SeriesOps
 from dicom_node.storage.journal.work import WorkOps
 
-__all__ = ["SCHEMA_VERSION", "InstanceRecord", "JobSpec", "Journal", "RecordOutcome"]
+__all__ = ["SCHEMA_VERSION", "ActionOutcome", "InstanceRecord", "JobSpec", "Journal", "RecordOutcome"]
 
 logger = logging.getLogger(__name__)
 
 
-class Journal(SeriesOps, WorkOps, RetentionOps):
+class Journal(SeriesOps, WorkOps, RetentionOps, OperatorOps):
     """The journal: every operation is one transaction; see the module docstring."""
 
     def log_event(

@@ -1,0 +1,70 @@
+"""The request model of the inference endpoints: nnunet_serve's field names (``nnunet_id``,
+``series_folders``, ``use_folds``, ``tta``, ``proba_threshold``...), validated by pydantic.
+
+:class:`InferRequest` is :class:`inference.args.InferenceArgs` plus the model ids and the series: a
+field the client leaves out takes the model spec's ``default_args`` (only the fields set explicitly
+become the job's argument overrides). Unknown fields are refused, so a misspelt option is a 422 naming
+it, never silently ignored. Its JSON schema is ``GET /request-params``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from inference.args import InferenceArgs
+
+REQUEST_ONLY = frozenset({"nnunet_id", "series_folders", "series_ids"})
+
+
+class InferRequest(InferenceArgs):
+    """``POST /infer_file`` (the ``request`` form field) and ``POST /infer`` (``series_folders``)."""
+
+    nnunet_id: str | list[str] = Field(
+        description="model id or alias; several run as a cascade, in order", min_length=1
+    )
+    series_folders: list[str] | list[list[str]] | None = Field(
+        default=None,
+        description="POST /infer: the series folder, relative to the node's import root "
+        '(one stage, one series: ["folder"] or [["folder"]])',
+    )
+
+    @field_validator("nnunet_id")
+    @classmethod
+    def _ids(cls, value: str | list[str]) -> str | list[str]:
+        ids = [value] if isinstance(value, str) else value
+        if not ids or any(not i.strip() for i in ids):
+            raise ValueError("nnunet_id must name at least one model")
+        return value
+
+    @property
+    def models(self) -> list[str]:
+        return [self.nnunet_id] if isinstance(self.nnunet_id, str) else list(self.nnunet_id)
+
+    def overrides(self) -> dict[str, Any]:
+        """The inference arguments the client set (the job's ``args``)."""
+        return self.model_dump(exclude_unset=True, exclude=set(REQUEST_ONLY))
+
+    def folders(self) -> list[str]:
+        """``series_folders`` flattened: one stage with one series is what a node job runs."""
+        if self.series_folders is None:
+            return []
+        flat: list[str] = []
+        for item in self.series_folders:
+            flat.extend([item] if isinstance(item, str) else item)
+        return flat
+
+
+class OrthancRequest(InferRequest):
+    """``POST /infer_orthanc``: Orthanc series ids instead of folders."""
+
+    series_ids: list[str] | list[list[str]] = Field(
+        description="Orthanc series id(s) (the ids of Orthanc's REST API, not DICOM UIDs)", min_length=1
+    )
+
+    def orthanc_ids(self) -> list[str]:
+        flat: list[str] = []
+        for item in self.series_ids:
+            flat.extend([item] if isinstance(item, str) else item)
+        return flat
