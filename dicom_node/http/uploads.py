@@ -106,10 +106,10 @@ def _zip_members(archive: zipfile.ZipFile) -> Iterator[zipfile.ZipInfo]:
         problem = _check_name(info.filename)
         if problem:
             raise UnsafeUploadError(f"archive member {info.filename!r}: {problem}")
-        mode = info.external_attr >> 16
-        if mode and stat.S_ISLNK(mode):
+        kind = stat.S_IFMT(info.external_attr >> 16)  # 0: no Unix file type recorded (a plain file)
+        if kind == stat.S_IFLNK:
             raise UnsafeUploadError(f"archive member {info.filename!r}: a symbolic link")
-        if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
             raise UnsafeUploadError(f"archive member {info.filename!r}: not a regular file")
         if info.flag_bits & 0x1:
             raise UnsafeUploadError(f"archive member {info.filename!r}: encrypted")
