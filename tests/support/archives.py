@@ -67,11 +67,13 @@ def zip_bomb(size: int = 64 * 1024 * 1024) -> bytes:
     buf = io.BytesIO()
     info = zipfile.ZipInfo("series/bomb.dcm")
     info.compress_type = zipfile.ZIP_DEFLATED
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        with archive.open(info, "w", force_zip64=True) as member:
-            chunk = b"\0" * (1024 * 1024)
-            for _ in range(size // len(chunk)):
-                member.write(chunk)
+    with (
+        zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive,
+        archive.open(info, "w", force_zip64=True) as member,
+    ):
+        chunk = b"\0" * (1024 * 1024)
+        for _ in range(size // len(chunk)):
+            member.write(chunk)
     return buf.getvalue()
 
 

@@ -1,0 +1,141 @@
+"""Node endpoints for operators against a running node: job lists and details, series, the operator
+actions (the code behind the CLI's retry/resend/rerun), rules reload, and metrics that move as a
+study goes through."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.dicom_node.http.conftest import AUTH, RunningNode
+from tests.support import archives
+from tests.support.node_setup import phantom_series, storescu
+from tests.support.tools import wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.dcmtk]
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample of the Prometheus text exposition (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        m = re.match(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$", line)
+        if m and m[1] == name and ",".join(sorted((m[2] or "").split(","))).strip(",") == wanted:
+            return float(m[3])
+    return 0.0
+
+
+def test_job_details_show_stages_trigger_and_deliveries(running: RunningNode) -> None:
+    job_id = running.dicom_job["id"]
+    body = running.client.get(f"/jobs/{job_id}").json()
+    assert (body["trigger"], body["rule"], body["state"]) == ("expected_count", "ct-demo", "done")
+    assert [s["stage"] for s in body["stages"]][:2] == ["load", "inference"]
+    assert body["calling_ae"] == "STORESCU" and body["called_ae"] == "NNUNET"
+    [delivery] = body["deliveries"]
+    assert (delivery["destination"], delivery["state"], delivery["last_status"]) == ("pacs", "done", 0)
+
+
+def test_jobs_are_filtered_by_state_rule_ae_and_time(running: RunningNode) -> None:
+    def ids(**params: object) -> set[int]:
+        r = running.client.get("/jobs", params=params)
+        assert r.status_code == 200, r.text
+        return {j["id"] for j in r.json()["jobs"]}
+
+    dicom_id = running.dicom_job["id"]
+    assert (
+        dicom_id in ids(state="done") and dicom_id in ids(rule="ct-demo") and dicom_id in ids(ae="STORESCU")
+    )
+    assert dicom_id not in ids(state="failed") | ids(rule="http-request") | ids(ae="SOMEONE")
+    created = running.dicom_job["created_at"]
+    assert dicom_id in ids(since=created - 1, until=created + 1)
+    assert dicom_id not in ids(since=time.time() + 3600)
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created - 60))
+    assert dicom_id in ids(since=iso)
+    assert running.client.get("/jobs", params={"state": "finished-ish"}).status_code == 422
+    assert running.client.get("/jobs", params={"since": "yesterday"}).status_code == 422
+
+
+def test_series_details_list_its_jobs_and_deliveries(running: RunningNode) -> None:
+    uid = running.dicom_job["series_uid"]
+    body = running.client.get(f"/series/{uid}").json()
+    assert body["series"]["series_uid"] == uid and body["series"]["calling_ae"] == "STORESCU"
+    assert running.dicom_job["id"] in {j["id"] for j in body["jobs"]}
+    assert {d["destination"] for d in body["deliveries"]} == {"pacs"}
+
+
+def test_operator_actions_queue_work_that_runs(running: RunningNode) -> None:
+    series = phantom_series(running.root / "ct-actions", slices=8, seed=3)
+    assert storescu(running.node.port, series).returncode == 0
+    uid = str(__import__("pydicom").dcmread(series[0], stop_before_pixels=True).SeriesInstanceUID)
+    [job] = wait_for(lambda: running.journal.find_jobs(series_uid=uid), timeout=60, what="job")
+    running.wait_job(job["id"])
+    [delivery] = wait_for(
+        lambda: [d for d in running.journal.deliveries_of_job(job["id"]) if d["state"] == "done"], timeout=60
+    )
+
+    retried = running.client.post(f"/jobs/{job['id']}/retry", headers=AUTH)
+    assert retried.status_code == 200, retried.text
+    [new_id] = retried.json()["jobs"]
+    assert running.wait_job(new_id)["state"] == "done"
+    assert running.journal.get_job(new_id)["trigger"] == "manual"  # type: ignore[index]
+
+    resent = running.client.post(f"/deliveries/{delivery['id']}/resend", headers=AUTH)
+    assert resent.status_code == 200, resent.text
+    again = wait_for(
+        lambda: (
+            (d := running.journal.get_delivery(delivery["id"]))
+            and d["state"] == "done"
+            and d["attempts"] == 1
+            and d
+        ),
+        timeout=60,
+        what="resent delivery",
+    )
+    assert again["done_at"] > delivery["done_at"]
+
+    rerun = running.client.post(f"/series/{uid}/rerun", headers=AUTH)
+    assert rerun.status_code == 200, rerun.text
+    [rerun_id] = rerun.json()["jobs"]
+    assert running.wait_job(rerun_id)["rule_name"] == "ct-demo"
+
+
+def test_retrying_a_job_whose_series_changed_since_is_409(running: RunningNode) -> None:
+    # the /infer_file test re-filed the reference series: the DICOM job's generation is stale
+    r = running.client.post("/infer_file", files={"file": ("s.zip", archives.zip_of(running.series))},
+                            data={"request": '{"nnunet_id": "demo"}'}, headers=AUTH)  # fmt: skip
+    assert r.status_code == 200, r.text
+    answer = running.client.post(f"/jobs/{running.dicom_job['id']}/retry", headers=AUTH)
+    assert answer.status_code == 409 and "changed" in answer.json()["detail"]
+
+
+def test_rules_reload_reads_the_rules_again(running: RunningNode) -> None:
+    r = running.client.post("/rules/reload", headers=AUTH)
+    assert r.status_code == 422  # this node's config was not loaded from a file: nothing to reload
+    assert "file" in r.json()["detail"]
+
+
+def test_metrics_move_as_a_study_goes_through(running: RunningNode) -> None:
+    before = running.client.get("/metrics").text
+    series = phantom_series(running.root / "ct-metrics", slices=10, seed=5)
+    assert storescu(running.node.port, series).returncode == 0
+    assert storescu(running.node.port, series[:1], called="WRONG-AE").returncode != 0
+    uid = str(__import__("pydicom").dcmread(series[0], stop_before_pixels=True).SeriesInstanceUID)
+    [job] = wait_for(lambda: running.journal.find_jobs(series_uid=uid), timeout=60, what="job")
+    running.wait_job(job["id"])
+    wait_for(
+        lambda: [d for d in running.journal.deliveries_of_job(job["id"]) if d["state"] == "done"], timeout=60
+    )
+    after = running.client.get("/metrics").text
+
+    def moved(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert moved("dicom_node_instances_received_total") == 10
+    assert moved("dicom_node_series_completed_total", trigger="expected_count") == 1
+    assert moved("dicom_node_associations_rejected_total", reason="called_ae_unknown") == 1
+    for stage in ("quiet_wait", "load", "inference", "seg_write", "job", "send"):
+        assert moved("dicom_node_stage_seconds_count", stage=stage) >= 1, stage
+    assert metric(after, "dicom_node_jobs", state="done") >= 2
+    assert metric(after, "dicom_node_queue_depth", queue="jobs") >= 0
