@@ -110,12 +110,6 @@ def test_retrying_a_job_whose_series_changed_since_is_409(running: RunningNode) 
     assert answer.status_code == 409 and "changed" in answer.json()["detail"]
 
 
-def test_rules_reload_reads_the_rules_again(running: RunningNode) -> None:
-    r = running.client.post("/rules/reload", headers=AUTH)
-    assert r.status_code == 422  # this node's config was not loaded from a file: nothing to reload
-    assert "file" in r.json()["detail"]
-
-
 def test_metrics_move_as_a_study_goes_through(running: RunningNode) -> None:
     before = running.client.get("/metrics").text
     series = phantom_series(running.root / "ct-metrics", slices=10, seed=5)
