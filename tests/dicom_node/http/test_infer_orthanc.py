@@ -42,7 +42,7 @@ def test_an_orthanc_series_is_segmented_and_its_seg_stored_back(
         )
         assert missing.status_code == 404, missing.text
 
-        r = infer(series_id)
+        r = client.post("/infer_orthanc", json={"nnunet_id": "demo", "series_ids": [series_id]}, headers=AUTH)
         body = r.json()
         assert r.status_code == 200, body
         assert body["orthanc_upload"]["uploaded_instance_count"] == 1
