@@ -1,5 +1,6 @@
 """``dicom-node``: the command-line entry point. Logging is configured only here and by ``serve``
-(which applies the config's ``logging`` section), never by library modules."""
+(which applies the config's ``logging`` section), never by library modules; this module also makes
+the process-wide settings once (:func:`dicom_node.process.configure_process`) before a command runs."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dicom_node.logs import configure_logging
+from dicom_node.process import configure_process
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level or DEFAULT_LOG_LEVEL)
+    configure_process()
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from dicom_node.storage.journal.states import DeliveryState, JobState, SeriesState
+
 if TYPE_CHECKING:
     from dicom_node.storage.journal import Journal
 
 #: Latency buckets (seconds): from a fast CPU model on a phantom to a large GPU model on a big CT.
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 JOB_STAGES = ("load", "inference", "postprocess", "seg_write", "job")
-JOB_STATES = ("pending", "running", "done", "empty", "failed", "superseded")
 
 GpuInfo = Callable[[], tuple[str, int | None, int | None]]  # device, free bytes, total bytes
 
@@ -100,13 +101,9 @@ class NodeMetrics:
 
     def start(self, journal: Journal, now: float | None = None) -> None:
         """Count only what happens from now on."""
-        at = time.time() if now is None else now
         with self._lock:
-            events = journal.recent_events(limit=1)
-            self._event_id = int(events[0]["id"]) if events else 0
-            jobs = journal.list_jobs(limit=1)
-            self._job_id = int(jobs[0]["id"]) if jobs else 0
-            self._finished_at = self._done_at = at
+            self._event_id, self._job_id = journal.last_ids()
+            self._finished_at = self._done_at = time.time() if now is None else now
 
     def refresh(self, journal: Journal, gpu: GpuInfo | None = None) -> None:
         with self._lock:
@@ -115,11 +112,11 @@ class NodeMetrics:
             self._tail_finished(journal)
             self._tail_sends(journal)
             counts = journal.counts()
-            for state in JOB_STATES:
-                self.jobs.labels(state).set(counts["jobs"].get(state, 0))
-            self.queue_depth.labels("jobs").set(counts["jobs"].get("pending", 0))
-            self.queue_depth.labels("deliveries").set(counts["deliveries"].get("pending", 0))
-            self.series_waiting.set(counts["series"].get("receiving", 0))
+            for state in JobState:
+                self.jobs.labels(str(state)).set(counts.jobs.get(state, 0))
+            self.queue_depth.labels("jobs").set(counts.jobs.get(JobState.PENDING, 0))
+            self.queue_depth.labels("deliveries").set(counts.deliveries.get(DeliveryState.PENDING, 0))
+            self.series_waiting.set(counts.series.get(SeriesState.RECEIVING, 0))
             self.delivery_retries.set(journal.delivery_retries())
         if gpu is not None:
             _, free, total = gpu()
@@ -136,45 +133,44 @@ class NodeMetrics:
 
     def _tail_events(self, journal: Journal) -> None:
         for event in journal.events_after(self._event_id):
-            self._event_id = int(event["id"])
-            reason = _rejection_reason(str(event["kind"]), str(event["message"]))
+            self._event_id = event.id
+            reason = _rejection_reason(event.kind, event.message)
             if reason is not None:
                 self.associations_rejected.labels(reason).inc()
 
     def _tail_jobs(self, journal: Journal) -> None:
         for job in journal.jobs_created_after(self._job_id):
-            self._job_id = int(job["id"])
-            key = (str(job["series_uid"]), int(job["generation"]))
+            self._job_id = job.id
+            key = (job.series_uid, job.generation)
             if key in self._completed:  # one series generation, several rules: one completion
                 continue
             self._completed.add(key)
-            self.series_completed.labels(str(job["trigger"])).inc()
+            self.series_completed.labels(str(job.trigger)).inc()
         if len(self._completed) > 10000:
             self._completed.clear()
 
     def _tail_finished(self, journal: Journal) -> None:
         rows = journal.jobs_finished_since(self._finished_at)
         for job in rows:
-            if int(job["id"]) in self._finished_ids:
+            if job.id in self._finished_ids:
                 continue
-            timings = job["timings"]
             for stage in JOB_STAGES:
-                if stage in timings:
-                    self.stage_seconds.labels(stage).observe(float(timings[stage]))
-            if job["quiet_wait"] is not None:
-                self.stage_seconds.labels("quiet_wait").observe(max(0.0, float(job["quiet_wait"])))
+                if stage in job.timings:
+                    self.stage_seconds.labels(stage).observe(job.timings[stage])
+            if job.quiet_wait is not None:
+                self.stage_seconds.labels("quiet_wait").observe(max(0.0, job.quiet_wait))
         if rows:
-            last = float(rows[-1]["finished_at"])
-            self._finished_ids = {int(j["id"]) for j in rows if float(j["finished_at"]) == last}
+            last = rows[-1].finished_at
+            self._finished_ids = {j.id for j in rows if j.finished_at == last}
             self._finished_at = last
 
     def _tail_sends(self, journal: Journal) -> None:
         rows = journal.deliveries_done_since(self._done_at)
         for d in rows:
-            if int(d["id"]) in self._done_ids:
+            if d.id in self._done_ids:
                 continue
-            self.stage_seconds.labels("send").observe(max(0.0, float(d["done_at"]) - float(d["created_at"])))
+            self.stage_seconds.labels("send").observe(max(0.0, d.done_at - d.created_at))
         if rows:
-            last = float(rows[-1]["done_at"])
-            self._done_ids = {int(d["id"]) for d in rows if float(d["done_at"]) == last}
+            last = rows[-1].done_at
+            self._done_ids = {d.id for d in rows if d.done_at == last}
             self._done_at = last

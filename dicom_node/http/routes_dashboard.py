@@ -186,11 +186,11 @@ def _preview(ctx: HttpContext, job_id: int) -> bytes:
     job = journal.get_job(job_id)
     if job is None:
         raise HTTPException(404, f"job {job_id} is unknown or expired")
-    segs = [ctx.storage_dir / str(o["path"]) for o in job.get("outputs") or [] if o.get("kind") == "seg"]
+    segs = [ctx.storage_dir / o.path for o in job.outputs if o.kind == "seg"]
     segs = [p for p in segs if p.is_file()]
     if not segs:
         raise HTTPException(404, f"job {job_id} has no SEG to preview")
-    sources = [ctx.storage_dir / str(r["path"]) for r in journal.instances_of_series(str(job["series_uid"]))]
+    sources = [ctx.storage_dir / r.path for r in journal.instances_of_series(job.series_uid)]
     if not sources:
         raise HTTPException(404, f"the series of job {job_id} is no longer stored")
     try:

@@ -35,6 +35,7 @@ from dicom_node.http.orthanc import OrthancClient, OrthancClientError, check_ser
 from dicom_node.http.requests import InferRequest, OrthancRequest
 from dicom_node.http.submit import file_instances, http_origin, queue_request_job, wait_for_job
 from dicom_node.http.uploads import UnpackLimits, UnsafeUploadError, unpack
+from dicom_node.storage.journal import JobRow, JobState
 from inference.args import merge, parse_args
 from inference.errors import ArgsError, UnknownModelError
 
@@ -131,34 +132,32 @@ def _file_series(ctx: HttpContext, files: Sequence[Path], names: Sequence[str], 
 
 
 def result_payload(
-    ctx: HttpContext, job: dict[str, Any], request_payload: dict[str, Any], started: float
+    ctx: HttpContext, job: JobRow, request_payload: dict[str, Any], started: float
 ) -> dict[str, Any]:
     catalog = ctx.catalog
-    models = [catalog.resolve(m) for m in job["models"]] if catalog is not None else []
+    models = [catalog.resolve(m) for m in job.models] if catalog is not None else []
     payload: dict[str, Any] = {
-        "status": "success" if job["state"] in ("done", "empty") else "failure",
-        "job_id": job["id"],
-        "job_state": job["state"],
-        "series_uid": job["series_uid"],
+        "status": "success" if job.state in (JobState.DONE, JobState.EMPTY) else "failure",
+        "job_id": job.id,
+        "job_state": str(job.state),
+        "series_uid": job.series_uid,
         "time_elapsed": time.monotonic() - started,
-        "timings": dict(job.get("timings") or {}),
+        "timings": dict(job.timings),
         "gpu": str(getattr(ctx.executor, "device", "none")),
         "nnunet_path": [str(m.model_dir) for m in models],
         "metadata": [{"id": m.id, "version": m.version, "algorithm": m.algorithm.name} for m in models],
         "request": request_payload,
-        "is_empty": job["state"] == "empty",
-        "error": job.get("error"),
-        "download": f"/download/{job['id']}",
+        "is_empty": job.state == JobState.EMPTY,
+        "error": job.error,
+        "download": f"/download/{job.id}",
     }
     for name in OUTPUT_KEYS.values():
         payload[name] = []
-    for out in job.get("outputs") or []:
-        kind = OUTPUT_KEYS.get(str(out.get("kind")))
+    for out in job.outputs:
+        kind = OUTPUT_KEYS.get(out.kind)
         if kind is not None:
-            payload[kind].append(Path(str(out["path"])).name)
-    payload["sop_instance_uids"] = [
-        o.get("sop_instance_uid") for o in job.get("outputs") or [] if o.get("sop_instance_uid")
-    ]
+            payload[kind].append(Path(out.path).name)
+    payload["sop_instance_uids"] = [o.sop_instance_uid for o in job.outputs if o.sop_instance_uid]
     return payload
 
 
@@ -192,8 +191,8 @@ async def run_request(
             f" see /jobs/{job_id}",
         }
     payload = result_payload(ctx, job, request_payload, started)
-    code = {"done": 200, "empty": 200, "superseded": 409}.get(job["state"], 500)
-    if job["state"] == "superseded":
+    code = {JobState.DONE: 200, JobState.EMPTY: 200, JobState.SUPERSEDED: 409}.get(job.state, 500)
+    if job.state == JobState.SUPERSEDED:
         payload["error"] = "the series received new instances while the job ran; a newer job replaces it"
     return code, payload
 
@@ -335,11 +334,11 @@ def _upload_results(ctx: HttpContext, client: OrthancClient, job_id: int) -> dic
     job = ctx.journal().get_job(job_id)
     responses: list[dict[str, Any]] = []
     errors: list[str] = []
-    for out in (job or {}).get("outputs") or []:
-        if out.get("kind") not in ("seg", "rtstruct"):
+    for out in job.outputs if job is not None else ():
+        if out.kind not in ("seg", "rtstruct"):
             continue
         try:
-            responses.append(client.upload(ctx.storage_dir / str(out["path"])))
+            responses.append(client.upload(ctx.storage_dir / out.path))
         except OrthancClientError as exc:
             errors.append(str(exc))
     logger.info("job %d: %d result(s) stored in Orthanc, %d failed", job_id, len(responses), len(errors))
@@ -350,10 +349,10 @@ def _zip_outputs(ctx: HttpContext, job_id: int) -> bytes:
     job = ctx.journal().get_job(job_id)
     if job is None:
         raise HTTPException(404, f"job {job_id} is unknown or expired")
-    paths = [ctx.storage_dir / str(o["path"]) for o in job.get("outputs") or []]
+    paths = [ctx.storage_dir / o.path for o in job.outputs]
     present = [p for p in paths if p.is_file()]
     if not present:
-        raise HTTPException(404, f"job {job_id} has no outputs (state {job['state']}, or they expired)")
+        raise HTTPException(404, f"job {job_id} has no outputs (state {job.state}, or they expired)")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in present:

@@ -14,6 +14,7 @@ from dicom_node.http import health
 from dicom_node.http.auth import require_token
 from dicom_node.http.context import HttpContext, context_of
 from dicom_node.http.requests import InferRequest
+from inference.api import Executor
 
 logger = logging.getLogger(__name__)
 
@@ -159,13 +160,10 @@ async def expire(request: Request) -> dict[str, str]:
     return {"status": "ok", "message": f"Expired {n} items"}
 
 
-def _expire(executor: Any) -> int:
-    expire = getattr(executor, "expire", None)
-    if callable(expire):
-        return int(expire() or 0)
+def _expire(executor: Executor) -> int:
+    """Drop the executor's cached models (:meth:`inference.api.Executor.expire`); how many it held,
+    when it says (an in-process executor's predictor cache)."""
     cache = getattr(executor, "cache", None)
-    if cache is None:
-        return 0
-    n = len(cache)
-    cache.clear()
-    return n
+    held = len(cache) if cache is not None else 0
+    executor.expire()
+    return held

@@ -13,15 +13,15 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from dicom_node.errors import ConfigError
 from dicom_node.http.auth import require_token
 from dicom_node.http.context import HttpContext, context_of
+from dicom_node.http.views import delivery_view, event_view, job_view, series_view
 from dicom_node.ops import actions
-from dicom_node.storage.journal import ActionOutcome
+from dicom_node.storage.journal import ActionOutcome, JobState
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
-STAGE_ORDER = ("load", "inference", "postprocess", "seg_write", "job")
-JOB_STATES = frozenset({"pending", "running", "done", "empty", "failed", "superseded"})
+JOB_STATES = {s.value: s for s in JobState}
 
 
 def parse_time(value: str | None, name: str) -> float | None:
@@ -39,55 +39,6 @@ def parse_time(value: str | None, name: str) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return when.timestamp()
-
-
-def job_view(job: dict[str, Any]) -> dict[str, Any]:
-    timings = dict(job.get("timings") or {})
-    stages = [{"stage": s, "seconds": timings[s]} for s in STAGE_ORDER if s in timings]
-    stages += [{"stage": s, "seconds": v} for s, v in timings.items() if s not in STAGE_ORDER]
-    started, finished = job.get("started_at"), job.get("finished_at")
-    return {
-        "id": job["id"],
-        "series_uid": job["series_uid"],
-        "generation": job["generation"],
-        "rule": job["rule_name"],
-        "models": list(job["models"]),
-        "destinations": list(job["destinations"]),
-        "args": dict(job.get("args") or {}),
-        "trigger": job["trigger"],
-        "state": job["state"],
-        "attempts": job["attempts"],
-        "created_at": job["created_at"],
-        "started_at": started,
-        "finished_at": finished,
-        "duration": None if started is None or finished is None else finished - started,
-        "stages": stages,
-        "error": job.get("error"),
-        "outputs": list(job.get("outputs") or []),
-        "called_ae": job.get("called_ae"),
-        "calling_ae": job.get("calling_ae"),
-        "modality": job.get("modality"),
-        "series_description": job.get("series_description"),
-    }
-
-
-def delivery_view(d: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "id",
-        "job_id",
-        "series_uid",
-        "destination",
-        "sop_instance_uid",
-        "sop_class_uid",
-        "state",
-        "attempts",
-        "next_attempt_at",
-        "last_status",
-        "last_error",
-        "created_at",
-        "done_at",
-    )
-    return {k: d.get(k) for k in keys}
 
 
 def _answer(outcome: ActionOutcome, what: str) -> dict[str, Any]:
@@ -118,7 +69,7 @@ async def list_jobs(
     ctx = context_of(request)
     rows = await asyncio.to_thread(
         ctx.journal().find_jobs,
-        state=states,
+        states=[JOB_STATES[s] for s in states],
         rule=rule,
         ae=ae,
         since=parse_time(since, "since"),
@@ -131,12 +82,12 @@ async def list_jobs(
 
 def _job_details(ctx: HttpContext, job_id: int) -> dict[str, Any]:
     journal = ctx.journal()
-    job = journal.job_details(job_id)
+    job = journal.job_with_series(job_id)
     if job is None:
         raise HTTPException(404, f"job {job_id} is not in the journal")
     view = job_view(job)
     view["deliveries"] = [delivery_view(d) for d in journal.deliveries_of_job(job_id)]
-    view["events"] = journal.events_of(job_id=job_id)
+    view["events"] = [event_view(e) for e in journal.events_of(job_id=job_id)]
     return view
 
 
@@ -152,10 +103,10 @@ def _series_details(ctx: HttpContext, series_uid: str) -> dict[str, Any]:
     if series is None:
         raise HTTPException(404, f"series {series_uid} is not in the journal")
     return {
-        "series": series,
+        "series": series_view(series),
         "jobs": [job_view(j) for j in journal.find_jobs(series_uid=series_uid, limit=1000)],
         "deliveries": [delivery_view(d) for d in journal.deliveries_of_series(series_uid)],
-        "events": journal.events_of(series_uid=series_uid),
+        "events": [event_view(e) for e in journal.events_of(series_uid=series_uid)],
     }
 
 

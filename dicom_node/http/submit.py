@@ -26,14 +26,13 @@ from typing import Any
 from dicom_node.errors import CannotUnderstandError, InvalidUIDError, StorageError
 from dicom_node.storage.header import read_header, read_part10_layout
 from dicom_node.storage.ingest import REQUEST_ASSOCIATION_PREFIX, Ingestor, Origin
-from dicom_node.storage.journal import JobSpec, Journal
+from dicom_node.storage.journal import JobRow, JobSpec, JobState, Journal, Trigger
 
 logger = logging.getLogger(__name__)
 
 HTTP_CALLING_AE = "HTTP"
-HTTP_TRIGGER = "http"
 HTTP_RULE = "http-request"
-FINISHED = frozenset({"done", "empty", "failed", "superseded"})
+FINISHED = frozenset({JobState.DONE, JobState.EMPTY, JobState.FAILED, JobState.SUPERSEDED})
 
 
 def http_origin(called_ae: str) -> Origin:
@@ -98,7 +97,7 @@ def queue_request_job(
 ) -> int:
     """Queue the job of an HTTP request; returns its id. Raises LookupError if the series is gone."""
     spec = JobSpec(rule_name=HTTP_RULE, models=list(models), destinations=list(destinations), args=dict(args))
-    outcome = journal.queue_series_jobs(series_uid, [spec], trigger=HTTP_TRIGGER, now=now)
+    outcome = journal.queue_series_jobs(series_uid, [spec], trigger=Trigger.HTTP, now=now)
     if not outcome.ok:
         raise LookupError(outcome.reason)
     return outcome.ids[0]
@@ -106,13 +105,13 @@ def queue_request_job(
 
 async def wait_for_job(
     journal: Callable[[], Journal], job_id: int, *, timeout: float, poll: float = 0.1
-) -> dict[str, Any] | None:
+) -> JobRow | None:
     """The job once it has finished (done, empty, failed or superseded), or None after ``timeout``
     seconds (it keeps running; the client can poll ``GET /jobs/{id}``)."""
     deadline = time.monotonic() + timeout
     while True:
         job = await asyncio.to_thread(journal().get_job, job_id)
-        if job is None or job["state"] in FINISHED:
+        if job is None or job.state in FINISHED:
             return job
         if time.monotonic() >= deadline:
             return None

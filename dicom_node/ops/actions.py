@@ -14,11 +14,9 @@ import logging
 from collections.abc import Callable
 
 from dicom_node.pipeline.routing import RuleSet, job_specs
-from dicom_node.storage.journal import ActionOutcome, Journal
+from dicom_node.storage.journal import ActionOutcome, Journal, Trigger
 
 logger = logging.getLogger(__name__)
-
-MANUAL_TRIGGER = "manual"
 
 
 def _nothing() -> None:
@@ -60,7 +58,7 @@ def rerun_series(
     series = journal.get_series(series_uid)
     if series is None:
         return ActionOutcome(False, reason=f"series {series_uid} is not in the journal", missing=True)
-    names = list(series.get("rules") or [])
+    names = list(series.rules or ())
     if not names:
         return ActionOutcome(False, reason=f"series {series_uid} matched no rule; nothing to rerun")
     by_name = {r.name: r for r in rules}
@@ -70,7 +68,7 @@ def rerun_series(
             False, reason=f"series {series_uid}: rule(s) {', '.join(missing)} no longer configured"
         )
     outcome = journal.queue_series_jobs(
-        series_uid, job_specs([by_name[n] for n in names]), trigger=MANUAL_TRIGGER, now=now
+        series_uid, job_specs([by_name[n] for n in names]), trigger=Trigger.MANUAL, now=now
     )
     if outcome.ok:
         journal.log_event(

@@ -1,6 +1,6 @@
 """Journal operations for the people who run the node (HTTP API, dashboard, operator commands, metrics):
 filtered job lists, a job's deliveries and events, and the operator actions that put work back in the
-queue (retry a failed job, resend a delivery, run a series again, queue a job for an HTTP request).
+queue (retry a finished job, resend a delivery, run a series again, queue a job for an HTTP request).
 
 Every action is one transaction that checks the row is in a state the action makes sense for and
 returns what it did, so a caller can answer "409: job 7 is running" instead of guessing.
@@ -11,20 +11,31 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from dicom_node.storage.journal.base import JournalBase
-from dicom_node.storage.journal.records import JobSpec, decode_job, decode_series
+from dicom_node.storage.journal.records import (
+    DeliveryRow,
+    EventRow,
+    JobRow,
+    JobSpec,
+    SeriesRow,
+    delivery_row,
+    event_row,
+    job_row,
+    series_row,
+)
+from dicom_node.storage.journal.states import DeliveryState, JobState, SeriesState, Trigger
 
 #: Job states an operator may retry (a pending or running job is still on its way).
-RETRYABLE_JOB_STATES = ("failed", "done", "empty")
+RETRYABLE_JOB_STATES = (JobState.FAILED, JobState.DONE, JobState.EMPTY)
 #: Delivery states an operator may resend (a pending or sending delivery is on its way already).
-RESENDABLE_DELIVERY_STATES = ("failed", "done")
+RESENDABLE_DELIVERY_STATES = (DeliveryState.FAILED, DeliveryState.DONE)
 
 
 @dataclass(frozen=True)
 class ActionOutcome:
-    """What an operator action did: ``ok`` and the id of the row it queued, or why it did nothing
+    """What an operator action did: ``ok`` and the ids of the rows it queued, or why it did nothing
     (``missing``: no such row; otherwise the row's state did not allow it)."""
 
     ok: bool
@@ -33,10 +44,34 @@ class ActionOutcome:
     missing: bool = False
 
 
-_JOB_COLUMNS = (
-    "j.*, s.called_ae AS called_ae, s.calling_ae AS calling_ae, s.modality AS modality,"
-    " s.series_description AS series_description, s.study_uid AS study_uid"
-)
+@dataclass(frozen=True)
+class JobWithSeries:
+    """A job and its series (None once the series was purged)."""
+
+    job: JobRow
+    series: SeriesRow | None
+
+
+class FinishedJob(NamedTuple):
+    """A finished job as the metrics see it: its stage timings and the quiet wait of its series."""
+
+    id: int
+    finished_at: float
+    timings: dict[str, float]
+    quiet_wait: float | None
+
+
+class CreatedJob(NamedTuple):
+    id: int
+    series_uid: str
+    generation: int
+    trigger: Trigger
+
+
+class DoneDelivery(NamedTuple):
+    id: int
+    created_at: float
+    done_at: float
 
 
 class OperatorOps(JournalBase):
@@ -45,22 +80,21 @@ class OperatorOps(JournalBase):
     def find_jobs(
         self,
         *,
-        state: Sequence[str] = (),
+        states: Sequence[JobState] = (),
         rule: str | None = None,
         ae: str | None = None,
         since: float | None = None,
         until: float | None = None,
         series_uid: str | None = None,
         limit: int = 100,
-    ) -> list[dict[str, Any]]:
-        """Jobs, newest first, with their series' AE titles, modality and description. ``state``: any
-        of these states; ``ae``: the series' called or calling AE title; ``since``/``until``: bounds
-        on the creation time."""
+    ) -> list[JobWithSeries]:
+        """Jobs, newest first, with their series. ``states``: any of these states; ``ae``: the
+        series' called or calling AE title; ``since``/``until``: bounds on the creation time."""
         where: list[str] = []
         params: list[Any] = []
-        if state:
-            where.append(f"j.state IN ({','.join('?' * len(state))})")
-            params.extend(state)
+        if states:
+            where.append(f"j.state IN ({','.join('?' * len(states))})")
+            params.extend(str(s) for s in states)
         if rule is not None:
             where.append("j.rule_name = ?")
             params.append(rule)
@@ -76,54 +110,68 @@ class OperatorOps(JournalBase):
         if series_uid is not None:
             where.append("j.series_uid = ?")
             params.append(series_uid)
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs j LEFT JOIN series s ON s.series_uid = j.series_uid"
+        sql = "SELECT j.* FROM jobs j LEFT JOIN series s ON s.series_uid = j.series_uid"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY j.id DESC LIMIT ?"
         params.append(limit)
-        return [decode_job(r) for r in self._query(sql, params)]
+        jobs = [job_row(r) for r in self._query(sql, params)]
+        return self._with_series(jobs)
 
-    def job_details(self, job_id: int) -> dict[str, Any] | None:
-        rows = self._query(
-            f"SELECT {_JOB_COLUMNS} FROM jobs j LEFT JOIN series s ON s.series_uid = j.series_uid"
-            " WHERE j.id = ?",
-            (job_id,),
-        )
-        return decode_job(rows[0]) if rows else None
+    def job_with_series(self, job_id: int) -> JobWithSeries | None:
+        rows = self._query("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return self._with_series([job_row(rows[0])])[0] if rows else None
 
-    def deliveries_of_job(self, job_id: int) -> list[dict[str, Any]]:
-        return self._query("SELECT * FROM deliveries WHERE job_id = ? ORDER BY id", (job_id,))
+    def _with_series(self, jobs: list[JobRow]) -> list[JobWithSeries]:
+        uids = sorted({j.series_uid for j in jobs})
+        series: dict[str, SeriesRow] = {}
+        for start in range(0, len(uids), 500):
+            chunk = uids[start : start + 500]
+            rows = self._query(
+                f"SELECT * FROM series WHERE series_uid IN ({','.join('?' * len(chunk))})", chunk
+            )
+            series.update((r["series_uid"], series_row(r)) for r in rows)
+        return [JobWithSeries(j, series.get(j.series_uid)) for j in jobs]
 
-    def deliveries_of_series(self, series_uid: str) -> list[dict[str, Any]]:
-        return self._query("SELECT * FROM deliveries WHERE series_uid = ? ORDER BY id", (series_uid,))
+    def deliveries_of_job(self, job_id: int) -> list[DeliveryRow]:
+        rows = self._query("SELECT * FROM deliveries WHERE job_id = ? ORDER BY id", (job_id,))
+        return [delivery_row(r) for r in rows]
 
-    def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
+    def deliveries_of_series(self, series_uid: str) -> list[DeliveryRow]:
+        rows = self._query("SELECT * FROM deliveries WHERE series_uid = ? ORDER BY id", (series_uid,))
+        return [delivery_row(r) for r in rows]
+
+    def get_delivery(self, delivery_id: int) -> DeliveryRow | None:
         rows = self._query("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
-        return rows[0] if rows else None
+        return delivery_row(rows[0]) if rows else None
 
     def events_of(
         self, *, job_id: int | None = None, series_uid: str | None = None, limit: int = 50
-    ) -> list[dict[str, Any]]:
+    ) -> list[EventRow]:
         if job_id is not None:
-            return self._query(
+            rows = self._query(
                 "SELECT * FROM events WHERE job_id = ? ORDER BY id DESC LIMIT ?", (job_id, limit)
             )
-        return self._query(
-            "SELECT * FROM events WHERE series_uid = ? ORDER BY id DESC LIMIT ?", (series_uid, limit)
-        )
+        else:
+            rows = self._query(
+                "SELECT * FROM events WHERE series_uid = ? ORDER BY id DESC LIMIT ?", (series_uid, limit)
+            )
+        return [event_row(r) for r in rows]
 
-    def waiting_series(self) -> list[dict[str, Any]]:
+    def waiting_series(self) -> list[SeriesRow]:
         """Series still receiving (routed or not), oldest first: what completion waits for."""
-        rows = self._query("SELECT * FROM series WHERE state = 'receiving' ORDER BY first_received")
-        return [decode_series(r) for r in rows]
+        rows = self._query(
+            "SELECT * FROM series WHERE state = ? ORDER BY first_received", (SeriesState.RECEIVING,)
+        )
+        return [series_row(r) for r in rows]
 
-    def deliveries_by_destination(self) -> dict[str, dict[str, int]]:
+    def deliveries_by_destination(self) -> dict[str, dict[DeliveryState, int]]:
         rows = self._query(
             "SELECT destination, state, COUNT(*) AS n FROM deliveries GROUP BY destination, state"
         )
-        out: dict[str, dict[str, int]] = {}
+        out: dict[str, dict[DeliveryState, int]] = {}
         for r in rows:
-            out.setdefault(str(r["destination"]), {})[str(r["state"])] = int(r["n"])
+            out.setdefault(str(r["destination"]), {})[DeliveryState(r["state"])] = int(r["n"])
         return out
 
     def delivery_retries(self) -> int:
@@ -131,40 +179,66 @@ class OperatorOps(JournalBase):
         rows = self._query("SELECT COALESCE(SUM(MAX(attempts - 1, 0)), 0) AS n FROM deliveries")
         return int(rows[0]["n"])
 
-    def events_after(self, event_id: int, limit: int = 1000) -> list[dict[str, Any]]:
-        return self._query("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (event_id, limit))
+    def last_ids(self) -> tuple[int, int]:
+        """The highest event id and job id (0 when none): where the metrics start counting."""
+        rows = self._query(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM events) AS e,"
+            " (SELECT COALESCE(MAX(id), 0) FROM jobs) AS j"
+        )
+        return int(rows[0]["e"]), int(rows[0]["j"])
 
-    def jobs_created_after(self, job_id: int, limit: int = 1000) -> list[dict[str, Any]]:
-        return self._query(
+    def events_after(self, event_id: int, limit: int = 1000) -> list[EventRow]:
+        rows = self._query("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (event_id, limit))
+        return [event_row(r) for r in rows]
+
+    def jobs_created_after(self, job_id: int, limit: int = 1000) -> list[CreatedJob]:
+        rows = self._query(
             "SELECT id, series_uid, generation, trigger FROM jobs WHERE id > ? ORDER BY id LIMIT ?",
             (job_id, limit),
         )
+        return [
+            CreatedJob(int(r["id"]), str(r["series_uid"]), int(r["generation"]), Trigger(r["trigger"]))
+            for r in rows
+        ]
 
-    def jobs_finished_since(self, at: float, limit: int = 1000) -> list[dict[str, Any]]:
+    def jobs_finished_since(self, at: float, limit: int = 1000) -> list[FinishedJob]:
         """Finished jobs (``done``/``empty``) with ``finished_at >= at``, oldest first, with the quiet
         wait of their series (job creation minus the series' last instance)."""
         rows = self._query(
-            "SELECT j.id, j.state, j.finished_at, j.timings, j.created_at - s.last_received AS quiet_wait"
+            "SELECT j.id, j.finished_at, j.timings, j.created_at - s.last_received AS quiet_wait"
             " FROM jobs j LEFT JOIN series s ON s.series_uid = j.series_uid"
-            " WHERE j.finished_at >= ? AND j.state IN ('done', 'empty')"
-            " ORDER BY j.finished_at, j.id LIMIT ?",
-            (at, limit),
+            " WHERE j.finished_at >= ? AND j.state IN (?, ?) ORDER BY j.finished_at, j.id LIMIT ?",
+            (at, JobState.DONE, JobState.EMPTY, limit),
         )
-        for r in rows:
-            r["timings"] = json.loads(r["timings"]) if r["timings"] else {}
-        return rows
+        return [
+            FinishedJob(
+                int(r["id"]),
+                float(r["finished_at"]),
+                {str(k): float(v) for k, v in json.loads(r["timings"] or "{}").items()},
+                None if r["quiet_wait"] is None else float(r["quiet_wait"]),
+            )
+            for r in rows
+        ]
 
-    def deliveries_done_since(self, at: float, limit: int = 1000) -> list[dict[str, Any]]:
-        return self._query(
-            "SELECT id, destination, created_at, done_at FROM deliveries"
-            " WHERE state = 'done' AND done_at >= ? ORDER BY done_at, id LIMIT ?",
-            (at, limit),
+    def deliveries_done_since(self, at: float, limit: int = 1000) -> list[DoneDelivery]:
+        rows = self._query(
+            "SELECT id, created_at, done_at FROM deliveries WHERE state = ? AND done_at >= ?"
+            " ORDER BY done_at, id LIMIT ?",
+            (DeliveryState.DONE, at, limit),
         )
+        return [DoneDelivery(int(r["id"]), float(r["created_at"]), float(r["done_at"])) for r in rows]
+
+    def check_writable(self) -> None:
+        """Commit a write (readiness check); raises the sqlite3 error when the journal cannot write."""
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_write_check', datetime('now'))"
+            )
 
     # ------------------------------------------------------------------ actions
 
     def queue_series_jobs(
-        self, series_uid: str, specs: Sequence[JobSpec], *, trigger: str, now: float
+        self, series_uid: str, specs: Sequence[JobSpec], *, trigger: Trigger, now: float
     ) -> ActionOutcome:
         """Queue jobs for the current generation of a series whatever its completion state (an
         operator's rerun, an HTTP request). Pending jobs of the series are superseded; the series
@@ -173,21 +247,18 @@ class OperatorOps(JournalBase):
             row = cur.execute("SELECT generation FROM series WHERE series_uid = ?", (series_uid,)).fetchone()
             if row is None:
                 return ActionOutcome(False, reason=f"series {series_uid} is not in the journal", missing=True)
-            if (
-                cur.execute("SELECT 1 FROM instances WHERE series_uid = ? LIMIT 1", (series_uid,)).fetchone()
-                is None
-            ):
+            has = cur.execute("SELECT 1 FROM instances WHERE series_uid = ? LIMIT 1", (series_uid,))
+            if has.fetchone() is None:
                 return ActionOutcome(False, reason=f"series {series_uid} has no instances left")
             cur.execute(
-                "UPDATE jobs SET state = 'superseded', finished_at = ?"
-                " WHERE series_uid = ? AND state = 'pending'",
-                (now, series_uid),
+                "UPDATE jobs SET state = ?, finished_at = ? WHERE series_uid = ? AND state = ?",
+                (JobState.SUPERSEDED, now, series_uid, JobState.PENDING),
             )
             ids: list[int] = []
             for spec in specs:
                 cur.execute(
                     "INSERT INTO jobs (series_uid, generation, rule_name, models, destinations, args,"
-                    " trigger, state, created_at) VALUES (?,?,?,?,?,?,?,'pending',?)",
+                    " trigger, state, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
                     (
                         series_uid,
                         int(row["generation"]),
@@ -195,12 +266,13 @@ class OperatorOps(JournalBase):
                         json.dumps(list(spec.models)),
                         json.dumps(list(spec.destinations)),
                         json.dumps(dict(spec.args), sort_keys=True),
-                        trigger,
+                        Trigger(trigger),
+                        JobState.PENDING,
                         now,
                     ),
                 )
                 ids.append(int(cur.lastrowid or 0))
-            cur.execute("UPDATE series SET state = 'queued' WHERE series_uid = ?", (series_uid,))
+            cur.execute("UPDATE series SET state = ? WHERE series_uid = ?", (SeriesState.QUEUED, series_uid))
         return ActionOutcome(True, ids=tuple(ids))
 
     def retry_finished_job(self, job_id: int, *, now: float) -> ActionOutcome:
@@ -224,7 +296,7 @@ class OperatorOps(JournalBase):
                 )
             cur.execute(
                 "INSERT INTO jobs (series_uid, generation, rule_name, models, destinations, args, trigger,"
-                " state, created_at) VALUES (?,?,?,?,?,?,'manual','pending',?)",
+                " state, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     job["series_uid"],
                     job["generation"],
@@ -232,6 +304,8 @@ class OperatorOps(JournalBase):
                     job["models"],
                     job["destinations"],
                     job["args"],
+                    Trigger.MANUAL,
+                    JobState.PENDING,
                     now,
                 ),
             )
@@ -257,9 +331,9 @@ class OperatorOps(JournalBase):
                     reason=f"delivery {delivery_id} is {row['state']}; only failed or done ones are resent",
                 )
             cur.execute(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?, done_at = NULL"
+                "UPDATE deliveries SET state = ?, attempts = 0, next_attempt_at = ?, done_at = NULL"
                 " WHERE id = ?",
-                (now, delivery_id),
+                (DeliveryState.PENDING, now, delivery_id),
             )
             cur.execute(
                 "INSERT INTO events (at, level, kind, series_uid, job_id, message)"
@@ -272,10 +346,3 @@ class OperatorOps(JournalBase):
                 ),
             )
         return ActionOutcome(True, ids=(delivery_id,))
-
-    def check_writable(self) -> None:
-        """Commit a write (readiness check); raises the sqlite3 error when the journal cannot write."""
-        with self._tx() as cur:
-            cur.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_write_check', datetime('now'))"
-            )

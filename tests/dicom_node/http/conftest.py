@@ -15,7 +15,7 @@ import pytest
 
 from dicom_node.config import config_from_mapping
 from dicom_node.node import Node
-from dicom_node.storage.journal import Journal
+from dicom_node.storage.journal import DeliveryState, JobRow, JobState, Journal
 from tests.support.node_setup import model_spec, node_config, phantom_series, storescu
 from tests.support.store_peers import dcmtk_storescp
 from tests.support.tools import free_port, wait_for
@@ -33,17 +33,17 @@ class RunningNode:
     import_root: Path
     pacs_dir: Path
     series: list[Path]  # the phantom CT sent over DICOM
-    dicom_job: dict[str, Any]
+    dicom_job: JobRow
 
     @property
     def journal(self) -> Journal:
         assert self.node.journal is not None
         return self.node.journal
 
-    def wait_job(self, job_id: int, timeout: float = 120.0) -> dict[str, Any]:
-        def finished() -> dict[str, Any] | None:
+    def wait_job(self, job_id: int, timeout: float = 120.0) -> JobRow:
+        def finished() -> JobRow | None:
             job = self.journal.get_job(job_id)
-            return job if job is not None and job["state"] not in ("pending", "running") else None
+            return job if job is not None and job.state not in (JobState.PENDING, JobState.RUNNING) else None
 
         return wait_for(finished, timeout=timeout, what=f"job {job_id}")
 
@@ -74,11 +74,11 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
             journal = node.journal
             assert journal is not None
             [job] = wait_for(
-                lambda: [j for j in journal.list_jobs() if j["state"] == "done"],
+                lambda: [j for j in journal.list_jobs() if j.state == JobState.DONE],
                 timeout=180,
                 what="DICOM job",
             )
-            wait_for(lambda: journal.list_deliveries(state="done"), timeout=60, what="delivery")
+            wait_for(lambda: journal.list_deliveries(state=DeliveryState.DONE), timeout=60, what="delivery")
             shutil.copytree(root / "ct", import_root / "ct")
             yield RunningNode(node, client, root, import_root, root / "pacs", series, job)
             client.close()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dicom_node.storage.journal import JobSpec
+from dicom_node.storage.journal import JobSpec, JobState, Trigger
 from tests.dicom_node.http.conftest import TOKEN, RunningNode
 from tests.support.tools import wait_for
 
@@ -47,12 +47,12 @@ def failed_job(running: RunningNode) -> int:
     """A job that fails for real in the worker: its model is not in the spec."""
     spec = JobSpec(rule_name="ct-demo", models=["model-that-is-gone"], destinations=[], args={})
     outcome = running.journal.queue_series_jobs(
-        running.dicom_job["series_uid"], [spec], trigger="manual", now=time.time()
+        running.dicom_job.series_uid, [spec], trigger=Trigger.MANUAL, now=time.time()
     )
     running.node.wake_workers()
     job = running.wait_job(outcome.ids[0], timeout=60)
-    assert job["state"] == "failed"
-    return int(job["id"])
+    assert job.state == JobState.FAILED
+    return job.id
 
 
 def test_dashboard_shows_results_failures_and_retries_in_a_browser(
@@ -64,7 +64,7 @@ def test_dashboard_shows_results_failures_and_retries_in_a_browser(
     page.goto(str(running.client.base_url.join("/")))
     page.wait_for_selector("#status.ok", timeout=15000)  # the script polled the JSON state
 
-    done_job = running.dicom_job["id"]
+    done_job = running.dicom_job.id
     card = page.locator(f'#results figure[data-job="{done_job}"]')
     if card.count() == 0:  # more recent results may have pushed it out: take the newest
         card = page.locator("#results figure.result").first
@@ -85,8 +85,8 @@ def test_dashboard_shows_results_failures_and_retries_in_a_browser(
     failure.locator("button.retry").click()
     page.wait_for_selector("#action.ok", timeout=15000)
     assert f"/jobs/{failed_job}/retry: done" in page.inner_text("#action")
-    retried = [j for j in running.journal.find_jobs(state=[], limit=50) if j["trigger"] == "manual"]
-    assert any(j["id"] > failed_job for j in retried)
+    retried = [j.job for j in running.journal.find_jobs(limit=50) if j.job.trigger == Trigger.MANUAL]
+    assert any(j.id > failed_job for j in retried)
 
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -98,5 +98,5 @@ def test_dashboard_shows_results_failures_and_retries_in_a_browser(
 def test_the_page_reads_without_javascript(running: RunningNode) -> None:
     html = running.client.get("/").text
     assert "<h2>Recent results</h2>" in html and 'src="/static/dashboard.js"' in html
-    assert f"/jobs/{running.dicom_job['id']}/preview.png" in html or "/preview.png" in html
+    assert f"/jobs/{running.dicom_job.id}/preview.png" in html or "/preview.png" in html
     assert "https://" not in html and "http://" not in html  # nothing fetched from elsewhere

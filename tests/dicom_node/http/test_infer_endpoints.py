@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 
+from dicom_node.storage.journal import Trigger
 from tests.dicom_node.http.conftest import AUTH, UPLOAD_LIMIT_MB, RunningNode
 from tests.support import archives
 
@@ -36,10 +37,10 @@ def test_an_uploaded_series_gives_the_seg_the_dicom_path_gives(running: RunningN
     assert r.status_code == 200, body
     assert body["status"] == "success" and body["dicom_segmentation"] == ["seg-demo.dcm"]
     job = running.journal.get_job(body["job_id"])
-    assert job is not None and (job["trigger"], job["destinations"]) == ("http", [])
+    assert job is not None and (job.trigger, job.destinations) == (Trigger.HTTP, ())
     via_http = seg_of_download(running, body["job_id"])
-    [dicom_out] = [o for o in running.dicom_job["outputs"] if o["kind"] == "seg"]
-    via_dicom = dcmread(running.node.storage_dir / dicom_out["path"])
+    [dicom_out] = [o for o in running.dicom_job.outputs if o.kind == "seg"]
+    via_dicom = dcmread(running.node.storage_dir / dicom_out.path)
     for keyword in (
         "SOPInstanceUID",
         "SeriesInstanceUID",
@@ -58,7 +59,7 @@ def test_a_gzip_tar_upload_with_an_alias_and_an_argument_override_works(running:
     )
     assert r.status_code == 200, r.text
     job = running.journal.get_job(r.json()["job_id"])
-    assert job is not None and job["models"] == ["phantom"] and job["args"] == {"tta": False}
+    assert job is not None and job.models == ("phantom",) and dict(job.args) == {"tta": False}
 
 
 @pytest.mark.parametrize(

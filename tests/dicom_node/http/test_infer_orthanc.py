@@ -10,6 +10,7 @@ import pytest
 
 from dicom_node.config import config_from_mapping
 from dicom_node.node import Node
+from dicom_node.storage.journal import Trigger
 from tests.dicom_node.http.conftest import AUTH, http_config
 from tests.support.node_setup import model_spec, phantom_series
 from tests.support.orthanc import OrthancFactory, orthanc_factory
@@ -48,9 +49,9 @@ def test_an_orthanc_series_is_segmented_and_its_seg_stored_back(
         assert body["orthanc_upload"]["uploaded_instance_count"] == 1
         assert body["orthanc_upload"]["errors"] == []
         job = node.journal.get_job(body["job_id"])  # type: ignore[union-attr]
-        assert job is not None and job["trigger"] == "http"
+        assert job is not None and job.trigger == Trigger.HTTP
         # the series matches the node's CT rule, but a request's series is the request's alone
-        assert [j["id"] for j in node.journal.list_jobs()] == [job["id"]]  # type: ignore[union-attr]
+        assert [j.id for j in node.journal.list_jobs()] == [job.id]  # type: ignore[union-attr]
         client.close()
 
     series = pacs.series_of_study(study_id)

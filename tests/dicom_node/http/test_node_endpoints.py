@@ -8,7 +8,9 @@ import re
 import time
 
 import pytest
+from pydicom import dcmread
 
+from dicom_node.storage.journal import DeliveryState, JobState, Trigger
 from tests.dicom_node.http.conftest import AUTH, RunningNode
 from tests.support import archives
 from tests.support.node_setup import phantom_series, storescu
@@ -28,7 +30,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 def test_job_details_show_stages_trigger_and_deliveries(running: RunningNode) -> None:
-    job_id = running.dicom_job["id"]
+    job_id = running.dicom_job.id
     body = running.client.get(f"/jobs/{job_id}").json()
     assert (body["trigger"], body["rule"], body["state"]) == ("expected_count", "ct-demo", "done")
     assert [s["stage"] for s in body["stages"]][:2] == ["load", "inference"]
@@ -43,12 +45,12 @@ def test_jobs_are_filtered_by_state_rule_ae_and_time(running: RunningNode) -> No
         assert r.status_code == 200, r.text
         return {j["id"] for j in r.json()["jobs"]}
 
-    dicom_id = running.dicom_job["id"]
+    dicom_id = running.dicom_job.id
     assert (
         dicom_id in ids(state="done") and dicom_id in ids(rule="ct-demo") and dicom_id in ids(ae="STORESCU")
     )
     assert dicom_id not in ids(state="failed") | ids(rule="http-request") | ids(ae="SOMEONE")
-    created = running.dicom_job["created_at"]
+    created = running.dicom_job.created_at
     assert dicom_id in ids(since=created - 1, until=created + 1)
     assert dicom_id not in ids(since=time.time() + 3600)
     iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created - 60))
@@ -58,47 +60,48 @@ def test_jobs_are_filtered_by_state_rule_ae_and_time(running: RunningNode) -> No
 
 
 def test_series_details_list_its_jobs_and_deliveries(running: RunningNode) -> None:
-    uid = running.dicom_job["series_uid"]
+    uid = running.dicom_job.series_uid
     body = running.client.get(f"/series/{uid}").json()
     assert body["series"]["series_uid"] == uid and body["series"]["calling_ae"] == "STORESCU"
-    assert running.dicom_job["id"] in {j["id"] for j in body["jobs"]}
+    assert running.dicom_job.id in {j["id"] for j in body["jobs"]}
     assert {d["destination"] for d in body["deliveries"]} == {"pacs"}
 
 
 def test_operator_actions_queue_work_that_runs(running: RunningNode) -> None:
     series = phantom_series(running.root / "ct-actions", slices=8, seed=3)
     assert storescu(running.node.port, series).returncode == 0
-    uid = str(__import__("pydicom").dcmread(series[0], stop_before_pixels=True).SeriesInstanceUID)
-    [job] = wait_for(lambda: running.journal.find_jobs(series_uid=uid), timeout=60, what="job")
-    running.wait_job(job["id"])
+    uid = str(dcmread(series[0], stop_before_pixels=True).SeriesInstanceUID)
+    [found] = wait_for(lambda: running.journal.find_jobs(series_uid=uid), timeout=60, what="job")
+    job = running.wait_job(found.job.id)
     [delivery] = wait_for(
-        lambda: [d for d in running.journal.deliveries_of_job(job["id"]) if d["state"] == "done"], timeout=60
+        lambda: [d for d in running.journal.deliveries_of_job(job.id) if d.state == DeliveryState.DONE],
+        timeout=60,
     )
 
-    retried = running.client.post(f"/jobs/{job['id']}/retry", headers=AUTH)
+    retried = running.client.post(f"/jobs/{job.id}/retry", headers=AUTH)
     assert retried.status_code == 200, retried.text
     [new_id] = retried.json()["jobs"]
-    assert running.wait_job(new_id)["state"] == "done"
-    assert running.journal.get_job(new_id)["trigger"] == "manual"  # type: ignore[index]
+    assert running.wait_job(new_id).state == JobState.DONE
+    assert running.wait_job(new_id).trigger == Trigger.MANUAL
 
-    resent = running.client.post(f"/deliveries/{delivery['id']}/resend", headers=AUTH)
+    resent = running.client.post(f"/deliveries/{delivery.id}/resend", headers=AUTH)
     assert resent.status_code == 200, resent.text
     again = wait_for(
         lambda: (
-            (d := running.journal.get_delivery(delivery["id"]))
-            and d["state"] == "done"
-            and d["attempts"] == 1
+            (d := running.journal.get_delivery(delivery.id))
+            and d.state == DeliveryState.DONE
+            and d.attempts == 1
             and d
         ),
         timeout=60,
         what="resent delivery",
     )
-    assert again["done_at"] > delivery["done_at"]
+    assert again.done_at is not None and delivery.done_at is not None and again.done_at > delivery.done_at
 
     rerun = running.client.post(f"/series/{uid}/rerun", headers=AUTH)
     assert rerun.status_code == 200, rerun.text
     [rerun_id] = rerun.json()["jobs"]
-    assert running.wait_job(rerun_id)["rule_name"] == "ct-demo"
+    assert running.wait_job(rerun_id).rule_name == "ct-demo"
 
 
 def test_retrying_a_job_whose_series_changed_since_is_409(running: RunningNode) -> None:
@@ -106,7 +109,7 @@ def test_retrying_a_job_whose_series_changed_since_is_409(running: RunningNode) 
     r = running.client.post("/infer_file", files={"file": ("s.zip", archives.zip_of(running.series))},
                             data={"request": '{"nnunet_id": "demo"}'}, headers=AUTH)  # fmt: skip
     assert r.status_code == 200, r.text
-    answer = running.client.post(f"/jobs/{running.dicom_job['id']}/retry", headers=AUTH)
+    answer = running.client.post(f"/jobs/{running.dicom_job.id}/retry", headers=AUTH)
     assert answer.status_code == 409 and "changed" in answer.json()["detail"]
 
 
@@ -115,11 +118,12 @@ def test_metrics_move_as_a_study_goes_through(running: RunningNode) -> None:
     series = phantom_series(running.root / "ct-metrics", slices=10, seed=5)
     assert storescu(running.node.port, series).returncode == 0
     assert storescu(running.node.port, series[:1], called="WRONG-AE").returncode != 0
-    uid = str(__import__("pydicom").dcmread(series[0], stop_before_pixels=True).SeriesInstanceUID)
-    [job] = wait_for(lambda: running.journal.find_jobs(series_uid=uid), timeout=60, what="job")
-    running.wait_job(job["id"])
+    uid = str(dcmread(series[0], stop_before_pixels=True).SeriesInstanceUID)
+    [found] = wait_for(lambda: running.journal.find_jobs(series_uid=uid), timeout=60, what="job")
+    running.wait_job(found.job.id)
     wait_for(
-        lambda: [d for d in running.journal.deliveries_of_job(job["id"]) if d["state"] == "done"], timeout=60
+        lambda: [d for d in running.journal.deliveries_of_job(found.job.id) if d.state == DeliveryState.DONE],
+        timeout=60,
     )
     after = running.client.get("/metrics").text
 
