@@ -178,7 +178,18 @@ async def run_request(
     )
     ctx.node.wake_workers()
     logger.info(
-        "http request: job %d queued for series %s (models %s)", job_id, series_uid, "+".join(req.models)
+        "http request: job %d queued for series %s (models %s)",
+        job_id,
+        series_uid,
+        "+".join(req.models),
+        extra={
+            "hop": "http_request",
+            "job_id": job_id,
+            "series_uid": series_uid,
+            "calling_ae": "HTTP",
+            "called_ae": ctx.node.ae_title,
+            "ms": round((time.monotonic() - started) * 1000),
+        },
     )
     request_payload = req.model_dump(exclude_unset=True, mode="json")
     job = await wait_for_job(ctx.journal, job_id, timeout=ctx.settings.job_timeout_seconds)

@@ -196,13 +196,22 @@ class Receiver:
         info = self._forget(event.assoc)
         if info is None:
             return
+        elapsed = time.monotonic() - info.started
         logger.info(
             "association %s released by %s: %d stored, %d failed in %.1f s",
             info.association_id,
             info.calling_ae,
             info.stored,
             info.failed,
-            time.monotonic() - info.started,
+            elapsed,
+            extra={
+                "hop": "received",
+                "association_id": info.association_id,
+                "calling_ae": info.calling_ae,
+                "called_ae": info.called_ae,
+                "instances": info.stored,
+                "ms": round(elapsed * 1000),
+            },
         )
         if self.on_released is not None and info.stored:
             try:

@@ -183,6 +183,14 @@ class CompletionLoop(LoopService):
                 series.instance_count,
                 series.generation,
                 ", ".join(map(str, ids)),
+                extra={
+                    "hop": "series_complete",
+                    "job_id": ids[0],
+                    "series_uid": uid,
+                    "calling_ae": series.calling_ae,
+                    "called_ae": series.called_ae,
+                    "ms": round((self._clock() - series.first_received) * 1000),
+                },
             )
         return len(ids)
 

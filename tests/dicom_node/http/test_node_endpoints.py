@@ -4,12 +4,15 @@ study goes through."""
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import time
 
 import pytest
 from pydicom import dcmread
 
+from dicom_node.logs import JsonFormatter
 from dicom_node.storage.journal import DeliveryState, JobState, Trigger
 from tests.dicom_node.http.conftest import AUTH, RunningNode
 from tests.support import archives
@@ -137,3 +140,31 @@ def test_metrics_move_as_a_study_goes_through(running: RunningNode) -> None:
         assert moved("dicom_node_stage_seconds_count", stage=stage) >= 1, stage
     assert metric(after, "dicom_node_jobs", state="done") >= 2
     assert metric(after, "dicom_node_queue_depth", queue="jobs") >= 0
+
+
+def test_each_hop_logs_one_json_line_with_ids_aes_and_ms(
+    running: RunningNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    series = phantom_series(running.root / "ct-logs", slices=6, seed=9)
+    header = dcmread(series[0], stop_before_pixels=True)
+    uid = str(header.SeriesInstanceUID)
+    assert storescu(running.node.port, series).returncode == 0
+    [found] = wait_for(lambda: running.journal.find_jobs(series_uid=uid), timeout=60, what="job")
+    running.wait_job(found.job.id)
+    wait_for(
+        lambda: [d for d in running.journal.deliveries_of_job(found.job.id) if d.state == DeliveryState.DONE],
+        timeout=60,
+    )
+    formatter = JsonFormatter()
+    hops: dict[str, dict[str, object]] = {}
+    for record in caplog.records:
+        line = json.loads(formatter.format(record))
+        if line.get("series_uid") == uid or (line.get("hop") == "received" and line.get("instances") == 6):
+            hops.setdefault(str(line.get("hop")), line)
+        assert str(header.PatientName) not in formatter.format(record)
+    assert {"received", "series_complete", "job", "delivered"} <= set(hops)
+    for hop in ("series_complete", "job", "delivered"):
+        assert hops[hop]["job_id"] == found.job.id and isinstance(hops[hop]["ms"], int), hops[hop]
+    assert hops["series_complete"]["calling_ae"] == "STORESCU"
+    assert hops["delivered"]["destination"] == "pacs"
