@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -15,7 +16,8 @@ from dicom_node.http.auth import require_token
 from dicom_node.http.context import HttpContext, context_of
 from dicom_node.http.views import delivery_view, event_view, job_view, series_view
 from dicom_node.ops import actions
-from dicom_node.storage.journal import ActionOutcome, JobState
+from dicom_node.ops.actions import ActionResult
+from dicom_node.storage.journal import JobState
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +41,6 @@ def parse_time(value: str | None, name: str) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return when.timestamp()
-
-
-def _answer(outcome: ActionOutcome, what: str) -> dict[str, Any]:
-    if outcome.missing:
-        raise HTTPException(404, outcome.reason)
-    if not outcome.ok:
-        raise HTTPException(409, outcome.reason)
-    return {"status": "ok", what: list(outcome.ids)}
 
 
 @router.get("/jobs")
@@ -115,39 +109,64 @@ async def get_series(request: Request, series_uid: str) -> dict[str, Any]:
     return await asyncio.to_thread(_series_details, context_of(request), series_uid)
 
 
+def _retry(ctx: HttpContext, job_id: int) -> ActionResult:
+    journal = ctx.journal()
+    if journal.get_job(job_id) is None:
+        raise HTTPException(404, f"job {job_id} is not in the journal")
+    return actions.retry_job(journal, job_id, clock=ctx.clock)
+
+
+def _resend(ctx: HttpContext, delivery_id: int) -> ActionResult:
+    journal = ctx.journal()
+    if journal.get_delivery(delivery_id) is None:
+        raise HTTPException(404, f"delivery {delivery_id} is not in the journal")
+    return actions.resend_delivery(journal, delivery_id, clock=ctx.clock)
+
+
+def _rerun(ctx: HttpContext, series_uid: str, rule: str | None) -> ActionResult:
+    journal = ctx.journal()
+    if journal.get_series(series_uid) is None:
+        raise HTTPException(404, f"series {series_uid} is not in the journal")
+    return actions.rerun_series(journal, series_uid, rule=rule, clock=ctx.clock)
+
+
+async def _act(ctx: HttpContext, action: Callable[..., ActionResult], *args: Any) -> dict[str, Any]:
+    """Run an operator action; 409 with its message when it cannot be done; wake whoever has work."""
+    try:
+        result = await asyncio.to_thread(action, ctx, *args)
+    except actions.ActionError as exc:
+        raise HTTPException(409, str(exc)) from exc
+    if result.jobs:
+        ctx.node.wake_workers()
+    if result.deliveries:
+        ctx.node.wake_sender()
+    logger.info("operator action over HTTP: %s", result.message)
+    return {
+        "status": "ok",
+        "jobs": list(result.jobs),
+        "deliveries": list(result.deliveries),
+        "message": result.message,
+    }
+
+
 @router.post("/jobs/{job_id}/retry", dependencies=[Depends(require_token)])
 async def retry_job(request: Request, job_id: int) -> dict[str, Any]:
-    """Run a finished job again (as ``dicom-node retry JOB_ID``)."""
-    ctx = context_of(request)
-    outcome = await asyncio.to_thread(
-        actions.retry_job, ctx.journal(), job_id, now=ctx.clock(), wake=ctx.node.wake_workers
-    )
-    return _answer(outcome, "jobs")
+    """Run a job again as a new job on the series' current instances (as ``dicom-node retry JOB_ID``);
+    409 while it is pending or running."""
+    return await _act(context_of(request), _retry, job_id)
 
 
 @router.post("/deliveries/{delivery_id}/resend", dependencies=[Depends(require_token)])
 async def resend_delivery(request: Request, delivery_id: int) -> dict[str, Any]:
-    """Send a delivery again (as ``dicom-node resend DELIVERY_ID``)."""
-    ctx = context_of(request)
-    outcome = await asyncio.to_thread(
-        actions.resend_delivery, ctx.journal(), delivery_id, now=ctx.clock(), wake=ctx.node.wake_sender
-    )
-    return _answer(outcome, "deliveries")
+    """Send a delivery's file again, as a new delivery (as ``dicom-node resend DELIVERY_ID``)."""
+    return await _act(context_of(request), _resend, delivery_id)
 
 
 @router.post("/series/{series_uid}/rerun", dependencies=[Depends(require_token)])
-async def rerun_series(request: Request, series_uid: str) -> dict[str, Any]:
-    """New jobs for the series by the rules it matched (as ``dicom-node rerun SERIES_UID``)."""
-    ctx = context_of(request)
-    outcome = await asyncio.to_thread(
-        actions.rerun_series,
-        ctx.journal(),
-        series_uid,
-        ctx.node.rules,
-        now=ctx.clock(),
-        wake=ctx.node.wake_workers,
-    )
-    return _answer(outcome, "jobs")
+async def rerun_series(request: Request, series_uid: str, rule: str | None = None) -> dict[str, Any]:
+    """New jobs for the series, one per rule that ran on it, as its latest job did (as ``dicom-node
+    rerun SERIES_UID [--rule NAME]``); 409 when no job ever ran on it."""
+    return await _act(context_of(request), _rerun, series_uid, rule)
 
 
 @router.post("/rules/reload", dependencies=[Depends(require_token)])

@@ -95,12 +95,11 @@ def queue_request_job(
     destinations: Sequence[str] = (),
     now: float,
 ) -> int:
-    """Queue the job of an HTTP request; returns its id. Raises LookupError if the series is gone."""
+    """Queue the job of an HTTP request; returns its id. Raises KeyError if the series is gone (a
+    retention purge between filing and queuing), ValueError if it has no instances."""
     spec = JobSpec(rule_name=HTTP_RULE, models=list(models), destinations=list(destinations), args=dict(args))
-    outcome = journal.queue_series_jobs(series_uid, [spec], trigger=Trigger.HTTP, now=now)
-    if not outcome.ok:
-        raise LookupError(outcome.reason)
-    return outcome.ids[0]
+    [job_id] = journal.queue_series_jobs(series_uid, [spec], trigger=Trigger.HTTP, now=now)
+    return job_id
 
 
 async def wait_for_job(

@@ -1,2 +1,1 @@
-"""What an operator does to a running node (retry, resend, rerun): one implementation shared by the
-CLI commands and the HTTP API."""
+"""Operator actions: what the CLI and the HTTP API let a person do to a running node."""

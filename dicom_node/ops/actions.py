@@ -1,83 +1,66 @@
-"""Operator actions on the journal: retry a finished job, resend a delivery, run a series again.
+"""Operator actions on a node's journal: retry a job, resend a delivery, rerun a series.
 
-The same functions serve ``POST /jobs/{id}/retry``, ``POST /deliveries/{id}/resend``,
-``POST /series/{uid}/rerun`` and the matching CLI commands (``dicom-node retry JOB_ID``, ``resend
-DELIVERY_ID``, ``rerun SERIES_UID``). Each is one journal transaction; ``wake`` tells the running
-workers or sender there is work (a CLI acting on the journal of a node in another process passes
-nothing: that node finds the work at its next poll). An action that does nothing says why in its
-:class:`~dicom_node.storage.journal.ActionOutcome`; it is also written to the journal's events.
+Each action writes new work (trigger ``manual``, with an event) into the journal in one transaction and
+returns what it queued; the running node's worker and sender find it at their next pass (they look at
+the journal at least every few seconds), so the actions work while the node runs, from another process
+(``dicom-node retry|resend|rerun``) or from the HTTP API. Failures raise :class:`ActionError` with a
+message for the operator.
 """
 
 from __future__ import annotations
 
-import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from dicom_node.pipeline.routing import RuleSet, job_specs
-from dicom_node.storage.journal import ActionOutcome, Journal, Trigger
-
-logger = logging.getLogger(__name__)
-
-
-def _nothing() -> None:
-    return None
+from dicom_node.errors import NodeError
+from dicom_node.storage.journal import Journal
 
 
-def retry_job(
-    journal: Journal, job_id: int, *, now: float, wake: Callable[[], None] = _nothing
-) -> ActionOutcome:
-    """A finished (failed, done or empty) job runs again as a new job of the same series generation."""
-    outcome = journal.retry_finished_job(job_id, now=now)
-    if outcome.ok:
-        logger.info("job %d retried as job %d", job_id, outcome.ids[0])
-        wake()
-    return outcome
+class ActionError(NodeError):
+    """An operator action that cannot be done (unknown id, nothing to rerun, job still running)."""
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What an action queued: new job ids or new delivery ids, and one line saying so."""
+
+    jobs: tuple[int, ...] = ()
+    deliveries: tuple[int, ...] = ()
+    message: str = ""
+
+
+def retry_job(journal: Journal, job_id: int, *, clock: Callable[[], float] = time.time) -> ActionResult:
+    try:
+        new_id = journal.manual_retry_job(job_id, now=clock())
+    except (KeyError, ValueError) as exc:
+        raise ActionError(_text(exc)) from exc
+    return ActionResult(jobs=(new_id,), message=f"job {job_id} queued again as job {new_id}")
 
 
 def resend_delivery(
-    journal: Journal, delivery_id: int, *, now: float, wake: Callable[[], None] = _nothing
-) -> ActionOutcome:
-    """A failed (or done) delivery is queued again at once, with a fresh attempt count."""
-    outcome = journal.resend_delivery(delivery_id, now=now)
-    if outcome.ok:
-        logger.info("delivery %d queued again", delivery_id)
-        wake()
-    return outcome
+    journal: Journal, delivery_id: int, *, clock: Callable[[], float] = time.time
+) -> ActionResult:
+    try:
+        new_id = journal.manual_resend_delivery(delivery_id, now=clock())
+    except KeyError as exc:
+        raise ActionError(_text(exc)) from exc
+    return ActionResult(
+        deliveries=(new_id,), message=f"delivery {delivery_id} queued again as delivery {new_id}"
+    )
 
 
 def rerun_series(
-    journal: Journal,
-    series_uid: str,
-    rules: RuleSet,
-    *,
-    now: float,
-    wake: Callable[[], None] = _nothing,
-) -> ActionOutcome:
-    """New jobs for a series' current generation, one per rule it matched (looked up in the rules in
-    effect now). A series that matched no rule, or whose rules are gone, is refused."""
-    series = journal.get_series(series_uid)
-    if series is None:
-        return ActionOutcome(False, reason=f"series {series_uid} is not in the journal", missing=True)
-    names = list(series.rules or ())
-    if not names:
-        return ActionOutcome(False, reason=f"series {series_uid} matched no rule; nothing to rerun")
-    by_name = {r.name: r for r in rules}
-    missing = [n for n in names if n not in by_name]
-    if missing:
-        return ActionOutcome(
-            False, reason=f"series {series_uid}: rule(s) {', '.join(missing)} no longer configured"
-        )
-    outcome = journal.queue_series_jobs(
-        series_uid, job_specs([by_name[n] for n in names]), trigger=Trigger.MANUAL, now=now
+    journal: Journal, series_uid: str, *, rule: str | None = None, clock: Callable[[], float] = time.time
+) -> ActionResult:
+    try:
+        ids = journal.manual_rerun_series(series_uid, rule=rule, now=clock())
+    except KeyError as exc:
+        raise ActionError(_text(exc)) from exc
+    return ActionResult(
+        jobs=tuple(ids), message=f"series {series_uid}: job(s) {', '.join(map(str, ids))} queued"
     )
-    if outcome.ok:
-        journal.log_event(
-            "info",
-            "series_rerun",
-            f"series rerun by an operator: job(s) {', '.join(map(str, outcome.ids))}",
-            series_uid=series_uid,
-            now=now,
-        )
-        logger.info("series %s rerun: job(s) %s", series_uid, ", ".join(map(str, outcome.ids)))
-        wake()
-    return outcome
+
+
+def _text(exc: BaseException) -> str:
+    return str(exc.args[0]) if exc.args else str(exc)

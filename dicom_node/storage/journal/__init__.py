@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 
-from dicom_node.storage.journal.operator import ActionOutcome, OperatorOps
+from dicom_node.storage.journal.operator import OperatorOps
 from dicom_node.storage.journal.records import (
     DeliveryRow,
     DeliverySpec,
@@ -42,7 +42,6 @@ from dicom_node.storage.journal.work import WorkOps
 
 __all__ = [
     "SCHEMA_VERSION",
-    "ActionOutcome",
     "DeliveryRow",
     "DeliverySpec",
     "DeliveryState",

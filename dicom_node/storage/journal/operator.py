@@ -2,13 +2,15 @@
 filtered job lists, a job's deliveries and events, and the operator actions that put work back in the
 queue (retry a finished job, resend a delivery, run a series again, queue a job for an HTTP request).
 
-Every action is one transaction that checks the row is in a state the action makes sense for and
-returns what it did, so a caller can answer "409: job 7 is running" instead of guessing.
+Every action is one transaction; an unknown row raises KeyError, a row in a state the action does not
+apply to raises ValueError (``dicom_node.ops.actions`` turns both into an ``ActionError``). The operator
+actions (``manual_*``, trigger ``manual``) follow issue 7's operator commands, which share them.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -25,23 +27,7 @@ from dicom_node.storage.journal.records import (
     job_row,
     series_row,
 )
-from dicom_node.storage.journal.states import DeliveryState, JobState, SeriesState, Trigger
-
-#: Job states an operator may retry (a pending or running job is still on its way).
-RETRYABLE_JOB_STATES = (JobState.FAILED, JobState.DONE, JobState.EMPTY)
-#: Delivery states an operator may resend (a pending or sending delivery is on its way already).
-RESENDABLE_DELIVERY_STATES = (DeliveryState.FAILED, DeliveryState.DONE)
-
-
-@dataclass(frozen=True)
-class ActionOutcome:
-    """What an operator action did: ``ok`` and the ids of the rows it queued, or why it did nothing
-    (``missing``: no such row; otherwise the row's state did not allow it)."""
-
-    ok: bool
-    ids: tuple[int, ...] = ()
-    reason: str = ""
-    missing: bool = False
+from dicom_node.storage.journal.states import ACTIVE_JOB_STATES, DeliveryState, JobState, SeriesState, Trigger
 
 
 @dataclass(frozen=True)
@@ -239,110 +225,122 @@ class OperatorOps(JournalBase):
 
     def queue_series_jobs(
         self, series_uid: str, specs: Sequence[JobSpec], *, trigger: Trigger, now: float
-    ) -> ActionOutcome:
-        """Queue jobs for the current generation of a series whatever its completion state (an
-        operator's rerun, an HTTP request). Pending jobs of the series are superseded; the series
-        becomes ``queued``."""
+    ) -> list[int]:
+        """Queue jobs for the current generation of a series whatever its completion state (an HTTP
+        request's job). Pending jobs of the series are superseded; the series becomes ``queued``.
+        Raises KeyError for an unknown series, ValueError for one without instances."""
         with self._tx() as cur:
             row = cur.execute("SELECT generation FROM series WHERE series_uid = ?", (series_uid,)).fetchone()
             if row is None:
-                return ActionOutcome(False, reason=f"series {series_uid} is not in the journal", missing=True)
+                raise KeyError(f"series {series_uid} is not in the journal")
             has = cur.execute("SELECT 1 FROM instances WHERE series_uid = ? LIMIT 1", (series_uid,))
             if has.fetchone() is None:
-                return ActionOutcome(False, reason=f"series {series_uid} has no instances left")
+                raise ValueError(f"series {series_uid} has no instances left")
             cur.execute(
                 "UPDATE jobs SET state = ?, finished_at = ? WHERE series_uid = ? AND state = ?",
                 (JobState.SUPERSEDED, now, series_uid, JobState.PENDING),
             )
-            ids: list[int] = []
-            for spec in specs:
-                cur.execute(
-                    "INSERT INTO jobs (series_uid, generation, rule_name, models, destinations, args,"
-                    " trigger, state, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (
-                        series_uid,
-                        int(row["generation"]),
-                        spec.rule_name,
-                        json.dumps(list(spec.models)),
-                        json.dumps(list(spec.destinations)),
-                        json.dumps(dict(spec.args), sort_keys=True),
-                        Trigger(trigger),
-                        JobState.PENDING,
-                        now,
-                    ),
-                )
-                ids.append(int(cur.lastrowid or 0))
+            ids = [_insert_job(cur, series_uid, int(row["generation"]), spec, trigger, now) for spec in specs]
             cur.execute("UPDATE series SET state = ? WHERE series_uid = ?", (SeriesState.QUEUED, series_uid))
-        return ActionOutcome(True, ids=tuple(ids))
+        return ids
 
-    def retry_finished_job(self, job_id: int, *, now: float) -> ActionOutcome:
-        """A finished job of the series' current generation goes back to the queue as a new job with
-        the same rule, models, destinations and arguments (the old row keeps its history)."""
+    def manual_retry_job(self, job_id: int, *, now: float) -> int:
+        """A new pending job doing what job ``job_id`` did, for the series' current generation.
+        Raises KeyError for an unknown job, ValueError for one still to run."""
         with self._tx() as cur:
-            job = cur.execute(
-                "SELECT j.*, s.generation AS current FROM jobs j LEFT JOIN series s"
-                " ON s.series_uid = j.series_uid WHERE j.id = ?",
-                (job_id,),
-            ).fetchone()
+            job = cur.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if job is None:
-                return ActionOutcome(False, reason=f"job {job_id} is not in the journal", missing=True)
-            if job["state"] not in RETRYABLE_JOB_STATES:
-                return ActionOutcome(
-                    False, reason=f"job {job_id} is {job['state']}; only finished jobs are retried"
-                )
-            if job["current"] is None or job["current"] != job["generation"]:
-                return ActionOutcome(
-                    False, reason=f"series {job['series_uid']} changed since job {job_id}; rerun the series"
-                )
+                raise KeyError(f"no job {job_id}")
+            if job["state"] in ACTIVE_JOB_STATES:
+                raise ValueError(f"job {job_id} is {job['state']}: it runs already")
+            return _manual_copy(cur, job, now)
+
+    def manual_rerun_series(self, series_uid: str, *, rule: str | None, now: float) -> list[int]:
+        """New pending jobs for the series' current instances: one per rule that ran models on it
+        (only ``rule`` when given), as its latest job did. Raises KeyError when there is nothing."""
+        with self._tx() as cur:
+            rows = cur.execute(
+                "SELECT * FROM jobs WHERE series_uid = ? ORDER BY id", (series_uid,)
+            ).fetchall()
+            latest = {r["rule_name"]: r for r in rows if rule is None or r["rule_name"] == rule}
+            if not latest:
+                what = f"for rule {rule!r} " if rule else ""
+                raise KeyError(f"no job {what}ever ran on series {series_uid}")
+            return [_manual_copy(cur, job, now) for job in latest.values()]
+
+    def manual_resend_delivery(self, delivery_id: int, *, now: float) -> int:
+        """A new pending delivery of the same file to the same destination. Raises KeyError."""
+        with self._tx() as cur:
+            d = cur.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+            if d is None:
+                raise KeyError(f"no delivery {delivery_id}")
             cur.execute(
-                "INSERT INTO jobs (series_uid, generation, rule_name, models, destinations, args, trigger,"
-                " state, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO deliveries (job_id, series_uid, destination, path, sop_instance_uid,"
+                " sop_class_uid, state, next_attempt_at, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
-                    job["series_uid"],
-                    job["generation"],
-                    job["rule_name"],
-                    job["models"],
-                    job["destinations"],
-                    job["args"],
-                    Trigger.MANUAL,
-                    JobState.PENDING,
+                    d["job_id"],
+                    d["series_uid"],
+                    d["destination"],
+                    d["path"],
+                    d["sop_instance_uid"],
+                    d["sop_class_uid"],
+                    DeliveryState.PENDING,
+                    now,
                     now,
                 ),
             )
             new_id = int(cur.lastrowid or 0)
-            cur.execute(
-                "INSERT INTO events (at, level, kind, series_uid, job_id, message)"
-                " VALUES (?, 'info', 'job_retried', ?, ?, ?)",
-                (now, job["series_uid"], job_id, f"job {job_id} retried as job {new_id}"),
+            _event(
+                cur,
+                now,
+                d["series_uid"],
+                d["job_id"],
+                f"delivery {delivery_id} sent again as delivery {new_id}",
             )
-        return ActionOutcome(True, ids=(new_id,))
+            return new_id
 
-    def resend_delivery(self, delivery_id: int, *, now: float) -> ActionOutcome:
-        """A failed (or delivered) delivery is sent again: pending now, attempts from zero."""
-        with self._tx() as cur:
-            row = cur.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
-            if row is None:
-                return ActionOutcome(
-                    False, reason=f"delivery {delivery_id} is not in the journal", missing=True
-                )
-            if row["state"] not in RESENDABLE_DELIVERY_STATES:
-                return ActionOutcome(
-                    False,
-                    reason=f"delivery {delivery_id} is {row['state']}; only failed or done ones are resent",
-                )
-            cur.execute(
-                "UPDATE deliveries SET state = ?, attempts = 0, next_attempt_at = ?, done_at = NULL"
-                " WHERE id = ?",
-                (DeliveryState.PENDING, now, delivery_id),
-            )
-            cur.execute(
-                "INSERT INTO events (at, level, kind, series_uid, job_id, message)"
-                " VALUES (?, 'info', 'delivery_resent', ?, ?, ?)",
-                (
-                    now,
-                    row["series_uid"],
-                    row["job_id"],
-                    f"delivery {delivery_id} to {row['destination']} resent",
-                ),
-            )
-        return ActionOutcome(True, ids=(delivery_id,))
+
+def _insert_job(
+    cur: sqlite3.Cursor, series_uid: str, generation: int, spec: JobSpec, trigger: Trigger, now: float
+) -> int:
+    cur.execute(
+        "INSERT INTO jobs (series_uid, generation, rule_name, models, destinations, args, trigger, state,"
+        " created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            series_uid,
+            generation,
+            spec.rule_name,
+            json.dumps(list(spec.models)),
+            json.dumps(list(spec.destinations)),
+            json.dumps(dict(spec.args), sort_keys=True),
+            Trigger(trigger),
+            JobState.PENDING,
+            now,
+        ),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def _event(cur: sqlite3.Cursor, now: float, series_uid: str, job_id: int | None, message: str) -> None:
+    cur.execute(
+        "INSERT INTO events (at, level, kind, series_uid, job_id, message)"
+        " VALUES (?, 'info', 'manual', ?, ?, ?)",
+        (now, series_uid, job_id, message),
+    )
+
+
+def _manual_copy(cur: sqlite3.Cursor, job: sqlite3.Row, now: float) -> int:
+    series = cur.execute(
+        "SELECT generation FROM series WHERE series_uid = ?", (job["series_uid"],)
+    ).fetchone()
+    if series is None:
+        raise KeyError(f"series {job['series_uid']} is no longer in the journal")
+    spec = JobSpec(
+        rule_name=job["rule_name"],
+        models=json.loads(job["models"]),
+        destinations=json.loads(job["destinations"]),
+        args=json.loads(job["args"]),
+    )
+    new_id = _insert_job(cur, job["series_uid"], int(series["generation"]), spec, Trigger.MANUAL, now)
+    _event(cur, now, job["series_uid"], new_id, f"job {new_id} queued by hand (from job {job['id']})")
+    return new_id

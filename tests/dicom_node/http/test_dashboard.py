@@ -46,11 +46,11 @@ def browser() -> Iterator[Any]:
 def failed_job(running: RunningNode) -> int:
     """A job that fails for real in the worker: its model is not in the spec."""
     spec = JobSpec(rule_name="ct-demo", models=["model-that-is-gone"], destinations=[], args={})
-    outcome = running.journal.queue_series_jobs(
+    [job_id] = running.journal.queue_series_jobs(
         running.dicom_job.series_uid, [spec], trigger=Trigger.MANUAL, now=time.time()
     )
     running.node.wake_workers()
-    job = running.wait_job(outcome.ids[0], timeout=60)
+    job = running.wait_job(job_id, timeout=60)
     assert job.state == JobState.FAILED
     return job.id
 
