@@ -11,7 +11,6 @@ A node job segments one series: a request holding several image series is refuse
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import shutil
@@ -24,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
 from dicom_node.errors import OutOfResourcesError, StorageError
@@ -356,28 +356,34 @@ def _upload_results(ctx: HttpContext, client: OrthancClient, job_id: int) -> dic
     return {"uploaded_instance_count": len(responses), "responses": responses, "errors": errors}
 
 
-def _zip_outputs(ctx: HttpContext, job_id: int) -> bytes:
+def _zip_outputs(ctx: HttpContext, job_id: int) -> Path:
+    """The job's outputs zipped into a scratch file (the caller removes it after sending)."""
     job = ctx.journal().get_job(job_id)
     if job is None:
         raise HTTPException(404, f"job {job_id} is unknown or expired")
-    paths = [ctx.storage_dir / o.path for o in job.outputs]
-    present = [p for p in paths if p.is_file()]
+    present = [p for p in (ctx.storage_dir / o.path for o in job.outputs) if p.is_file()]
     if not present:
         raise HTTPException(404, f"job {job_id} has no outputs (state {job.state}, or they expired)")
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in present:
-            archive.write(path, arcname=path.name)
-    return buf.getvalue()
+    target = ctx.storage_dir / "http-tmp" / f"download-{job_id}-{uuid.uuid4().hex}.zip"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in present:
+                archive.write(path, arcname=path.name)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return target
 
 
 @router.get("/download/{job_id}", dependencies=[Depends(require_token)])
-async def download(request: Request, job_id: int) -> Response:
+async def download(request: Request, job_id: int) -> FileResponse:
     """A zip of the job's outputs (404 for an unknown job or one whose outputs expired). The SEG holds
     the patient's identity, so the token is required when one is configured."""
-    body = await asyncio.to_thread(_zip_outputs, context_of(request), job_id)
-    return Response(
-        body,
+    path = await asyncio.to_thread(_zip_outputs, context_of(request), job_id)
+    return FileResponse(
+        path,
         media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="job-{job_id}.zip"'},
+        filename=f"job-{job_id}.zip",
+        background=BackgroundTask(path.unlink, missing_ok=True),
     )
