@@ -26,7 +26,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from dicom_node.errors import OutOfResourcesError, StorageError
 from dicom_node.http.auth import require_token
@@ -218,6 +218,28 @@ async def infer_file(request: Request) -> JSONResponse:
     ctx = context_of(request)
     started = time.monotonic()
     form = await request.form(max_files=1, max_fields=4)
+    try:
+        upload, req = _parse_form(form)
+        check_models(ctx, req, "request")
+        with _scratch(ctx) as scratch:
+            archive = scratch / "upload"
+            await asyncio.to_thread(_save_upload, upload, archive)
+            name = upload.filename or "upload"
+            await form.close()  # the spooled upload is not needed any more
+            try:
+                unpacked = await asyncio.to_thread(unpack, archive, scratch / "files", _limits(ctx))
+            except UnsafeUploadError as exc:
+                logger.warning("http upload refused: %s", exc)
+                raise HTTPException(400, f"file: {exc}") from exc
+            archive.unlink()
+            names = [f"{name}#{i}" for i in range(len(unpacked.files))]
+            code, payload = await run_request(ctx, req, unpacked.files, names, where="file", started=started)
+    finally:
+        await form.close()
+    return JSONResponse(payload, status_code=code)
+
+
+def _parse_form(form: FormData) -> tuple[UploadFile, InferRequest]:
     upload = form.get("file")
     raw = form.get("request")
     if not isinstance(upload, UploadFile):
@@ -234,19 +256,7 @@ async def infer_file(request: Request) -> JSONResponse:
         raise _unprocessable(
             ["request", "series_folders"], "not used by /infer_file: the upload is the series"
         )
-    check_models(ctx, req, "request")
-    with _scratch(ctx) as scratch:
-        archive = scratch / "upload"
-        await asyncio.to_thread(_save_upload, upload, archive)
-        try:
-            unpacked = await asyncio.to_thread(unpack, archive, scratch / "files", _limits(ctx))
-        except UnsafeUploadError as exc:
-            logger.warning("http upload refused: %s", exc)
-            raise HTTPException(400, f"file: {exc}") from exc
-        archive.unlink()
-        names = [f"{upload.filename or 'upload'}#{i}" for i in range(len(unpacked.files))]
-        code, payload = await run_request(ctx, req, unpacked.files, names, where="file", started=started)
-    return JSONResponse(payload, status_code=code)
+    return upload, req
 
 
 def _save_upload(upload: UploadFile, target: Path) -> None:
