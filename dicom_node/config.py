@@ -8,7 +8,7 @@ passed explicitly to whatever needs it.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,15 +26,8 @@ from pydantic import (
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from dicom_node.errors import ConfigError
-
-_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash
-
-
-def _check_ae_title(value: str) -> str:
-    if not isinstance(value, str) or not _AE_RE.match(value) or not value.strip():
-        raise ValueError(f"invalid AE title {value!r}: 1-16 printable ASCII characters, no backslash")
-    return value.strip()
-
+from dicom_node.net.ae_titles import check_ae_title
+from inference.strict_yaml import load_yaml
 
 AETitle = Annotated[str, Field(min_length=1, max_length=16)]
 
@@ -75,7 +68,7 @@ class NodeSection(_Strict):
     @field_validator("ae_title", "allowed_calling_aes")
     @classmethod
     def _valid_aes(cls, value: list[str]) -> list[str]:
-        titles = [_check_ae_title(v) for v in value]
+        titles = [check_ae_title(v) for v in value]
         if len(set(titles)) != len(titles):
             raise ValueError("duplicate AE titles")
         return titles
@@ -102,7 +95,7 @@ class DestinationConfig(_Strict):
     @field_validator("ae_title", "calling_ae")
     @classmethod
     def _valid_ae(cls, value: str | None) -> str | None:
-        return None if value is None else _check_ae_title(value)
+        return None if value is None else check_ae_title(value)
 
 
 class MatchConfig(_Strict):
@@ -196,6 +189,37 @@ class RuleConfig(_Strict):
 
 
 _RULES_ADAPTER: TypeAdapter[list[RuleConfig]] = TypeAdapter(list[RuleConfig])
+
+
+def rule_problems(
+    rules: Sequence[RuleConfig],
+    *,
+    destinations: Mapping[str, Any] | None = None,
+    resolve_model: Callable[[str], object] | None = None,
+) -> list[str]:
+    """What is wrong with a list of rules as a whole, one line per problem, each naming its rule:
+    a name used twice, a destination not among ``destinations`` (when given), a model that
+    ``resolve_model`` (the model spec's resolver, when given) refuses. The one rules check: the
+    configuration runs it at load (without the model spec), :meth:`RuleSet.build
+    <dicom_node.pipeline.routing.RuleSet.build>` with the model spec."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for rule in rules:
+        if rule.name in seen:
+            problems.append(f"rule {rule.name!r}: duplicate rule name")
+        seen.add(rule.name)
+        if destinations is not None:
+            known = ", ".join(sorted(destinations)) or "none"
+            for dest in rule.destinations:
+                if dest not in destinations:
+                    problems.append(f"rule {rule.name!r}: unknown destination {dest!r} (configured: {known})")
+        if resolve_model is not None:
+            for model in rule.models:
+                try:
+                    resolve_model(model)
+                except Exception as exc:  # the catalog's own error type; reported, not swallowed
+                    problems.append(f"rule {rule.name!r}: model {model!r} not in the model spec: {exc}")
+    return problems
 
 
 class InferenceSection(_Strict):
@@ -300,17 +324,9 @@ class NodeConfig(_Strict):
     def _cross_check(self) -> NodeConfig:
         if self.rules and self.rules_file is not None:
             raise ValueError("give either 'rules' or 'rules_file', not both")
-        names = [r.name for r in self.rules]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate rule names: {', '.join(dupes)}")
-        for rule in self.rules:
-            unknown = [d for d in rule.destinations if d not in self.destinations]
-            if unknown:
-                raise ValueError(
-                    f"rule {rule.name!r}: unknown destination(s) {', '.join(unknown)}; "
-                    f"configured: {', '.join(sorted(self.destinations)) or 'none'}"
-                )
+        problems = rule_problems(self.rules, destinations=self.destinations)
+        if problems:
+            raise ValueError("\n".join(problems))
         if self.rules and self.model_spec is None:
             raise ValueError("rules need 'model_spec' (the model-serve-spec.yaml file)")
         return self
@@ -367,37 +383,13 @@ def _format_validation_error(source: Path | str, exc: ValidationError, data: Any
     return "\n".join(lines)
 
 
-class _StrictYAMLLoader(yaml.SafeLoader):
-    """Safe YAML loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:
-                continue  # unhashable key: the base class reports it
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r}",
-                    key_node.start_mark,
-                )
-        return super().construct_mapping(node, deep=deep)
-
-
 def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
-        return yaml.load(text, Loader=_StrictYAMLLoader)  # a SafeLoader subclass: no objects
+        return load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
 

@@ -58,6 +58,7 @@ from inference.spec_segments import (
     segments_from_labels,
     with_tracking_uids,
 )
+from inference.strict_yaml import load_yaml
 from inference.totalseg import TotalSegTask, resolve_task, weights_root
 
 logger = logging.getLogger(__name__)
@@ -148,30 +149,13 @@ class ModelCatalog:
         return self.models[model_id]
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A YAML loader that rejects duplicate mapping keys (a silent override is a config bug)."""
-
-
-def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    result: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in result:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        result[key] = loader.construct_object(value_node, deep=True)
-    return result
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"model spec {path} cannot be read: {exc.strerror or exc}") from exc
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"model spec {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

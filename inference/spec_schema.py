@@ -137,16 +137,6 @@ class ModelInput(BaseModel):
         return value
 
 
-class SpecDocument(BaseModel):
-    """The whole file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model_folder: str = Field(min_length=1, description="relative paths are relative to this file's folder")
-    aliases: dict[str, str] = Field(default_factory=dict, description="extra alias -> model id")
-    models: list[ModelInput] = Field(min_length=1)
-
-
 class SpecHeader(BaseModel):
     """The top level with ``models`` unchecked: models are validated one by one to name the bad one."""
 
@@ -155,13 +145,3 @@ class SpecHeader(BaseModel):
     model_folder: str = Field(min_length=1)
     aliases: dict[str, str] = Field(default_factory=dict)
     models: list[Any] = Field(min_length=1)
-
-
-def spec_json_schema() -> dict[str, Any]:
-    """JSON schema of model-serve-spec.yaml (``default_args`` keys: see ``InferenceArgs``)."""
-    from inference.args import InferenceArgs
-
-    schema = SpecDocument.model_json_schema()
-    schema.setdefault("$defs", {})["InferenceArgs"] = InferenceArgs.model_json_schema()
-    schema["title"] = "model-serve-spec.yaml"
-    return schema

@@ -41,9 +41,10 @@ def _rejection_reason(kind: str, message: str) -> str | None:
         return "pdu_too_large"
     if kind != "association_rejected":
         return None
-    if "calling AE" in message:
+    why = message.rsplit(": ", 1)[-1].lower()  # "<calling> -> <called> from <peer>: <reason text>"
+    if "calling ae" in why:
         return "calling_ae_not_allowed"
-    if "called AE" in message:
+    if "called ae" in why:
         return "called_ae_unknown"
     return "other"
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from dicom_node.config import NodeConfig, RuleConfig
+from dicom_node.config import NodeConfig, RuleConfig, rule_problems
 from dicom_node.errors import ConfigError
 from dicom_node.storage.journal import JobSpec
 
@@ -232,25 +232,9 @@ class RuleSet:
         """Validate ``rules``: unique names, destinations among ``destinations`` (when given), every
         model id/alias resolvable by ``catalog`` (when given). Raises :class:`ConfigError` listing
         every problem, one per line, each naming the rule."""
-        problems: list[str] = []
-        seen: set[str] = set()
-        for rule in rules:
-            if rule.name in seen:
-                problems.append(f"rule {rule.name!r}: duplicate rule name")
-            seen.add(rule.name)
-            if destinations is not None:
-                for dest in rule.destinations:
-                    if dest not in destinations:
-                        known = ", ".join(sorted(destinations)) or "none"
-                        problems.append(
-                            f"rule {rule.name!r}: unknown destination {dest!r} (configured: {known})"
-                        )
-            if catalog is not None:
-                for model in rule.models:
-                    try:
-                        catalog.resolve(model)
-                    except Exception as exc:  # the catalog's own error type; reported, not swallowed
-                        problems.append(f"rule {rule.name!r}: model {model!r} not in the model spec: {exc}")
+        problems = rule_problems(
+            rules, destinations=destinations, resolve_model=None if catalog is None else catalog.resolve
+        )
         if problems:
             raise ConfigError("\n".join(problems))
         return cls(tuple(rules))

@@ -12,7 +12,6 @@ import pytest
 
 from inference.errors import ArgsError, SpecError, UnknownModelError
 from inference.spec import ModelCatalog, load_model_spec
-from inference.spec_schema import spec_json_schema
 from tests.support.fake_model import make_model_folder, write_spec
 
 LIVER_DIR = "Dataset001_Liver/nnUNetTrainer__nnUNetPlans__3d_fullres"
@@ -377,12 +376,3 @@ def test_version_changes_with_retraining_not_with_copying(root: Path) -> None:
     assert load(copy, model()).resolve("liver").version == first
     make_model_folder(root / "models" / LIVER_DIR, seed=1)  # "retrained": other weights
     assert load(root, model()).resolve("liver").version != first
-
-
-def test_json_schema_export() -> None:
-    schema = spec_json_schema()
-    assert schema["title"] == "model-serve-spec.yaml"
-    assert set(schema["required"]) == {"model_folder", "models"}
-    assert "use_folds" in schema["$defs"]["InferenceArgs"]["properties"]
-    assert "segment_names" in schema["$defs"]["MetadataInput"]["properties"]
-    json.dumps(schema)  # serialisable

@@ -95,7 +95,7 @@ def test_dataset_label_is_checked_loosely(book: CodeBook) -> None:
     ("entries", "expected"),
     [
         (["liver"], "segment_names has 1 entries but dataset.json has 2 labels (1: liver, 2: spleen)"),
-        (["", "spleen"], "segment_names[0]: name: String should have at least 1 character"),
+        (["", "spleen"], "segment_names[0]: name: "),
         (
             [SegmentEntry(name="Liver", number=2, label=1), "spleen"],
             "gives two label values: number 2, label 1",

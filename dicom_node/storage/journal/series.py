@@ -109,10 +109,6 @@ class SeriesOps(JournalBase):
         old_path = old["path"] if old is not None and old["path"] != rec.path else None
         return RecordOutcome(replaced=old is not None, old_path=old_path, late=had_job)
 
-    def has_instance(self, sop_instance_uid: str) -> bool:
-        rows = self._query("SELECT 1 FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,))
-        return bool(rows)
-
     def known_paths(self) -> set[str]:
         """Relative paths of every recorded instance (for the start-up spool reconciliation)."""
         return {r["path"] for r in self._query("SELECT path FROM instances")}
