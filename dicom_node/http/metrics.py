@@ -120,10 +120,13 @@ class NodeMetrics:
             self.series_waiting.set(counts.series.get(SeriesState.RECEIVING, 0))
             self.delivery_retries.set(journal.delivery_retries())
         if gpu is not None:
-            _, free, total = gpu()
-            if free is not None and total is not None:
-                self.gpu_free.set(free)
-                self.gpu_total.set(total)
+            self.refresh_gpu(gpu)
+
+    def refresh_gpu(self, gpu: GpuInfo) -> None:
+        _, free, total = gpu()
+        if free is not None and total is not None:
+            self.gpu_free.set(free)
+            self.gpu_total.set(total)
 
     def render(self, journal: Journal | None, gpu: GpuInfo | None = None) -> bytes:
         if journal is not None:

@@ -9,6 +9,7 @@ logging (the entry point owns it) and writes no access log; :mod:`dicom_node.htt
 from __future__ import annotations
 
 import logging
+import shutil
 import socket
 import threading
 import time
@@ -61,6 +62,8 @@ class HttpServer:
 
     def start(self) -> HttpServer:
         s = self.settings
+        # uploads unpacked by requests that a crash interrupted (a running node cleans up after itself)
+        shutil.rmtree(self.context.storage_dir / "http-tmp", ignore_errors=True)
         self._sock = _bind(s.host, s.port)
         config = uvicorn.Config(
             self.app,
