@@ -3,7 +3,8 @@
 Each check answers ``ok`` and a detail a person can act on:
 
 - ``journal``: a write transaction commits (the disk is not read-only or full, the file not locked);
-- ``dicom``: the SCP's port accepts a TCP connection;
+- ``dicom``: the SCP's listening socket is open and its accept loop runs (no test connection: the SCP
+  would hold it as an association until its ACSE timeout);
 - ``models``: every model of the spec still has its folder and the checkpoints its default folds need
   (a model folder removed or unmounted after start-up shows here, not as failing jobs);
 - ``device``: the inference device: "cpu", or a visible CUDA GPU with its free memory (a GPU that
@@ -13,7 +14,6 @@ Each check answers ``ok`` and a detail a person can act on:
 from __future__ import annotations
 
 import logging
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,16 +36,12 @@ def journal_check(journal: Any) -> Check:
     return Check(True, str(journal.path))
 
 
-def port_check(host: str, port: int | None) -> Check:
-    if port is None:
-        return Check(False, "the DICOM SCP is not running")
-    target = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-    try:
-        with socket.create_connection((target, port), timeout=2.0):
-            pass
-    except OSError as exc:
-        return Check(False, f"{target}:{port} does not accept connections: {exc}")
-    return Check(True, f"listening on {target}:{port}")
+def scp_check(server: Any) -> Check:
+    """The SCP's listening socket is open and its accept loop runs. Deliberately no test connection:
+    the SCP would take it for an association and keep it until its ACSE timeout."""
+    if server is None or not server.is_serving():
+        return Check(False, "the DICOM SCP is not listening")
+    return Check(True, f"listening on port {server.port}")
 
 
 def models_check(catalog: Any) -> Check:

@@ -32,7 +32,7 @@ def _readiness(ctx: HttpContext) -> dict[str, Any]:
     server = node.server
     checks = {
         "journal": health.journal_check(node.journal),
-        "dicom": health.port_check(node.config.node.host, server.port if server is not None else None),
+        "dicom": health.scp_check(server),
         "models": health.models_check(ctx.catalog),
         "device": health.device_check(ctx.executor),
     }

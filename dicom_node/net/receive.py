@@ -449,6 +449,12 @@ class ScpServer:
         )
         return self
 
+    def is_serving(self) -> bool:
+        """Whether the listening socket is open and its accept loop runs (for readiness probes, which
+        must not open connections: each would become an association waiting for its A-ASSOCIATE-RQ)."""
+        server, thread = self._server, self._thread
+        return server is not None and thread is not None and thread.is_alive() and server.fileno() >= 0
+
     def active_associations(self) -> list[Any]:
         if self._server is None:
             return []

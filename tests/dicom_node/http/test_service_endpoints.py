@@ -23,6 +23,12 @@ def test_readiness_reports_each_check_of_a_healthy_node(running: RunningNode) ->
     assert body["device"] == "cpu" and body["gpu_available"] is False and body["models_loaded"] is True
 
 
+def test_readiness_probes_leave_no_association_behind(running: RunningNode) -> None:
+    for _ in range(5):
+        assert running.client.get("/readyz").status_code == 200
+    assert running.node.server is not None and running.node.server.active_associations() == []
+
+
 def test_model_info_describes_labels_segments_and_channels(running: RunningNode) -> None:
     info = running.client.get("/model_info").json()
     demo = info["demo"]
