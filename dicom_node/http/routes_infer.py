@@ -20,9 +20,9 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
@@ -208,6 +208,27 @@ async def run_request(
     return code, payload
 
 
+#: Fields that are lists even when a query string gives them once (``?use_folds=0``).
+QUERY_LISTS = frozenset({"use_folds", "series_folders", "series_ids"})
+
+R = TypeVar("R", bound=InferRequest)
+
+
+def request_from_query(request: Request, model: type[R]) -> R:
+    """A request model from query parameters (nnunet_serve's ``/infer`` takes its request there): a
+    repeated key is a list; values are coerced by the model (``tta=true``, ``proba_threshold=0.5``)."""
+    query = request.query_params
+    data: dict[str, Any] = {}
+    for key in query:
+        values = query.getlist(key)
+        single = values[0] if len(values) == 1 else None
+        data[key] = values if single is None or (key in QUERY_LISTS and single != "all") else single
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_422("query", exc) from exc
+
+
 # ---------------------------------------------------------------------- endpoints
 
 
@@ -293,10 +314,12 @@ def _import_files(ctx: HttpContext, folders: Sequence[str]) -> list[Path]:
 
 
 @router.post("/infer", dependencies=[Depends(require_token)])
-async def infer(request: Request, req: InferRequest) -> JSONResponse:
-    """``series_folders``: one folder relative to the configured import root (``http.import_root``)."""
+async def infer(request: Request, body: Annotated[InferRequest | None, Body()] = None) -> JSONResponse:
+    """``series_folders``: one folder relative to the configured import root (``http.import_root``).
+    The request is a JSON body, or (as nnunet_serve takes it) query parameters."""
     ctx = context_of(request)
     started = time.monotonic()
+    req = body if body is not None else request_from_query(request, InferRequest)
     check_models(ctx, req, "body")
     files = await asyncio.to_thread(_import_files, ctx, req.folders())
     code, payload = await run_request(
@@ -306,11 +329,14 @@ async def infer(request: Request, req: InferRequest) -> JSONResponse:
 
 
 @router.post("/infer_orthanc", dependencies=[Depends(require_token)])
-async def infer_orthanc(request: Request, req: OrthancRequest) -> JSONResponse:
+async def infer_orthanc(
+    request: Request, body: Annotated[OrthancRequest | None, Body()] = None
+) -> JSONResponse:
     """``series_ids``: one Orthanc series id. The series is fetched over Orthanc's REST API, segmented,
-    and the SEG stored back into Orthanc."""
+    and the SEG stored back into Orthanc. A JSON body, or query parameters as nnunet_serve takes them."""
     ctx = context_of(request)
     started = time.monotonic()
+    req = body if body is not None else request_from_query(request, OrthancRequest)
     settings = ctx.settings.orthanc
     if settings is None:
         raise HTTPException(503, "no Orthanc configured (http.orthanc)")

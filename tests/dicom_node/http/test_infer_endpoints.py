@@ -141,3 +141,13 @@ def test_a_link_inside_the_import_root_pointing_out_is_not_followed(running: Run
     (folder / "secret.dcm").symlink_to(running.root / "outside" / "secret.dcm")
     r = running.client.post("/infer", json={"nnunet_id": "demo", "series_folders": ["linked"]}, headers=AUTH)
     assert r.status_code == 422 and "no usable DICOM" in json.dumps(r.json()["detail"])
+
+
+def test_infer_also_takes_its_request_as_query_parameters_like_nnunet_serve(running: RunningNode) -> None:
+    params = {"nnunet_id": "demo", "series_folders": "ct", "use_folds": "0", "tta": "false"}
+    ok = running.client.post("/infer", params=params, headers=AUTH)
+    assert ok.status_code == 200, ok.text
+    job = running.journal.get_job(ok.json()["job_id"])
+    assert job is not None and dict(job.args) == {"use_folds": [0], "tta": False}
+    bad = running.client.post("/infer", params={**params, "tta": "maybe"}, headers=AUTH)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "tta"]
