@@ -7,6 +7,7 @@ passed explicitly to whatever needs it.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -158,6 +159,42 @@ def _compile_regex(field: str, pattern: str) -> re.Pattern[str]:
         raise ValueError(f"{field}: invalid regex {pattern!r}: {exc}") from exc
 
 
+class ChannelSelector(_Strict):
+    """Which series of a study feeds one input channel of a rule's model: regexes (``re.fullmatch``,
+    like ``match``) on SeriesDescription and/or one attribute (``tag`` keyword + ``regex``); every
+    given condition must hold."""
+
+    series_description: str | None = None
+    tag: str | None = None
+    regex: str | None = None
+
+    _compiled: dict[str, re.Pattern[str]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _compile(self) -> ChannelSelector:
+        if (self.tag is None) != (self.regex is None):
+            raise ValueError("a channel's tag and regex go together")
+        if self.series_description is None and self.tag is None:
+            raise ValueError("a channel needs series_description or tag + regex")
+        compiled: dict[str, re.Pattern[str]] = {}
+        if self.series_description is not None:
+            compiled["SeriesDescription"] = _compile_regex("series_description", self.series_description)
+        if self.tag is not None and self.regex is not None:
+            tag = tag_for_keyword(self.tag)
+            if tag is None or dictionary_VR(tag) == "SQ":
+                raise ValueError(f"tag {self.tag!r} is not a DICOM keyword of a plain attribute")
+            compiled[self.tag] = _compile_regex(f"tag {self.tag}", self.regex)
+        self._compiled = compiled
+        return self
+
+    def patterns(self) -> dict[str, re.Pattern[str]]:
+        """Compiled patterns by DICOM keyword."""
+        return dict(self._compiled)
+
+    def describe(self) -> str:
+        return ", ".join(f"{k} {p.pattern!r}" for k, p in self._compiled.items())
+
+
 class RuleConfig(_Strict):
     """One routing rule; rules are tried in order and the first match wins unless it says
     ``continue: true``."""
@@ -178,6 +215,12 @@ class RuleConfig(_Strict):
         description="complete at once when ImagesInAcquisition (0020,1002) instances have arrived",
     )
     continue_: bool = Field(default=False, alias="continue")
+    channels: list[ChannelSelector] | None = Field(
+        default=None,
+        min_length=1,
+        description="multi-series input: the series of one study feeding each model input channel, "
+        "in channel order; the rule then runs once the study's matching series are complete",
+    )
     args: dict[str, Any] = Field(
         default_factory=dict, description="inference argument overrides (model spec default_args)"
     )
@@ -222,15 +265,43 @@ def rule_problems(
     return problems
 
 
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d{1,2})$")
+
+
 class InferenceSection(_Strict):
-    device: Literal["auto", "cuda", "cpu"] = "auto"
-    predictor_cache_size: int = Field(default=4, ge=1, le=64)
-    workers: int = Field(default=1, ge=1, le=16, description="inference jobs run at once")
+    device: str | list[str] = Field(
+        default="auto",
+        description="auto, cpu, cuda, cuda:N, or a list of cuda:N devices: one inference worker per device",
+    )
+    predictor_cache_size: int = Field(default=4, ge=1, le=64, description="warm predictors kept per device")
+    workers: int = Field(default=1, ge=1, le=16, description="inference jobs run at once on each device")
     empty_result: Literal["empty_seg", "skip"] = Field(
         default="empty_seg",
         description="what to send when a model finds nothing: a SEG with empty segments, or nothing",
     )
     max_attempts: int = Field(default=2, ge=1, le=10)
+
+    @field_validator("device")
+    @classmethod
+    def _v_device(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else value
+        if not names:
+            raise ValueError("device: name at least one device")
+        for name in names:
+            if not _DEVICE_RE.fullmatch(name.strip().lower()):
+                raise ValueError(f"device {name!r}: use auto, cpu, cuda, cuda:N or a list of cuda:N")
+        if isinstance(value, list):
+            if any(n.strip().lower() in ("auto", "cpu", "cuda") for n in names) and len(names) > 1:
+                raise ValueError("a device list names cuda:N devices only (auto, cpu, cuda stand alone)")
+            normal = [n.strip().lower() for n in names]
+            if len(set(normal)) != len(normal):
+                raise ValueError(f"device list names a device twice: {value}")
+        return value
+
+    @property
+    def devices(self) -> list[str]:
+        """The devices, one inference worker (and predictor cache) each."""
+        return [self.device] if isinstance(self.device, str) else list(self.device)
 
 
 class SendingSection(_Strict):
@@ -445,9 +516,23 @@ def load_config(path: Path | str) -> NodeConfig:
     return config_from_mapping(data, base_dir=path.parent, source=path)
 
 
-def config_from_mapping(data: dict[str, Any], *, base_dir: Path, source: Path | None = None) -> NodeConfig:
-    """Validate a configuration given as a mapping (relative paths against ``base_dir``)."""
+SPEC_ENV = "MODEL_SERVE_SPEC"
+
+
+def config_from_mapping(
+    data: dict[str, Any],
+    *,
+    base_dir: Path,
+    source: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> NodeConfig:
+    """Validate a configuration given as a mapping (relative paths against ``base_dir``). Without a
+    ``model_spec`` key, ``$MODEL_SERVE_SPEC`` names the model spec (nnunet_serve's variable; a
+    relative path is relative to the working directory)."""
     where: Path | str = source if source is not None else "<config>"
+    from_env = (os.environ if environ is None else environ).get(SPEC_ENV)
+    if "model_spec" not in data and from_env:
+        data = {**data, "model_spec": str(Path(from_env).expanduser().resolve())}
     try:
         cfg = NodeConfig.model_validate(data)
     except ValidationError as exc:

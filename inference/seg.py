@@ -223,8 +223,10 @@ def build_seg(
     frame_order: Sequence[int] | None = None,
     uid_variant: str | None = None,
     content_datetime: dt.datetime | None = None,
+    other_series: Sequence[Sequence[Dataset]] = (),
 ) -> Dataset | None:
     """A DICOM SEG for ``labels`` ((z, y, x), label values of ``model``) over ``source_headers``.
+    ``other_series``: headers of further input series (extra channels), referenced too.
 
     ``source_headers``: one dataset per label slice, in label-map order (PixelData removed), or ONE
     enhanced multi-frame dataset whose frame ``frame_order[k]`` (default ``k``) is label slice ``k``.
@@ -293,6 +295,7 @@ def build_seg(
             f"model {model.id!r}, series {source_series_uid}: highdicom could not build the SEG: {exc}"
         ) from exc
     _finish(seg, model, source_series_uid, uid_variant, when, first)
+    reference_other_series(seg, other_series)
     logger.info(
         "model %s, series %s: SEG %s with %d frame(s), segments present: %s",
         model.id,
@@ -302,6 +305,38 @@ def build_seg(
         ", ".join(str(v) for v in present) or "none",
     )
     return seg
+
+
+def reference_other_series(dataset: Dataset, other_series: Sequence[Sequence[Dataset]]) -> None:
+    """Add the instances of further input series to the Common Instance Reference of ``dataset``
+    (``ReferencedSeriesSequence``; series of another study under
+    ``StudiesContainingOtherReferencedInstancesSequence``)."""
+    referenced = {str(item.SeriesInstanceUID) for item in dataset.get("ReferencedSeriesSequence", [])}
+    for headers in other_series:
+        if not headers or str(headers[0].SeriesInstanceUID) in referenced:
+            continue
+        first = headers[0]
+        item = Dataset()
+        item.SeriesInstanceUID = first.SeriesInstanceUID
+        instances = []
+        for header in {str(h.SOPInstanceUID): h for h in headers}.values():
+            ref = Dataset()
+            ref.ReferencedSOPClassUID = header.SOPClassUID
+            ref.ReferencedSOPInstanceUID = header.SOPInstanceUID
+            instances.append(ref)
+        item.ReferencedInstanceSequence = instances
+        referenced.add(str(first.SeriesInstanceUID))
+        if str(first.StudyInstanceUID) == str(dataset.StudyInstanceUID):
+            if "ReferencedSeriesSequence" not in dataset:
+                dataset.ReferencedSeriesSequence = []
+            dataset.ReferencedSeriesSequence.append(item)
+        else:
+            study = Dataset()
+            study.StudyInstanceUID = first.StudyInstanceUID
+            study.ReferencedSeriesSequence = [item]
+            if "StudiesContainingOtherReferencedInstancesSequence" not in dataset:
+                dataset.StudiesContainingOtherReferencedInstancesSequence = []
+            dataset.StudiesContainingOtherReferencedInstancesSequence.append(study)
 
 
 def _finish(

@@ -1,8 +1,8 @@
 """The schema of model-serve-spec.yaml (pydantic), and its JSON-schema export.
 
 Keys are nnunet_serve's. A few keys nnunet_serve accepts but that mean nothing here are tolerated
-and ignored with a warning (:data:`IGNORED_TOP_KEYS`, :data:`IGNORED_MODEL_KEYS`,
-:data:`IGNORED_ARG_KEYS`); any other unknown key is an error naming it.
+and ignored with a warning (:data:`IGNORED_TOP_KEYS`, :data:`IGNORED_MODEL_KEYS`); any other
+unknown key is an error naming it.
 
 Segment entries (``metadata.segment_names[]``): a string is a segment name; a dict may give
 
@@ -28,7 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 IGNORED_TOP_KEYS = frozenset({"load_timeout_min"})
 IGNORED_MODEL_KEYS = frozenset({"is_totalseg", "tta"})
-IGNORED_ARG_KEYS = frozenset({"series_folders"})
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
 

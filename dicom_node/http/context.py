@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from dicom_node.node import Node
     from dicom_node.storage.ingest import Ingestor
     from dicom_node.storage.journal import Journal
+    from inference.api import Executor
 
 
 @dataclass
@@ -53,11 +54,17 @@ class HttpContext:
         return self.node.catalog
 
     @property
-    def executor(self) -> Any:
-        return self.node.executor
+    def executors(self) -> list[Executor]:
+        """One per inference device (none without a model spec)."""
+        return list(self.node.executors)
+
+    @property
+    def devices(self) -> str:
+        """The inference devices, for answers (``cpu``, ``cuda:0, cuda:1``, ``none``)."""
+        return ", ".join(str(getattr(e, "device", "?")) for e in self.node.executors) or "none"
 
     def require_catalog(self) -> Any:
-        if self.node.catalog is None or self.node.executor is None:
+        if self.node.catalog is None or not self.node.executors:
             raise HTTPException(503, "this node has no model spec: it runs no inference")
         return self.node.catalog
 

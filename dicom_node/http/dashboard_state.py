@@ -92,7 +92,7 @@ def build_state(ctx: HttpContext) -> dict[str, Any]:
             "ae_title": node.ae_title,
             "address": node.address if node.server is not None else None,
             "storage_dir": str(node.storage_dir),
-            "device": str(getattr(ctx.executor, "device", "none")),
+            "device": ctx.devices,
             "now": now,
         },
         "counts": _counts(journal.counts()),

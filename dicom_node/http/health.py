@@ -14,6 +14,7 @@ Each check answers ``ok`` and a detail a person can act on:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,10 @@ def device_memory(executor: Any) -> tuple[str, int | None, int | None]:
     return name, int(free), int(total)
 
 
+def devices_memory(executors: Sequence[Any]) -> list[tuple[str, int | None, int | None]]:
+    return [device_memory(e) for e in executors]
+
+
 def device_check(executor: Any) -> Check:
     if executor is None:
         return Check(True, "no executor (no model spec)")
@@ -95,3 +100,11 @@ def device_check(executor: Any) -> Check:
             return Check(False, f"{name} is configured but no CUDA GPU is visible")
         return Check(True, f"{name}: {free // 2**20} MiB free of {total // 2**20} MiB")
     return Check(True, name)
+
+
+def devices_check(executors: Sequence[Any]) -> Check:
+    """Every inference device usable (one executor per device)."""
+    if not executors:
+        return device_check(None)
+    checks = [device_check(e) for e in executors]
+    return Check(all(c.ok for c in checks), "; ".join(c.detail for c in checks))

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 JOB_STAGES = ("load", "inference", "postprocess", "seg_write", "job")
 
-GpuInfo = Callable[[], tuple[str, int | None, int | None]]  # device, free bytes, total bytes
+GpuInfo = Callable[[], list[tuple[str, int | None, int | None]]]  # per device: name, free, total bytes
 
 
 def _rejection_reason(kind: str, message: str) -> str | None:
@@ -88,9 +88,11 @@ class NodeMetrics:
             registry=r,
         )
         self.gpu_free = Gauge(
-            "dicom_node_gpu_memory_free_bytes", "Free memory of the inference GPU", registry=r
+            "dicom_node_gpu_memory_free_bytes", "Free memory of an inference GPU", ["device"], registry=r
         )
-        self.gpu_total = Gauge("dicom_node_gpu_memory_total_bytes", "Memory of the inference GPU", registry=r)
+        self.gpu_total = Gauge(
+            "dicom_node_gpu_memory_total_bytes", "Memory of an inference GPU", ["device"], registry=r
+        )
         self._lock = threading.Lock()
         self._event_id = 0
         self._job_id = 0
@@ -123,10 +125,10 @@ class NodeMetrics:
             self.refresh_gpu(gpu)
 
     def refresh_gpu(self, gpu: GpuInfo) -> None:
-        _, free, total = gpu()
-        if free is not None and total is not None:
-            self.gpu_free.set(free)
-            self.gpu_total.set(total)
+        for device, free, total in gpu():
+            if free is not None and total is not None:
+                self.gpu_free.labels(device).set(free)
+                self.gpu_total.labels(device).set(total)
 
     def render(self, journal: Journal | None, gpu: GpuInfo | None = None) -> bytes:
         if journal is not None:

@@ -1,9 +1,10 @@
 """The request model of the inference endpoints: nnunet_serve's field names (``nnunet_id``,
 ``series_folders``, ``use_folds``, ``tta``, ``proba_threshold``...), validated by pydantic.
 
-:class:`InferRequest` is :class:`inference.args.InferenceArgs` plus the model ids and the series: a
-field the client leaves out takes the model spec's ``default_args`` (only the fields set explicitly
-become the job's argument overrides). Unknown fields are refused, so a misspelt option is a 422 naming
+:class:`InferRequest` is :class:`inference.args.InferenceArgs` (``series_folders`` included, with its
+cascade meaning: a folder name stands for the n-th series) plus the model ids: a field the client
+leaves out takes the model spec's ``default_args`` (only the fields set explicitly become the job's
+argument overrides). Unknown fields are refused, so a misspelt option is a 422 naming
 it, never silently ignored. Its JSON schema is ``GET /request-params``.
 """
 
@@ -15,7 +16,7 @@ from pydantic import Field, field_validator
 
 from inference.args import InferenceArgs
 
-REQUEST_ONLY = frozenset({"nnunet_id", "series_folders", "series_ids"})
+REQUEST_ONLY = frozenset({"nnunet_id", "series_ids"})
 
 
 class InferRequest(InferenceArgs):
@@ -23,11 +24,6 @@ class InferRequest(InferenceArgs):
 
     nnunet_id: str | list[str] = Field(
         description="model id or alias; several run as a cascade, in order", min_length=1
-    )
-    series_folders: list[str] | list[list[str]] | None = Field(
-        default=None,
-        description="POST /infer: the series folder, relative to the node's import root "
-        '(one stage, one series: ["folder"] or [["folder"]])',
     )
 
     @field_validator("nnunet_id")
@@ -47,13 +43,15 @@ class InferRequest(InferenceArgs):
         return self.model_dump(exclude_unset=True, exclude=set(REQUEST_ONLY))
 
     def folders(self) -> list[str]:
-        """``series_folders`` flattened: one stage with one series is what a node job runs."""
-        if self.series_folders is None:
-            return []
-        flat: list[str] = []
-        for item in self.series_folders:
-            flat.extend([item] if isinstance(item, str) else item)
-        return flat
+        """The folder names ``series_folders`` gives (not series indexes nor ``from:`` references),
+        each once, in order: for ``POST /infer``, the folders to read under the import root."""
+        names: dict[str, None] = {}
+        raw = self.series_folders or []
+        for item in raw:
+            for entry in item if isinstance(item, list) else [item]:
+                if isinstance(entry, str) and not entry.startswith("from:"):
+                    names.setdefault(entry, None)
+        return list(names)
 
 
 class OrthancRequest(InferRequest):

@@ -36,8 +36,8 @@ from dicom_node.http.requests import InferRequest, OrthancRequest
 from dicom_node.http.submit import file_instances, http_origin, queue_request_job, wait_for_job
 from dicom_node.http.uploads import UnpackLimits, UnsafeUploadError, unpack
 from dicom_node.storage.journal import JobRow, JobState
-from inference.args import merge, parse_args
-from inference.errors import ArgsError, UnknownModelError
+from inference.errors import UnknownModelError
+from inference.request_check import request_problems
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +66,10 @@ def _validation_422(where: str, exc: ValidationError) -> HTTPException:
 
 
 def check_models(ctx: HttpContext, req: InferRequest, where: str) -> list[str]:
-    """Resolve the models (404 for an unknown one) and check the arguments against them (422),
-    before any file is touched. Returns the canonical model ids."""
+    """Resolve the models (404 for an unknown one) and check the arguments against them and the one
+    series a node job gets (422 naming the argument), before any file is touched
+    (:func:`inference.request_check.request_problems`, the check the rules pass at load). Returns the
+    canonical model ids."""
     catalog = ctx.require_catalog()
     ids: list[str] = []
     for name in req.models:
@@ -75,17 +77,15 @@ def check_models(ctx: HttpContext, req: InferRequest, where: str) -> list[str]:
             ids.append(catalog.resolve(name).id)
         except UnknownModelError as exc:
             raise HTTPException(404, f"nnunet_id: {exc}") from exc
-    overrides = req.overrides()
-    try:
-        args = parse_args(overrides, where="request")
-        args.check_stages(len(ids))
-        per_stage = set(args.stage_counts())
-        for index, model_id in enumerate(ids):
-            model = catalog.resolve(model_id)
-            stage = merge(model.default_args, overrides).for_stage(index if per_stage else 0)
-            model.check_stage(stage)
-    except ArgsError as exc:
-        raise _unprocessable([where], str(exc)) from exc
+    problems = request_problems(catalog, ids, req.overrides(), n_series=1)
+    if problems:
+        raise HTTPException(
+            422,
+            [
+                {"loc": [where, p.key or "nnunet_id"], "msg": p.describe(), "type": "value_error"}
+                for p in problems
+            ],
+        )
     return ids
 
 
@@ -143,7 +143,7 @@ def result_payload(
         "series_uid": job.series_uid,
         "time_elapsed": time.monotonic() - started,
         "timings": dict(job.timings),
-        "gpu": str(getattr(ctx.executor, "device", "none")),
+        "gpu": ctx.devices,
         "nnunet_path": [str(m.model_dir) for m in models],
         "metadata": [{"id": m.id, "version": m.version, "algorithm": m.algorithm.name} for m in models],
         "request": request_payload,
@@ -273,10 +273,6 @@ def _parse_form(form: FormData) -> tuple[UploadFile, InferRequest]:
         raise _unprocessable(["body", "request"], f"not JSON: {exc}") from exc
     except ValidationError as exc:
         raise _validation_422("request", exc) from exc
-    if req.series_folders is not None:
-        raise _unprocessable(
-            ["request", "series_folders"], "not used by /infer_file: the upload is the series"
-        )
     return upload, req
 
 

@@ -18,7 +18,6 @@ router = APIRouter()
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     ctx = context_of(request)
-    executor = ctx.executor
-    gpu = partial(health.device_memory, executor) if executor is not None else None
+    gpu = partial(health.devices_memory, ctx.executors)
     body = await asyncio.to_thread(ctx.metrics.render, ctx.node.journal, gpu)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -34,9 +34,10 @@ def _readiness(ctx: HttpContext) -> dict[str, Any]:
         "journal": health.journal_check(node.journal),
         "dicom": health.scp_check(server),
         "models": health.models_check(ctx.catalog),
-        "device": health.device_check(ctx.executor),
+        "device": health.devices_check(ctx.executors),
     }
-    device, free, _ = health.device_memory(ctx.executor) if ctx.executor is not None else ("none", None, None)
+    memory = health.devices_memory(ctx.executors)
+    free_values = [free for _, free, _ in memory if free is not None]
     failing = [name for name, check in checks.items() if not check.ok]
     return {
         "status": "ok" if not failing else "failing",
@@ -44,9 +45,9 @@ def _readiness(ctx: HttpContext) -> dict[str, Any]:
         "checks": {name: {"ok": c.ok, "detail": c.detail} for name, c in checks.items()},
         # nnunet_serve's fields
         "models_loaded": ctx.catalog is not None and checks["models"].ok,
-        "gpu_available": device.startswith("cuda") and free is not None,
-        "max_free_mem": None if free is None else free // 2**20,
-        "device": device,
+        "gpu_available": bool(free_values),
+        "max_free_mem": max(free_values) // 2**20 if free_values else None,
+        "device": ctx.devices,
     }
 
 
@@ -151,12 +152,10 @@ async def request_params() -> dict[str, Any]:
 
 @router.get("/expire", dependencies=[Depends(require_token)])
 async def expire(request: Request) -> dict[str, str]:
-    """Drop the warm predictors (the next job loads its model again)."""
-    executor = context_of(request).executor
-    if executor is None:
-        return {"status": "ok", "message": "Expired 0 items"}
-    n = await asyncio.to_thread(_expire, executor)
-    logger.info("predictor cache expired over HTTP: %d predictor(s) dropped", n)
+    """Drop the warm predictors of every device (the next job loads its model again)."""
+    executors = context_of(request).executors
+    n = sum([await asyncio.to_thread(_expire, e) for e in executors])
+    logger.info("predictor caches expired over HTTP: %d predictor(s) dropped", n)
     return {"status": "ok", "message": f"Expired {n} items"}
 
 

@@ -280,3 +280,16 @@ def test_full_example_shows_every_key() -> None:
 def test_destination_needs_host_and_port(tmp_path: Path) -> None:
     msg = error_of(write(tmp_path, 'destinations: {pacs: {ae_title: P, host: "", port: 0}}\n'))
     assert "destinations.pacs.host" in msg and "destinations.pacs.port" in msg
+
+
+def test_model_serve_spec_variable_is_the_default_model_spec(tmp_path: Path) -> None:
+    from dicom_node.config import config_from_mapping
+
+    spec = tmp_path / "spec.yaml"
+    cfg = config_from_mapping({}, base_dir=tmp_path, environ={"MODEL_SERVE_SPEC": str(spec)})
+    assert cfg.model_spec == spec
+    explicit = config_from_mapping(
+        {"model_spec": "mine.yaml"}, base_dir=tmp_path, environ={"MODEL_SERVE_SPEC": str(spec)}
+    )
+    assert explicit.model_spec == tmp_path / "mine.yaml"  # the configuration wins
+    assert config_from_mapping({}, base_dir=tmp_path, environ={}).model_spec is None

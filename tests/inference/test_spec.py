@@ -340,7 +340,16 @@ def test_default_args_and_nnunet_serve_keys(root: Path, caplog: pytest.LogCaptur
     with pytest.raises(ArgsError, match="fold 3 not found"):
         m.select_folds((3,), "checkpoint_final.pth")
     ignored = " ".join(r.getMessage() for r in caplog.records)
-    assert "series_folders" in ignored and "is_totalseg" in ignored and "load_timeout_min" in ignored
+    assert "is_totalseg" in ignored and "load_timeout_min" in ignored
+    # series_folders is honoured: a folder name stands for the next request series
+    assert m.default_args.stage_inputs() == [[0]]
+
+
+def test_default_series_folders_are_checked(root: Path) -> None:
+    message = spec_error(root, model(default_args={"series_folders": ["ct", "late"]}))
+    assert "series_folders: one list of 1 input(s)" in message
+    message = spec_error(root, model(default_args={"series_folders": ["from:spleen=1"]}))
+    assert "'from:spleen=1' names no model of the spec" in message
 
 
 def test_unknown_keys_are_errors(root: Path) -> None:

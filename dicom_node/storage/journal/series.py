@@ -124,6 +124,13 @@ class SeriesOps(JournalBase):
         rows = self._query("SELECT * FROM series WHERE series_uid = ?", (series_uid,))
         return series_row(rows[0]) if rows else None
 
+    def series_of_study(self, study_uid: str) -> list[SeriesRow]:
+        """Every series of a study, first received first."""
+        rows = self._query(
+            "SELECT * FROM series WHERE study_uid = ? ORDER BY first_received, series_uid", (study_uid,)
+        )
+        return [series_row(r) for r in rows]
+
     def list_series(self, limit: int = 100) -> list[SeriesRow]:
         rows = self._query("SELECT * FROM series ORDER BY last_received DESC LIMIT ?", (limit,))
         return [series_row(r) for r in rows]

@@ -28,11 +28,11 @@ def test_a_visible_gpu_reports_its_free_memory(monkeypatch: pytest.MonkeyPatch) 
     check = health.device_check(_Executor("cuda:0"))
     assert check.ok and "6144 MiB free of 81920 MiB" in check.detail
     metrics = NodeMetrics()
-    metrics.refresh_gpu(lambda: health.device_memory(_Executor("cuda:0")))
+    metrics.refresh_gpu(lambda: health.devices_memory([_Executor("cuda:0")]))
     text = metrics.render(None).decode()
     samples = dict(line.split(" ") for line in text.splitlines() if line.startswith("dicom_node_gpu"))
-    assert float(samples["dicom_node_gpu_memory_free_bytes"]) == 6 * 2**30
-    assert float(samples["dicom_node_gpu_memory_total_bytes"]) == 80 * 2**30
+    assert float(samples['dicom_node_gpu_memory_free_bytes{device="cuda:0"}']) == 6 * 2**30
+    assert float(samples['dicom_node_gpu_memory_total_bytes{device="cuda:0"}']) == 80 * 2**30
 
 
 def test_a_gpu_that_disappeared_fails_readiness(monkeypatch: pytest.MonkeyPatch) -> None:

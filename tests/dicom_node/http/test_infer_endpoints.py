@@ -96,7 +96,7 @@ def test_unsafe_uploads_are_refused_before_anything_is_filed(
         ({"nnunet_id": "demo", "use_fold": [0]}, "use_fold"),
         ({"use_folds": [0]}, "nnunet_id"),
         ({"nnunet_id": "demo", "use_folds": [3]}, "fold 3"),
-        ({"nnunet_id": "demo", "series_folders": ["x"]}, "series_folders"),
+        ({"nnunet_id": "demo", "series_folders": [["a", "b"]]}, "series_folders"),
     ],
 )
 def test_an_invalid_request_is_422_naming_the_field(
@@ -148,6 +148,6 @@ def test_infer_also_takes_its_request_as_query_parameters_like_nnunet_serve(runn
     ok = running.client.post("/infer", params=params, headers=AUTH)
     assert ok.status_code == 200, ok.text
     job = running.journal.get_job(ok.json()["job_id"])
-    assert job is not None and dict(job.args) == {"use_folds": [0], "tta": False}
+    assert job is not None and dict(job.args) == {"use_folds": [0], "tta": False, "series_folders": ["ct"]}
     bad = running.client.post("/infer", params={**params, "tta": "maybe"}, headers=AUTH)
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "tta"]
