@@ -62,7 +62,20 @@ class OrthancRequest(InferRequest):
     )
 
     def orthanc_ids(self) -> list[str]:
-        flat: list[str] = []
+        """The Orthanc series to fetch: each id once, ``from:`` references left out."""
+        ids: dict[str, None] = {}
         for item in self.series_ids:
-            flat.extend([item] if isinstance(item, str) else item)
-        return flat
+            for entry in [item] if isinstance(item, str) else item:
+                if not entry.startswith("from:"):
+                    ids.setdefault(entry, None)
+        return list(ids)
+
+    def overrides(self) -> dict[str, Any]:
+        """As :meth:`InferRequest.overrides`; per-stage ``series_ids`` (a cascade with ``from:``
+        references, as nnunet_serve adapts them) become the job's ``series_folders``."""
+        out = super().overrides()
+        if "series_folders" not in out and any(isinstance(item, list) for item in self.series_ids):
+            out["series_folders"] = [
+                list(item) if isinstance(item, list) else [item] for item in self.series_ids
+            ]
+        return out

@@ -52,6 +52,15 @@ def test_an_orthanc_series_is_segmented_and_its_seg_stored_back(
         assert job is not None and job.trigger == Trigger.HTTP
         # the series matches the node's CT rule, but a request's series is the request's alone
         assert [j.id for j in node.journal.list_jobs()] == [job.id]  # type: ignore[union-attr]
+
+        # per stage, as nnunet_serve's cascades give it: the same SEG (same UIDs) again
+        again = client.post(
+            "/infer_orthanc", json={"nnunet_id": "demo", "series_ids": [[series_id]]}, headers=AUTH
+        )
+        assert again.status_code == 200, again.text
+        assert again.json()["sop_instance_uids"] == body["sop_instance_uids"]
+        rerun = node.journal.get_job(again.json()["job_id"])  # type: ignore[union-attr]
+        assert rerun is not None and rerun.args["series_folders"] == [[series_id]]
         client.close()
 
     series = pacs.series_of_study(study_id)
