@@ -114,6 +114,13 @@ def _file_series(ctx: HttpContext, files: Sequence[Path], names: Sequence[str], 
     except StorageError as exc:
         raise HTTPException(500, f"cannot file the instances: {exc}") from exc
     series = filed.image_series
+    # what the request filed but will not segment is kept like an unmatched series (retention
+    # removes it), never left waiting for a completion that the rules do not decide for it
+    others = (
+        [uid for uid in filed.series if uid not in series[:1]] if len(series) == 1 else list(filed.series)
+    )
+    for uid in others:
+        ctx.journal().set_routing(uid, rules=[], note="filed by an HTTP request that did not segment it")
     if not series:
         reasons = "; ".join(f"{n}: {r}" for n, r in filed.rejected[:5])
         raise _unprocessable(

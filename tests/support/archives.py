@@ -14,7 +14,7 @@ def zip_of(files: Sequence[Path], *, folder: str = "series") -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in files:
-            archive.write(path, arcname=f"{folder}/{path.name}")
+            archive.write(path, arcname=f"{folder}/{path.parent.name}/{path.name}")
     return buf.getvalue()
 
 

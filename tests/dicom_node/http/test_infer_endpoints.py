@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 
-from dicom_node.storage.journal import Trigger
+from dicom_node.storage.journal import SeriesState, Trigger
 from tests.dicom_node.http.conftest import AUTH, UPLOAD_LIMIT_MB, RunningNode
 from tests.support import archives
+from tests.support.node_setup import phantom_series
 
 pytestmark = [pytest.mark.slow, pytest.mark.dcmtk]
 
@@ -151,3 +152,14 @@ def test_infer_also_takes_its_request_as_query_parameters_like_nnunet_serve(runn
     assert job is not None and dict(job.args) == {"use_folds": [0], "tta": False, "series_folders": ["ct"]}
     bad = running.client.post("/infer", params={**params, "tta": "maybe"}, headers=AUTH)
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "tta"]
+
+
+def test_an_upload_of_two_series_is_422_and_leaves_nothing_waiting(running: RunningNode) -> None:
+    first = phantom_series(running.root / "two" / "a", slices=4, seed=21)
+    second = phantom_series(running.root / "two" / "b", slices=4, seed=22)
+    r = post_file(running, archives.zip_of(first + second))
+    assert r.status_code == 422 and "2 image series" in json.dumps(r.json()["detail"])
+    for files in (first, second):
+        uid = str(dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+        series = running.journal.get_series(uid)
+        assert series is not None and series.state == SeriesState.UNMATCHED  # retention will remove it
