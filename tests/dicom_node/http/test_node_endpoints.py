@@ -150,19 +150,22 @@ def test_each_hop_logs_one_json_line_with_ids_aes_and_ms(
     uid = str(header.SeriesInstanceUID)
     assert storescu(running.node.port, series).returncode == 0
     [found] = wait_for(lambda: running.journal.find_jobs(series_uid=uid), timeout=60, what="job")
-    running.wait_job(found.job.id)
-    wait_for(
-        lambda: [d for d in running.journal.deliveries_of_job(found.job.id) if d.state == DeliveryState.DONE],
-        timeout=60,
-    )
     formatter = JsonFormatter()
-    hops: dict[str, dict[str, object]] = {}
-    for record in caplog.records:
-        line = json.loads(formatter.format(record))
-        if line.get("series_uid") == uid or (line.get("hop") == "received" and line.get("instances") == 6):
-            hops.setdefault(str(line.get("hop")), line)
+
+    def all_hops() -> dict[str, dict[str, object]] | None:
+        # a hop's line is written just after its journal commit: poll the log itself
+        hops: dict[str, dict[str, object]] = {}
+        for record in list(caplog.records):
+            line = json.loads(formatter.format(record))
+            if line.get("series_uid") == uid or (
+                line.get("hop") == "received" and line.get("instances") == 6
+            ):
+                hops.setdefault(str(line.get("hop")), line)
+        return hops if {"received", "series_complete", "job", "delivered"} <= set(hops) else None
+
+    hops = wait_for(all_hops, timeout=120, what="a log line for every hop")
+    for record in list(caplog.records):
         assert str(header.PatientName) not in formatter.format(record)
-    assert {"received", "series_complete", "job", "delivered"} <= set(hops)
     for hop in ("series_complete", "job", "delivered"):
         assert hops[hop]["job_id"] == found.job.id and isinstance(hops[hop]["ms"], int), hops[hop]
     assert hops["series_complete"]["calling_ae"] == "STORESCU"
