@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "status",
     "config_cmd",
     "rules",
+    "journal",
 )
 
 

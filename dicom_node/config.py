@@ -7,9 +7,11 @@ passed explicitly to whatever needs it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,9 +30,12 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from dicom_node.errors import ConfigError
 from dicom_node.net.ae_titles import check_ae_title
+from dicom_node.net.peers import is_valid_host
+from dicom_node.net.tls import ClientTls, ServerTls, client_context, server_context
 from inference.strict_yaml import load_yaml
 
 AETitle = Annotated[str, Field(min_length=1, max_length=16)]
+IPNetwork = IPv4Network | IPv6Network  # an address is a network of one (10.0.0.5 = 10.0.0.5/32)
 
 
 class _Strict(BaseModel):
@@ -59,6 +64,20 @@ class NodeSection(_Strict):
         default=1024, ge=0, description="below this free space C-STORE answers 0xA700"
     )
     fsync: bool = Field(default=True, description="fsync each received file and its directory")
+    calling_ae_hosts: dict[AETitle, list[IPNetwork]] = Field(
+        default_factory=dict,
+        description="a calling AE listed here is accepted only from these addresses or networks",
+    )
+    tls: ServerTls | None = Field(default=None, description="DICOM TLS on the listening port")
+    calling_ae_quota_mb: dict[AETitle, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="calling AE -> MB of kept spool data it may fill; beyond it C-STORE answers 0xA700",
+    )
+    storage_permissions: Literal["owner", "group"] = Field(
+        default="owner",
+        description="who may read the spool, outputs and journal: owner (files 0600, folders 0700)"
+        " or group (0640/0750)",
+    )
     retention_days: float = Field(default=7.0, gt=0)
 
     @field_validator("ae_title", mode="before")
@@ -73,6 +92,21 @@ class NodeSection(_Strict):
         if len(set(titles)) != len(titles):
             raise ValueError("duplicate AE titles")
         return titles
+
+    @field_validator("calling_ae_quota_mb")
+    @classmethod
+    def _quota_aes(cls, value: dict[str, float]) -> dict[str, float]:
+        return {check_ae_title(ae): mb for ae, mb in value.items()}
+
+    @field_validator("calling_ae_hosts")
+    @classmethod
+    def _hosts(cls, value: dict[str, list[IPNetwork]]) -> dict[str, list[IPNetwork]]:
+        checked = {}
+        for ae, networks in value.items():
+            if not networks:
+                raise ValueError(f"{ae}: at least one address or network")
+            checked[check_ae_title(ae)] = networks
+        return checked
 
     @field_validator("ae_title")
     @classmethod
@@ -92,6 +126,14 @@ class DestinationConfig(_Strict):
         default=None, description="our AE title towards this peer; default: the node's first"
     )
     timeout_seconds: float = Field(default=30.0, gt=0)
+    tls: ClientTls | None = Field(default=None, description="DICOM TLS towards this peer")
+
+    @field_validator("host")
+    @classmethod
+    def _valid_host(cls, value: str) -> str:
+        if not is_valid_host(value):
+            raise ValueError(f"invalid host {value!r}: a host name, an IPv4 address or [IPv6]")
+        return value
 
     @field_validator("ae_title", "calling_ae")
     @classmethod
@@ -234,6 +276,61 @@ class RuleConfig(_Strict):
 _RULES_ADAPTER: TypeAdapter[list[RuleConfig]] = TypeAdapter(list[RuleConfig])
 
 
+class LocalExecutorConfig(_Strict):
+    """Inference in the node's own process, on its own GPU or CPU (the default)."""
+
+    kind: Literal["local"] = "local"
+
+
+_RAY_ADDRESS = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.-]+:\d{1,5})$")
+
+
+class RayExecutorConfig(_Strict):
+    """Inference on predictor actors of a Ray cluster (docs/scale-out.md). Needs the optional
+    dependency ``ray`` (``pip install '.[ray]'``); the model spec and model folders must be at the same
+    path on every Ray worker."""
+
+    kind: Literal["ray"]
+    address: str = Field(default="auto", description="auto, host:port of the GCS, or ray://host:port")
+    max_in_flight: int = Field(default=2, ge=1, le=256, description="jobs on the cluster at once")
+    actors: int = Field(default=1, ge=1, le=1024, description="predictor actors (one per GPU)")
+    num_cpus_per_actor: float = Field(default=1.0, ge=0, le=1024)
+    num_gpus_per_actor: float = Field(default=0.0, ge=0, le=64, description="0: CPU actors")
+    memory_mb_per_actor: int | None = Field(
+        default=None, ge=1, description="host memory declared to Ray; default: the spec's largest min_mem"
+    )
+    max_actor_attempts: int = Field(
+        default=3, ge=1, le=10, description="tries of a job when actors die under it"
+    )
+    data: Literal["object_store", "shared_path"] = Field(
+        default="object_store",
+        description="series and results through Ray's object store, or by path (storage_dir shared)",
+    )
+    connect_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    actor_start_timeout_seconds: float = Field(default=120.0, gt=0, le=86400)
+    retry_delay_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="how long jobs wait before trying an unreachable cluster"
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _valid_address(cls, value: str) -> str:
+        if not _RAY_ADDRESS.match(value) or int(value.rpartition(":")[2] or 0) > 65535:
+            raise ValueError(f"invalid Ray address {value!r}: auto, host:port or ray://host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _installed(self) -> RayExecutorConfig:
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError("kind ray needs the optional dependency: pip install 'nnunet-dicom-node[ray]'")
+        if self.address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+            raise ValueError("ray:// addresses need Ray Client: pip install 'ray[client]'")
+        return self
+
+
+ExecutorConfig = Annotated[LocalExecutorConfig | RayExecutorConfig, Field(discriminator="kind")]
+
+
 def rule_problems(
     rules: Sequence[RuleConfig],
     *,
@@ -280,6 +377,25 @@ class InferenceSection(_Strict):
         description="what to send when a model finds nothing: a SEG with empty segments, or nothing",
     )
     max_attempts: int = Field(default=2, ge=1, le=10)
+    executor: ExecutorConfig = Field(default_factory=LocalExecutorConfig)
+
+    @model_validator(mode="after")
+    def _executor_device(self) -> InferenceSection:
+        ex = self.executor
+        if isinstance(ex, RayExecutorConfig):
+            if self.device not in ("auto", "cuda", "cpu"):
+                raise ValueError(
+                    "with executor kind ray, Ray gives each actor its GPU: device is auto, cuda or cpu"
+                )
+            if self.device == "cuda" and ex.num_gpus_per_actor == 0:
+                raise ValueError("device cuda with executor kind ray needs executor.num_gpus_per_actor > 0")
+            if self.device == "cpu" and ex.num_gpus_per_actor > 0:
+                raise ValueError("device cpu contradicts executor.num_gpus_per_actor > 0")
+            if "workers" in self.model_fields_set:
+                raise ValueError(
+                    "workers is for kind local; with kind ray, executor.max_in_flight sets jobs run at once"
+                )
+        return self
 
     @field_validator("device")
     @classmethod
@@ -537,13 +653,31 @@ def config_from_mapping(
         cfg = NodeConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(where, exc, data)) from exc
-    node = cfg.node.model_copy(update={"storage_dir": _resolve(base_dir, cfg.node.storage_dir)})
+    node = cfg.node.model_copy(
+        update={
+            "storage_dir": _resolve(base_dir, cfg.node.storage_dir),
+            "tls": None if cfg.node.tls is None else cfg.node.tls.resolved(base_dir),
+        }
+    )
+    destinations = {
+        name: d if d.tls is None else d.model_copy(update={"tls": d.tls.resolved(base_dir)})
+        for name, d in cfg.destinations.items()
+    }
+    try:  # certificates and keys are read now: a bad file is a configuration error
+        if node.tls is not None:
+            server_context(node.tls)
+        for name, d in destinations.items():
+            if d.tls is not None:
+                client_context(d.tls, f"destinations.{name}")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
     rules_file = _resolve(base_dir, cfg.rules_file)
     rules = cfg.rules
     if rules_file is not None:
         rules = load_rules_file(rules_file)
     update: dict[str, Any] = {
         "node": node,
+        "destinations": destinations,
         "model_spec": _resolve(base_dir, cfg.model_spec),
         "rules_file": rules_file,
         "config_path": source,

@@ -15,6 +15,8 @@ import logging
 import sys
 from typing import Any, Literal
 
+from dicom_node import textsafe
+
 #: Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -42,7 +44,9 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, fmt: Literal["text", "json"] = "text") -> None:
     """(Re)configure the root logger: one stderr handler in the given format."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    # peers' text (AE titles, descriptions...) cannot forge lines or escapes: JSON escapes control
+    # characters itself (ensure_ascii), text goes through textsafe's escaping formatter
+    handler.setFormatter(JsonFormatter() if fmt == "json" else textsafe.EscapingFormatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -27,17 +27,20 @@ from dicom_node.errors import ConfigError, NodeError
 from dicom_node.http.metrics import NodeMetrics
 from dicom_node.net.receive import Receiver, ScpServer
 from dicom_node.pipeline.completion import CompletionLoop
-from dicom_node.pipeline.executors import build_executors
+from dicom_node.pipeline.executors import build_executors, worker_threads
 from dicom_node.pipeline.loop import Clock
 from dicom_node.pipeline.routing import RuleSet
 from dicom_node.pipeline.rules_watch import watch_config_rules
 from dicom_node.pipeline.sending import Sender
 from dicom_node.pipeline.worker import Worker
 from dicom_node.process import configure_process
+from dicom_node.storage.access import StorageLock, apply_permissions, lock_storage
 from dicom_node.storage.dropfolder import DropFolder
 from dicom_node.storage.filing import Spool
 from dicom_node.storage.ingest import Ingestor
 from dicom_node.storage.journal import Journal
+from dicom_node.storage.journal.opening import open_journal
+from dicom_node.storage.quota import CallingAeQuotas
 from dicom_node.storage.retention import RetentionService
 from dicom_node.storage.series_locks import SeriesLocks
 from inference.api import Executor
@@ -77,6 +80,7 @@ class Node:
         self._rules_lock = threading.Lock()
         self._rules = RuleSet()
         self.journal: Journal | None = None
+        self._storage_lock: StorageLock | None = None
         self.spool: Spool | None = None
         self.sender: Sender | None = None
         self.worker: Worker | None = None  # the first of ``workers``
@@ -123,9 +127,10 @@ class Node:
         self._started = True
         configure_process()  # process-wide switches, before any of our threads runs
         cfg = self.config
-        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        apply_permissions(self.storage_dir, cfg.node.storage_permissions)
+        self._storage_lock = lock_storage(self.storage_dir)  # before anything touches the folder
         (self.storage_dir / "outputs").mkdir(exist_ok=True)
-        journal = self.journal = Journal(self.storage_dir / "journal.sqlite")
+        journal = self.journal = open_journal(self.storage_dir)
         journal.recover()
         spool = self.spool = Spool(
             self.storage_dir, fsync=cfg.node.fsync, min_free_bytes=cfg.node.min_free_disk_mb * MB
@@ -162,7 +167,7 @@ class Node:
                 empty_result=cfg.inference.empty_result,
                 max_attempts=cfg.inference.max_attempts,
                 on_deliveries=self.sender.wake,
-                threads=cfg.inference.workers,
+                threads=worker_threads(cfg.inference),
                 clock=self._clock,
             )
             worker.start()
@@ -190,8 +195,11 @@ class Node:
         )
         self.retention.start()
 
+        quotas = (
+            CallingAeQuotas(journal, cfg.node.calling_ae_quota_mb) if cfg.node.calling_ae_quota_mb else None
+        )
         ingestor = self.ingestor = Ingestor(
-            spool, journal, clock=self._clock, on_instance=self._on_instance, locks=locks
+            spool, journal, clock=self._clock, on_instance=self._on_instance, locks=locks, quotas=quotas
         )
         self._start_drop_folder(ingestor)
         self._start_rules_watcher(catalog)
@@ -199,6 +207,7 @@ class Node:
             ingestor,
             ae_titles=cfg.node.ae_title,
             allowed_calling_aes=cfg.node.allowed_calling_aes,
+            calling_ae_hosts=cfg.node.calling_ae_hosts,
             on_released=self._on_released,
         )
         server = ScpServer(cfg.node, receiver)
@@ -243,6 +252,9 @@ class Node:
         if self.journal is not None:
             self.journal.close()
             self.journal = None
+        if self._storage_lock is not None:
+            self._storage_lock.release()
+            self._storage_lock = None
         self._started = False
 
     def __enter__(self) -> Node:

@@ -24,7 +24,7 @@ import ssl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
@@ -168,16 +168,41 @@ class GuardedRequestHandler(RequestHandler):
 
     server: GuardedAssociationServer
 
+    _handshake_failed = False
+
     def setup(self) -> None:
         super().setup()
         sock = self.request
         if isinstance(sock, ssl.SSLSocket):
-            # the guard reads the raw stream; under TLS that is ciphertext (not supported yet)
-            logger.warning("PDU size guard is off for TLS connections")
+            # the TLS handshake runs here, in the connection's own thread, within a deadline (see
+            # GuardedAssociationServer.get_request); the guard reads the raw stream, which under TLS
+            # is ciphertext: PDU sizes are not guarded on TLS connections
+            self._handshake_failed = not _handshake(sock, self.client_address, self.server.handshake_timeout)
             return
         if isinstance(sock, socket.socket) and not isinstance(sock, PduGuardSocket):
             # pynetdicom's association closes the socket it was given when it ends
             self.request = PduGuardSocket.wrap(sock, self.server.pdu_limits, self.server.on_pdu_refused)
+
+    def handle(self) -> None:
+        if self._handshake_failed:
+            return
+        super().handle()
+
+
+def _handshake(sock: ssl.SSLSocket, peer: Any, timeout: float) -> bool:
+    """Complete a server-side TLS handshake within ``timeout`` seconds; False (logged, socket
+    closed) if the peer does not complete it or presents no acceptable certificate."""
+    sock.settimeout(timeout)
+    try:
+        sock.do_handshake()
+    except (OSError, ssl.SSLError) as exc:
+        where = ":".join(str(p) for p in tuple(peer)[:2]) if isinstance(peer, tuple) else str(peer)
+        logger.warning("TLS handshake with %s refused: %s", where, exc)
+        with contextlib.suppress(OSError):
+            sock.close()
+        return False
+    sock.settimeout(None)
+    return True
 
 
 class GuardedAssociationServer(ThreadedAssociationServer):
@@ -191,12 +216,24 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         *args: Any,
         pdu_limits: PduLimits,
         on_pdu_refused: RefusedCallback | None = None,
+        handshake_timeout: float = 30.0,
         **kwargs: Any,
     ) -> None:
         self.pdu_limits = pdu_limits
         self.on_pdu_refused = on_pdu_refused
+        self.handshake_timeout = handshake_timeout
         kwargs["request_handler"] = GuardedRequestHandler
         super().__init__(*args, **kwargs)
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept a connection. Under TLS the handshake is left to the connection's own thread
+        (pynetdicom's version runs it here, in the accept loop, where one silent client would stall
+        every other connection)."""
+        listener = cast(socket.socket, self.socket)
+        sock, address = listener.accept()
+        if self.ssl_context is not None:
+            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
     def shutdown(self) -> None:
         """Stop serving and close the listening socket. (pynetdicom's version also unregisters

@@ -22,8 +22,9 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,6 +38,7 @@ from dicom_node.config import NodeSection
 from dicom_node.errors import (
     CannotUnderstandError,
     DatasetMismatchError,
+    DatasetTooLargeError,
     InvalidUIDError,
     MissingAttributeError,
     OutOfResourcesError,
@@ -46,6 +48,7 @@ from dicom_node.errors import (
 from dicom_node.net import dimse_status as st
 from dicom_node.net.contexts import supported_contexts
 from dicom_node.net.pdu_guard import GuardedAssociationServer, PduLimits
+from dicom_node.net.tls import server_context
 from dicom_node.storage.header import InstanceHeader, read_part10_header
 from dicom_node.storage.ingest import Ingestor, Origin
 from dicom_node.storage.journal import Journal
@@ -60,6 +63,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int, str, str], ...] = (
     (InvalidUIDError, st.CANNOT_UNDERSTAND_INVALID_UID, "warning", "store_rejected"),
     (MissingAttributeError, st.CANNOT_UNDERSTAND_MISSING_ATTRIBUTE, "warning", "store_rejected"),
     (UnreadableDatasetError, st.CANNOT_UNDERSTAND_UNREADABLE, "warning", "store_rejected"),
+    (DatasetTooLargeError, st.OUT_OF_RESOURCES, "warning", "store_rejected"),
     (CannotUnderstandError, st.CANNOT_UNDERSTAND, "warning", "store_rejected"),
     (DatasetMismatchError, st.DATASET_DOES_NOT_MATCH_SOP_CLASS, "warning", "store_rejected"),
     (OutOfResourcesError, st.OUT_OF_RESOURCES, "error", "store_refused"),
@@ -117,6 +121,7 @@ class Receiver:
         *,
         ae_titles: Sequence[str],
         allowed_calling_aes: Sequence[str] = (),
+        calling_ae_hosts: Mapping[str, Sequence[IPv4Network | IPv6Network]] | None = None,
         on_released: Callable[[str], None] | None = None,
     ) -> None:
         if not ae_titles:
@@ -125,6 +130,7 @@ class Receiver:
         self.journal: Journal = ingestor.journal
         self.ae_titles = tuple(a.strip() for a in ae_titles)
         self.allowed_calling_aes = frozenset(a.strip() for a in allowed_calling_aes)
+        self.calling_ae_hosts = {a.strip(): tuple(n) for a, n in (calling_ae_hosts or {}).items()}
         self.on_released = on_released
         self._assocs: dict[Any, AssociationInfo] = {}  # keyed by the Association (a Thread)
         self._lock = threading.Lock()
@@ -142,21 +148,29 @@ class Receiver:
 
     # ------------------------------------------------------------------ associations
 
-    def check_association(self, called_ae: str, calling_ae: str) -> int | None:
-        """The A-ASSOCIATE-RJ reason (service-user source) for these AE titles, or None to go on."""
+    def check_association(self, called_ae: str, calling_ae: str, address: str | None = None) -> int | None:
+        """The A-ASSOCIATE-RJ reason (service-user source) for these AE titles and the peer's
+        address, or None to go on. A calling AE with configured hosts is accepted only from them."""
         if called_ae.strip() not in self.ae_titles:
             return st.REJECT_CALLED_AE_NOT_RECOGNIZED
-        if self.allowed_calling_aes and calling_ae.strip() not in self.allowed_calling_aes:
+        calling = calling_ae.strip()
+        if self.allowed_calling_aes and calling not in self.allowed_calling_aes:
+            return st.REJECT_CALLING_AE_NOT_RECOGNIZED
+        networks = self.calling_ae_hosts.get(calling)
+        if networks is not None and not _address_in(address, networks):
             return st.REJECT_CALLING_AE_NOT_RECOGNIZED
         return None
 
     def handle_requested(self, event: Event) -> None:
         assoc = event.assoc
         called, calling = _requested_titles(assoc)
-        reason = self.check_association(called, calling)
+        address = _peer_address(assoc)
+        reason = self.check_association(called, calling, address)
         if reason is None:
             return
         what = st.rejection_text(st.REJECT_PERMANENT, st.REJECT_SOURCE_SERVICE_USER, reason)
+        if reason != st.REJECT_CALLED_AE_NOT_RECOGNIZED and calling.strip() in self.calling_ae_hosts:
+            what = f"{what}: not allowed from {address}"
         peer = _peer_text(assoc)
         logger.warning("rejecting association %s -> %s from %s: %s", calling, called, peer, what)
         try:
@@ -359,6 +373,25 @@ def _requested_titles(assoc: Any) -> tuple[str, str]:
     return str(rq.called_ae_title).strip(), str(rq.calling_ae_title).strip()
 
 
+def _peer_address(assoc: Any) -> str | None:
+    try:
+        return str(assoc.requestor.address)
+    except AttributeError:
+        return None
+
+
+def _address_in(address: str | None, networks: Sequence[IPv4Network | IPv6Network]) -> bool:
+    if not address:
+        return False
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:10.0.0.5 on a dual-stack socket is 10.0.0.5
+    return any(ip in n for n in networks)
+
+
 def _peer_text(assoc: Any) -> str:
     try:
         info = assoc.requestor.address_info
@@ -430,8 +463,10 @@ class ScpServer:
             (self.host, self._port),
             ae_title=self.node.ae_title[0],
             evt_handlers=self.receiver.evt_handlers(),
+            ssl_context=None if self.node.tls is None else server_context(self.node.tls),
             server_class=GuardedAssociationServer,
             pdu_limits=PduLimits(max_pdu=self.node.max_pdu_bytes),
+            handshake_timeout=self.node.acse_timeout_seconds,
             on_pdu_refused=self.receiver.pdu_refused,
         )
         self._server = cast(GuardedAssociationServer, server)
@@ -440,9 +475,10 @@ class ScpServer:
         )
         self._thread.start()
         logger.info(
-            "DICOM SCP listening on %s:%d as %s (max PDU %d, max %d associations)",
+            "DICOM SCP listening on %s:%d%s as %s (max PDU %d, max %d associations)",
             self.host,
             self.port,
+            "" if self.node.tls is None else " (TLS)",
             ", ".join(self.node.ae_title),
             self.node.max_pdu_bytes,
             self.node.max_associations,

@@ -56,7 +56,8 @@ def _parts(payload: Payload) -> Sequence[Part]:
     return cast(Sequence[Part], payload)
 
 
-def _part_size(part: Part) -> int:
+def part_size(part: Part) -> int:
+    """Bytes a part will write (a file: from its position to its end; 0 if unknown)."""
     if isinstance(part, bytes | bytearray | memoryview):
         return memoryview(part).nbytes
     try:
@@ -133,7 +134,7 @@ class Spool:
         relpath = self.relpath_for(study_uid, series_uid, sop_instance_uid)
         final = self.storage_dir / relpath
         parts = _parts(payload)
-        self._check_space(sum(_part_size(p) for p in parts))
+        self._check_space(sum(part_size(p) for p in parts))
 
         tmp = self.tmp_dir / f"{uuid.uuid4().hex}.part"
         try:

@@ -10,7 +10,7 @@ class SeriesState(StrEnum):
     RECEIVING = "receiving"  # instances arriving, completion not decided
     QUEUED = "queued"  # a job exists for the current generation
     UNMATCHED = "unmatched"  # no rule matched (kept for the retention period, never sent)
-    ERROR = "error"
+    ERROR = "error"  # routing or completion failed: the reason is the routing note
 
 
 class JobState(StrEnum):
