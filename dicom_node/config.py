@@ -51,9 +51,32 @@ class NodeSection(_Strict):
     storage_dir: Path = Path("./var")
     allowed_calling_aes: list[AETitle] = Field(default_factory=list)
     max_associations: int = Field(default=10, ge=1, le=1000)
-    acse_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_pending_connections: int = Field(
+        default=8,
+        ge=1,
+        le=1000,
+        description="connections that have not sent their association request yet, in total; more are"
+        " closed at once",
+    )
+    max_pending_per_peer: int = Field(default=4, ge=1, le=1000, description="the same, from one peer address")
+    acse_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="a connection's association request must be complete this long after connecting",
+    )
     dimse_timeout_seconds: float = Field(default=30.0, gt=0)
-    network_timeout_seconds: float = Field(default=60.0, gt=0)
+    network_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="idle associations are aborted after this; a PDU must be complete this long after"
+        " its first byte",
+    )
+    max_dataset_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=1024 * 1024,
+        le=4 * 1024**3,
+        description="largest data set a C-STORE may carry; a larger one aborts the association as it arrives",
+    )
     max_pdu_bytes: int = Field(
         default=1_048_576,
         ge=4096,
@@ -114,6 +137,12 @@ class NodeSection(_Strict):
         if not value:
             raise ValueError("at least one AE title is needed")
         return value
+
+    @model_validator(mode="after")
+    def _pending_limits(self) -> NodeSection:
+        if self.max_pending_per_peer > self.max_pending_connections:
+            raise ValueError("max_pending_per_peer cannot exceed max_pending_connections")
+        return self
 
 
 class DestinationConfig(_Strict):

@@ -47,7 +47,7 @@ from dicom_node.errors import (
 )
 from dicom_node.net import dimse_status as st
 from dicom_node.net.contexts import supported_contexts
-from dicom_node.net.pdu_guard import GuardedAssociationServer, PduLimits
+from dicom_node.net.guarded_server import GuardedAssociationServer, guard_options
 from dicom_node.net.tls import server_context
 from dicom_node.storage.header import InstanceHeader, read_part10_header
 from dicom_node.storage.ingest import Ingestor, Origin
@@ -267,15 +267,11 @@ class Receiver:
         except Exception:
             logger.exception("cannot record the abort in the journal")
 
-    def pdu_refused(self, peer: tuple[Any, ...], pdu_type: int, length: int) -> None:
-        """The PDU guard aborted a connection (it has logged why); note it in the journal."""
-        where = ":".join(str(p) for p in peer[:2]) or "?"
+    def pdu_refused(self, peer: str, reason: str) -> None:
+        """The server refused a connection or the PDU guard cut one off (both have logged why);
+        note it in the journal."""
         try:
-            self.journal.log_event(
-                "warning",
-                "pdu_refused",
-                f"association from {where} aborted: PDU type 0x{pdu_type:02X} of {length} bytes",
-            )
+            self.journal.log_event("warning", "pdu_refused", f"connection from {peer} closed: {reason}")
         except Exception:
             logger.exception("cannot record the PDU refusal in the journal")
 
@@ -407,7 +403,9 @@ def build_ae(node: NodeSection) -> AE:
     """The pynetdicom AE for our SCP. AE title checks are ours (see :meth:`Receiver.check_association`)
     because pynetdicom checks one called AE title only."""
     ae = AE(ae_title=node.ae_title[0])
-    ae.maximum_associations = node.max_associations
+    # the exact limits are the server's (dicom_node.net.conn_limits): pynetdicom's own count also
+    # includes connections that have not sent their request yet, so it must never be the one to refuse
+    ae.maximum_associations = node.max_associations + node.max_pending_connections
     ae.acse_timeout = node.acse_timeout_seconds
     ae.dimse_timeout = node.dimse_timeout_seconds
     ae.network_timeout = node.network_timeout_seconds
@@ -465,9 +463,8 @@ class ScpServer:
             evt_handlers=self.receiver.evt_handlers(),
             ssl_context=None if self.node.tls is None else server_context(self.node.tls),
             server_class=GuardedAssociationServer,
-            pdu_limits=PduLimits(max_pdu=self.node.max_pdu_bytes),
-            handshake_timeout=self.node.acse_timeout_seconds,
             on_pdu_refused=self.receiver.pdu_refused,
+            **guard_options(self.node),
         )
         self._server = cast(GuardedAssociationServer, server)
         self._thread = threading.Thread(
@@ -503,16 +500,7 @@ class ScpServer:
         if server is None:
             return
         server.shutdown()
-        deadline = time.monotonic() + grace_seconds
-        assocs = list(server.active_associations)
-        while assocs and time.monotonic() < deadline:
-            time.sleep(0.05)
-            assocs = [a for a in assocs if a.is_alive()]
-        for assoc in assocs:
-            logger.warning("aborting association still open at shutdown")
-            assoc.abort()
-        for assoc in assocs:
-            assoc.join(timeout=grace_seconds)
+        server.end_connections(grace_seconds)
         if self._thread is not None:
             self._thread.join(timeout=5)
         logger.info("DICOM SCP stopped")

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from dicom_node.errors import InvalidUIDError, OutOfResourcesError, StorageError
+from dicom_node.storage.dir_sync import DirSyncer
 from dicom_node.storage.header import read_part10_header
 from dicom_node.storage.journal import InstanceRecord, Journal
 from dicom_node.uids import require_uid
-from inference.atomic import fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ class Spool:
         self.min_free_bytes = max(0, int(min_free_bytes))
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._space_lock = threading.Lock()
+        self.dir_syncer = DirSyncer()
         self._free_estimate = 0
         self._free_checked_at: float | None = None
 
@@ -215,7 +216,7 @@ class Spool:
         to_sync = {directory}
         to_sync.update(d.parent for d in new_dirs)
         for d in sorted(to_sync, key=lambda p: len(p.parts), reverse=True):
-            fsync_dir(d)
+            self.dir_syncer.sync(d)  # shared with concurrent stores into the same folder
 
     # ------------------------------------------------------------------ removing and recovery
 

@@ -321,6 +321,11 @@ def test_calling_ae_hosts_are_addresses_or_networks(tmp_path: Path) -> None:
         assert "calling_ae_hosts" in error_of(write(tmp_path, text))
 
 
+def test_a_per_peer_pending_limit_above_the_total_is_refused(tmp_path: Path) -> None:
+    msg = error_of(write(tmp_path, "node: {max_pending_connections: 2, max_pending_per_peer: 3}\n"))
+    assert "max_pending_per_peer" in msg
+
+
 def test_model_serve_spec_variable_is_the_default_model_spec(tmp_path: Path) -> None:
     from dicom_node.config import config_from_mapping
 
