@@ -49,3 +49,4 @@ class Trigger(StrEnum):
     STUDY_QUIET = "study_quiet"  # ``complete: study``: no series of the study received anything
     RECEIVED = "received"  # ``forward_when: received``: instances forwarded as they were filed
     MANUAL = "manual"  # an operator action (retry, rerun)
+    HTTP = "http"  # an HTTP inference request (POST /infer*): its own job, no rule

@@ -291,7 +291,7 @@ class ManualOps(JournalBase):
             latest = {r["rule_name"]: job_row(r) for r in rows if rule is None or r["rule_name"] == rule}
             if not latest:
                 what = f"for rule {rule!r} " if rule else ""
-                raise KeyError(f"no model job {what}ever ran on series {series_uid}")
+                raise KeyError(f"no job {what}ran models on series {series_uid}")
             return [_manual_copy(cur, job, now) for job in latest.values()]
 
     def manual_resend_delivery(self, delivery_id: int, *, now: float) -> int:

@@ -290,7 +290,7 @@ def test_manual_actions_queue_new_work_with_trigger_manual(journal: Journal) -> 
     )
     [rerun] = journal.manual_rerun_series(SA, rule="ct-demo", now=230.0)
     assert pick(journal.get_job(rerun), "state", "trigger") == ("pending", "manual")
-    with pytest.raises(KeyError, match="no model job for rule 'other'"):
+    with pytest.raises(KeyError, match="no job for rule 'other'"):
         journal.manual_rerun_series(SA, rule="other", now=230.0)
     [first] = journal.list_deliveries()
     again = journal.manual_resend_delivery(first.id, now=240.0)
