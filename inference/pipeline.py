@@ -390,7 +390,9 @@ def _check_totalseg_stage(stage: Stage, stages: Sequence[Stage]) -> None:
             "(proba_threshold, save_proba_map and from:<model>[k] are not available)"
         )
     if stage is not stages[0] and stage.args.cascade_mode == "crop":
-        raise PredictionError(f"model {stage.model} is a TotalSegmentator task: it cannot be a crop-mode cascade stage")
+        raise PredictionError(
+            f"model {stage.model} is a TotalSegmentator task: it cannot be a crop-mode cascade stage"
+        )
 
 
 def _totalseg_stage(

@@ -45,7 +45,13 @@ from inference.model_dir import (
     labels_from_dataset,
     open_model_folder,
 )
-from inference.segments import ARTIFICIAL_INTELLIGENCE, AlgorithmInfo, OutputFields, SegmentCoding, SegmentSpec
+from inference.segments import (
+    ARTIFICIAL_INTELLIGENCE,
+    AlgorithmInfo,
+    OutputFields,
+    SegmentCoding,
+    SegmentSpec,
+)
 from inference.spec_schema import (
     IGNORED_ARG_KEYS,
     IGNORED_MODEL_KEYS,
@@ -355,7 +361,11 @@ def _segments(
     if task is not None:
         # TotalSegmentator's own SEG writer codes a class its mapping lacks as Tissue / Tissue.
         tissue = SegmentCoding(category=codes.SCT.Tissue, property_type=codes.SCT.Tissue)
-        return segments_from_labels(mid, labels, book, what="TotalSegmentator class", fallback=tissue), None, None
+        return (
+            segments_from_labels(mid, labels, book, what="TotalSegmentator class", fallback=tissue),
+            None,
+            None,
+        )
     return segments_from_labels(mid, labels, book), None, None
 
 

@@ -52,7 +52,9 @@ def to_nifti(array_zyx: np.ndarray, geometry: Geometry) -> Any:
     return nib.Nifti1Image(data, affine)
 
 
-def segment(task: TotalSegTask, array_zyx: np.ndarray, geometry: Geometry, predict: PartPredictor) -> np.ndarray:
+def segment(
+    task: TotalSegTask, array_zyx: np.ndarray, geometry: Geometry, predict: PartPredictor
+) -> np.ndarray:
     """The task's label map (z, y, x, uint8) on ``geometry``."""
     import nibabel as nib
 
@@ -210,10 +212,14 @@ def run_on_cache(
     if len(images) != 1:
         raise ValueError(f"TotalSegmentator task {task.task} takes one input series, got {len(images)}")
     if tuple(images[0].shape) != tuple(geometry.shape):
-        raise ValueError(f"TotalSegmentator task {task.task}: input {images[0].shape} is not on {geometry.shape}")
+        raise ValueError(
+            f"TotalSegmentator task {task.task}: input {images[0].shape} is not on {geometry.shape}"
+        )
     main_folds = None if folds == "all" else folds
 
-    def predict(part: TaskPart, run: TaskRun, image: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    def predict(
+        part: TaskPart, run: TaskRun, image: np.ndarray, spacing: tuple[float, float, float]
+    ) -> np.ndarray:
         is_main = run is task.main
         prediction = cache.predict(
             part.model_dir,

@@ -56,7 +56,11 @@ _PART_TABLES = {
 _STEP_08_TASKS = frozenset({"total", "total_v3", "total_mr"})
 #: Trainers the package registers with nnU-Net itself (``totalsegmentator.nnunet.custom_trainers``).
 _CUSTOM_TRAINERS = frozenset(
-    {"nnUNetTrainer_MOSAIC_1k_QuarterLR_NoMirroring", "nnUNetTrainerDiceTopK10Loss_2000epochs", "nnUNetTrainerSkeletonRecall"}
+    {
+        "nnUNetTrainer_MOSAIC_1k_QuarterLR_NoMirroring",
+        "nnUNetTrainerDiceTopK10Loss_2000epochs",
+        "nnUNetTrainerSkeletonRecall",
+    }
 )
 _MODES = ("fastest", "fast")
 
@@ -249,7 +253,9 @@ def _dataset_dir(task: str, root: Path, dataset_id: int) -> Path:
         return found[0]
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
-        raise SpecError(f"TotalSegmentator task {task!r}: several weights folders match {root / pattern}: {names}")
+        raise SpecError(
+            f"TotalSegmentator task {task!r}: several weights folders match {root / pattern}: {names}"
+        )
     name = expected.as_posix() if expected is not None else pattern
     licence = ""
     if dataset_id in set(tasks.TASK_ID_WEIGHTS_CONFIGS) and "version" not in info:
@@ -261,14 +267,20 @@ def _dataset_dir(task: str, root: Path, dataset_id: int) -> Path:
     )
 
 
-def _check_model_dir(task: str, model_dir: Path, folds: tuple[int, ...] | Literal["all"], labels: Mapping[int, str]) -> None:
+def _check_model_dir(
+    task: str, model_dir: Path, folds: tuple[int, ...] | Literal["all"], labels: Mapping[int, str]
+) -> None:
     if not model_dir.is_dir():
         raise SpecError(f"TotalSegmentator task {task!r}: missing model folder {model_dir}")
     try:
         dataset = json.loads((model_dir / "dataset.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise SpecError(f"TotalSegmentator task {task!r}: unreadable {model_dir / 'dataset.json'}: {exc}") from exc
-    found = {int(v): str(k) for k, v in dict(dataset.get("labels", {})).items() if isinstance(v, int) and v > 0}
+        raise SpecError(
+            f"TotalSegmentator task {task!r}: unreadable {model_dir / 'dataset.json'}: {exc}"
+        ) from exc
+    found = {
+        int(v): str(k) for k, v in dict(dataset.get("labels", {})).items() if isinstance(v, int) and v > 0
+    }
     for value, name in labels.items():
         if found.get(value) != name:
             raise SpecError(
@@ -281,7 +293,9 @@ def _check_model_dir(task: str, model_dir: Path, folds: tuple[int, ...] | Litera
         return
     for fold in folds:
         if not (model_dir / f"fold_{fold}" / CHECKPOINT).is_file():
-            raise SpecError(f"TotalSegmentator task {task!r}: missing {model_dir / f'fold_{fold}' / CHECKPOINT}")
+            raise SpecError(
+                f"TotalSegmentator task {task!r}: missing {model_dir / f'fold_{fold}' / CHECKPOINT}"
+            )
 
 
 def _run(
@@ -375,15 +389,23 @@ def resolve_task(task: str, root: Path, options: TotalSegOptions | None = None) 
     roi_subset = None
     if opts.roi_subset is not None:
         if not base.startswith("total"):
-            raise SpecError("totalseg_options.roi_subset only works with the total tasks (total, total_mr...)")
+            raise SpecError(
+                "totalseg_options.roi_subset only works with the total tasks (total, total_mr...)"
+            )
         unknown = sorted(set(opts.roi_subset) - set(binary.class_map[base].values()))
         if unknown:
-            raise SpecError(f"totalseg_options.roi_subset: {', '.join(unknown)} not in task {base!r}'s classes")
+            raise SpecError(
+                f"totalseg_options.roi_subset: {', '.join(unknown)} not in task {base!r}'s classes"
+            )
         roi_subset = tuple(opts.roi_subset)
     if opts.body_seg and is_mr:
-        raise SpecError("totalseg_options.body_seg is not supported for MR tasks (TotalSegmentator ignores it)")
+        raise SpecError(
+            "totalseg_options.body_seg is not supported for MR tasks (TotalSegmentator ignores it)"
+        )
     if opts.body_seg and (roi_subset or config.get("crop")):
-        raise SpecError(f"totalseg_options.body_seg cannot be combined with cropping (task {base!r} crops already)")
+        raise SpecError(
+            f"totalseg_options.body_seg cannot be combined with cropping (task {base!r} crops already)"
+        )
 
     root = Path(root)
     if roi_subset is not None and len(task_ids) > 1:
@@ -408,7 +430,9 @@ def resolve_task(task: str, root: Path, options: TotalSegOptions | None = None) 
         labels = {k: v for k, v in labels.items() if v in roi_subset}
     licence = bool(config.get("commercial"))
     if licence:
-        logger.info("TotalSegmentator task %s needs a TotalSegmentator licence; its weights are in %s", base, root)
+        logger.info(
+            "TotalSegmentator task %s needs a TotalSegmentator licence; its weights are in %s", base, root
+        )
     return TotalSegTask(
         task=task,
         base_task=base,
@@ -445,7 +469,11 @@ def _crop_run(
         else:
             dataset_id, spacing = 298, 6.0
         crop_task = "total_mr" if is_mr else "total"
-        trainer = "nnUNetTrainer_2000epochs_NoMirroring" if base.endswith("_mr") else "nnUNetTrainer_4000epochs_NoMirroring"
+        trainer = (
+            "nnUNetTrainer_2000epochs_NoMirroring"
+            if base.endswith("_mr")
+            else "nnUNetTrainer_4000epochs_NoMirroring"
+        )
         if crop and ("body_trunc" in crop or "body_extremities" in crop):
             dataset_id, spacing, trainer, crop_task = 300, 6.0, "nnUNetTrainer", "body"
         run = _run(
@@ -463,7 +491,9 @@ def _crop_run(
         inverse = {name: value for value, name in run.labels.items()}
         missing = [n for n in names if n not in inverse]
         if missing:
-            raise SpecError(f"TotalSegmentator task {base!r}: crop classes {missing} not in {crop_task}'s class map")
+            raise SpecError(
+                f"TotalSegmentator task {base!r}: crop classes {missing} not in {crop_task}'s class map"
+            )
         # totalsegmentator(...) uses a 20 mm margin whenever the crop model is its default one.
         return CropRun(run=run, rois=tuple(inverse[n] for n in names), addon_mm=(20.0, 20.0, 20.0))
     if opts.body_seg:
@@ -488,5 +518,5 @@ def describe(task: TotalSegTask) -> str:
     parts = "+".join(str(p.dataset_id) for p in task.main.parts)
     spacing = "none" if task.main.resample is None else "x".join(f"{s:g}" for s in task.main.resample)
     crop = "" if task.crop is None else f", cropped by dataset {task.crop.run.parts[0].dataset_id}"
-    return f"TotalSegmentator {task.task} (datasets {parts}, resample {spacing} mm{crop}; weights {task.weights_root})"
-
+    where = f"weights {task.weights_root}"
+    return f"TotalSegmentator {task.task} (datasets {parts}, resample {spacing} mm{crop}; {where})"
