@@ -198,7 +198,7 @@ def run_node(files: list[Path], work: Path, *, fsync: bool, profiler: ThreadProf
                 elapsed = send(server.port, files, "NNUNET")
         else:
             elapsed = send(server.port, files, "NNUNET")
-        recorded = journal.counts()["instances"]["total"]
+        recorded = journal.counts().instances
         if recorded != len(files):
             raise RuntimeError(f"node journaled {recorded} of {len(files)} instances")
         return elapsed

@@ -10,8 +10,8 @@ Then, with the same model, folds, step size and no TTA, on the same device:
 - nnU-Net's predictor, warm, on the array alone (``predict_single_npy_array``): the compute floor.
 
 Prints best-of-``--repeats`` seconds, ratios, and whether both label maps are voxel-identical.
-Uses the demo model (models/Dataset801_Phantom) when the checkout has it, else a random-weights
-stand-in with the same layout (timings then say nothing about segmentation quality).
+Uses the demo model (dicom_node/demo/data/models/Dataset801_Phantom) when the checkout has it, else a
+random-weights stand-in with the same layout (timings then say nothing about segmentation quality).
 
     .venv/bin/python benchmarks/bench_predict.py [--shape 64 128 128] [--repeats 3] [--device cpu]
 """
@@ -52,10 +52,11 @@ def run_checked(cmd: list[str], env: dict[str, str] | None = None) -> None:
 
 def model_setup(root: Path) -> tuple[Path, str, Path, int]:
     """(spec path, model id, nnUNet_results folder, dataset id)."""
-    demo = REPO / "models" / "Dataset801_Phantom" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
-    if (demo / "fold_0").is_dir():
-        return REPO / "model-serve-spec.yaml", "demo", REPO / "models", 801
     sys.path.insert(0, str(REPO))
+    from dicom_node.demo.bundled import demo_model_dir, demo_model_spec, demo_models_root
+
+    if (demo_model_dir() / "fold_0").is_dir():
+        return demo_model_spec(), "demo", demo_models_root(), 801
     from tests.support.random_model import write_random_spec
 
     print("demo model not in this checkout: using a random-weights stand-in (patch 64x128x128)")
@@ -76,7 +77,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from dicom_node.demo.phantom import make_phantom, write_ct_series
-    from inference.executor import InferenceRequest, InProcessExecutor
+    from inference.api import InferenceRequest
+    from inference.executor import InProcessExecutor
 
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp:
         root = Path(tmp)

@@ -1,4 +1,5 @@
-"""``dicom-node``: the command-line entry point. Only this module configures logging."""
+"""``dicom-node``: the command-line entry point. Only this module configures logging; it also makes
+the process-wide settings once (:func:`dicom_node.process.configure_process`) before a command runs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+
+from dicom_node.process import configure_process
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
+    configure_process()
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

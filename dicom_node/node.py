@@ -25,19 +25,21 @@ from dicom_node.config import NodeConfig
 from dicom_node.errors import ConfigError, NodeError
 from dicom_node.net.receive import Receiver, ScpServer
 from dicom_node.pipeline.completion import CompletionLoop
+from dicom_node.pipeline.executors import build_executor
 from dicom_node.pipeline.loop import Clock
 from dicom_node.pipeline.routing import RuleSet
 from dicom_node.pipeline.rules_watch import watch_config_rules
 from dicom_node.pipeline.sending import Sender
 from dicom_node.pipeline.worker import Worker
+from dicom_node.process import configure_process
 from dicom_node.storage.dropfolder import DropFolder
 from dicom_node.storage.filing import Spool
 from dicom_node.storage.ingest import Ingestor
 from dicom_node.storage.journal import Journal
 from dicom_node.storage.retention import RetentionService
 from dicom_node.storage.series_locks import SeriesLocks
+from inference.api import Executor
 from inference.errors import InferenceError
-from inference.executor import Executor
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +51,11 @@ class _Stoppable(Protocol):
 
 
 class Node:
-    """One DICOM node (see the module docstring). ``executor`` replaces the in-process nnU-Net
-    executor (tests, a remote executor); ``clock`` is the wall clock used for journal times;
-    ``retention_interval`` is the period of the retention sweep (the first runs after at most a minute)."""
+    """One DICOM node (see the module docstring). ``executor`` replaces the one built from the config
+    (:func:`~dicom_node.pipeline.executors.build_executor`; tests, a remote executor) and stays the
+    caller's to close; the one built here is closed by :meth:`stop`. ``clock`` is the wall clock
+    used for journal times; ``retention_interval`` is the period of the retention sweep (the first
+    runs after at most a minute)."""
 
     def __init__(
         self,
@@ -64,6 +68,7 @@ class Node:
         self.config = config
         self.storage_dir = Path(config.node.storage_dir)
         self._executor = executor
+        self._built_executor: Executor | None = None  # built here from the config: closed by stop()
         self._clock = clock
         self._retention_interval = retention_interval
         self._rules_lock = threading.Lock()
@@ -107,6 +112,7 @@ class Node:
         if self._started:
             raise RuntimeError("the node is already started")
         self._started = True
+        configure_process()  # process-wide switches, before any of our threads runs
         cfg = self.config
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         (self.storage_dir / "outputs").mkdir(exist_ok=True)
@@ -124,7 +130,7 @@ class Node:
             raise ConfigError(f"{cfg.config_path or 'config'}: rules: {exc}") from exc
         executor = self._executor
         if executor is None and catalog is not None:
-            executor = self._build_executor(catalog)
+            executor = self._built_executor = build_executor(cfg.inference, catalog)
 
         self.sender = Sender(
             journal,
@@ -204,6 +210,12 @@ class Node:
             if part is not None:
                 part.stop()  # a running job gets a moment to finish; else it is recovered at start
         self.retention = self.completion = self.worker = self.sender = None
+        if self._built_executor is not None:
+            try:
+                self._built_executor.close()
+            except Exception:
+                logger.exception("closing the executor failed")
+            self._built_executor = None
         if self.journal is not None:
             self.journal.close()
             self.journal = None
@@ -256,15 +268,6 @@ class Node:
             return load_model_spec(self.config.model_spec)
         except InferenceError as exc:
             raise ConfigError(f"model spec {self.config.model_spec}: {exc}") from exc
-
-    def _build_executor(self, catalog: Any) -> Executor:
-        from inference.executor import InProcessExecutor
-
-        return InProcessExecutor(
-            catalog,
-            device=self.config.inference.device,
-            max_models=self.config.inference.predictor_cache_size,
-        )
 
     def _start_drop_folder(self, ingestor: Ingestor) -> None:
         watcher = DropFolder(self.storage_dir / "incoming", ingestor, called_ae=self.ae_title)

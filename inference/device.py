@@ -10,6 +10,7 @@ Gates are plain objects owned by whoever runs inference (the predictor cache); t
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -56,6 +57,25 @@ def select_device(requested: str = "auto", *, cuda_count: Callable[[], int] | No
             raise PredictionError(f"device {requested!r} requested but only {count} CUDA device(s) exist")
         return torch.device("cuda", index)
     raise PredictionError(f"unknown device {requested!r}: use auto, cpu, cuda or cuda:N")
+
+
+def default_num_threads() -> int:
+    """CPU threads for torch: the CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def set_torch_threads(num_threads: int | None = None) -> int:
+    """Set torch's intra-op CPU threads (``num_threads``, default :func:`default_num_threads`); the
+    number set. This is process-wide: call it when the executor is built (from the thread that builds
+    it), never per request; the last executor built decides."""
+    threads = num_threads or default_num_threads()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+        logger.info("torch uses %d CPU thread(s)", threads)
+    return threads
 
 
 def _cuda_mem_info(device: torch.device) -> tuple[int, int]:

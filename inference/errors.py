@@ -8,6 +8,16 @@ class InferenceError(Exception):
     """Base of every error raised on purpose by ``inference``."""
 
 
+class RetryLater(InferenceError):
+    """The executor cannot run the request now (GPU memory taken, cluster unreachable); the same
+    request may succeed later. ``retry_after``: seconds the caller should wait, None to use its own
+    delay."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class SpecError(InferenceError):
     """The model spec (model-serve-spec.yaml), a model folder or its metadata is invalid."""
 
@@ -24,7 +34,7 @@ class PredictionError(InferenceError):
     """nnU-Net inference failed."""
 
 
-class InsufficientGpuMemoryError(PredictionError):
+class InsufficientGpuMemoryError(PredictionError, RetryLater):
     """Not enough free GPU memory to admit the job now (retryable)."""
 
 

@@ -1,42 +1,34 @@
-"""The interface between the node and inference: an :class:`Executor` turns an
-:class:`InferenceRequest` into an :class:`InferenceResult`.
+"""The in-process executor: implements :class:`inference.api.Executor` (the torch-free interface
+the node uses) with warm nnU-Net predictors in this process.
 
 :class:`InProcessExecutor` runs requests in this process on warm predictors (one cache, hence one
 device, per executor). Several threads may call :meth:`InProcessExecutor.run` at once: series
 loading and SEG writing overlap, predictions take turns on the device (one at a time by default,
-see :class:`inference.device.DeviceGate`). A distributed executor can replace it later without the
-node noticing.
+see :class:`inference.device.DeviceGate`). A remote executor (e.g. Ray) implements the same
+protocol, so the node does not notice which one runs its requests. Importing this module loads torch:
+the node imports it only where it builds its executor.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
 
+from inference import stdout_capture
+from inference.api import InferenceRequest, InferenceResult
 from inference.args import merge
-from inference.device import DeviceGate, select_device
-from inference.pipeline import InferenceRequest, InferenceResult, OutputFile, Pipeline
+from inference.device import DeviceGate, select_device, set_torch_threads
+from inference.pipeline import Pipeline
 from inference.predictors import PredictorCache
 from inference.spec import ModelCatalog, load_model_spec
 
-__all__ = [
-    "Executor",
-    "InProcessExecutor",
-    "InferenceRequest",
-    "InferenceResult",
-    "OutputFile",
-]
+__all__ = ["InProcessExecutor"]
 
 logger = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class Executor(Protocol):
-    def run(self, request: InferenceRequest) -> InferenceResult: ...
 
 
 class InProcessExecutor:
@@ -46,6 +38,11 @@ class InProcessExecutor:
     "auto" | "cpu" | "cuda" | "cuda:N" or a torch device. ``max_jobs``: predictions allowed on the
     device at once. ``num_threads``: torch CPU threads (CPU device only). ``probabilities_dtype``:
     float32 (default) or float16 for probability maps kept in memory and written to NIfTI.
+
+    Building one makes two process-wide settings, from the thread that builds it (at start-up):
+    torch's CPU threads (:func:`inference.device.set_torch_threads`, CPU device only) and the
+    per-thread capture of nnU-Net's prints (:func:`inference.stdout_capture.install`); requests
+    change neither.
     """
 
     def __init__(
@@ -60,9 +57,11 @@ class InProcessExecutor:
     ) -> None:
         self.catalog = catalog if isinstance(catalog, ModelCatalog) else load_model_spec(catalog)
         chosen = device if isinstance(device, torch.device) else select_device(device)
-        self.cache = PredictorCache(
-            max_models, chosen, gate=DeviceGate(chosen, max_jobs=max_jobs), num_threads=num_threads
-        )
+        # Process-wide settings, made here once rather than per request (see the class docstring).
+        if chosen.type == "cpu":
+            set_torch_threads(num_threads)
+        stdout_capture.install()
+        self.cache = PredictorCache(max_models, chosen, gate=DeviceGate(chosen, max_jobs=max_jobs))
         self._pipeline = Pipeline(self.catalog, self.cache, probabilities_dtype=probabilities_dtype)
 
     @property
@@ -78,3 +77,10 @@ class InProcessExecutor:
 
     def run(self, request: InferenceRequest) -> InferenceResult:
         return self._pipeline.run(request)
+
+    def expire(self) -> None:
+        """Drop every warm predictor (and, on a GPU, the memory torch keeps cached for them)."""
+        self.cache.clear()
+
+    def close(self) -> None:
+        self.cache.clear()

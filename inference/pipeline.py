@@ -6,8 +6,7 @@ of the first series, run the stages on warm predictors, then write the results i
 ``output_dir``: a DICOM SEG per reported stage (``seg-<model>.dcm``, written atomically, UIDs
 derived from the source series and the model) and NIfTI copies when asked.
 
-Request and result types live here and are re-exported by :mod:`inference.executor`, the
-interface the node's worker uses.
+Request and result types live in :mod:`inference.api` (the torch-free interface the node uses).
 """
 
 from __future__ import annotations
@@ -18,12 +17,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from inference.api import InferenceRequest, InferenceResult, OutputFile
 from inference.args import InferenceArgs, StageArgs, merge, parse_args
 from inference.cascade import Stage, StageResult, StageRunner, plan_stages, run_cascade
 from inference.errors import InferenceError, PredictionError
@@ -34,65 +33,6 @@ from inference.spec import ModelCatalog, ResolvedModel
 from inference.volume import Geometry, Volume
 
 logger = logging.getLogger(__name__)
-
-EmptyResult = Literal["empty_seg", "skip"]
-
-
-class InferenceRequest(BaseModel):
-    """What to segment and how.
-
-    ``inputs``: series, each a list of DICOM file paths; several series = several input channels.
-    ``models``: ids or aliases; several = a cascade run in this order. ``args``: overrides of each
-    model's spec ``default_args`` (nnunet_serve names, see :mod:`inference.args`).
-    ``stage_inputs``: optional per-stage input lists (series index or ``from:<model>...``, see
-    :mod:`inference.cascade`); by default each stage takes the first series it needs.
-    ``empty_result``: when the final label map is empty, write an empty SEG or nothing.
-    ``nifti*``: NIfTI copies of label maps, probabilities, inputs (also switched on by the args
-    ``save_nifti_output``, ``save_proba_map``, ``save_nifti_inputs``). ``seg_each_stage``: a SEG
-    for every stage of a cascade, not only the last.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    inputs: Sequence[Sequence[str | Path]] = Field(min_length=1)
-    models: Sequence[str] = Field(min_length=1)
-    args: dict[str, Any] = Field(default_factory=dict)
-    output_dir: Path
-    empty_result: EmptyResult = "empty_seg"
-    nifti: bool = False
-    nifti_probabilities: bool = False
-    nifti_inputs: bool = False
-    stage_inputs: Sequence[Sequence[str | int]] | None = None
-    seg_each_stage: bool = False
-
-    @field_validator("inputs", mode="after")
-    @classmethod
-    def _paths(cls, value: Sequence[Sequence[str | Path]]) -> list[list[str | Path]]:
-        """File paths as ``Path`` objects whatever the caller passed."""
-        return [[Path(item) for item in series] for series in value]
-
-
-@dataclass(frozen=True)
-class OutputFile:
-    """A file written for a request. ``kind``: ``seg`` (deliverable DICOM), ``nifti_labels``,
-    ``nifti_probabilities`` or ``nifti_input``; UIDs only for DICOM outputs."""
-
-    path: Path
-    kind: str
-    sop_instance_uid: str | None = None
-    sop_class_uid: str | None = None
-
-
-@dataclass
-class InferenceResult:
-    """``empty``: the final label map has no foreground. ``timings``: seconds for ``load``,
-    ``inference``, ``postprocess``, ``seg_write``, ``total``."""
-
-    outputs: list[OutputFile] = field(default_factory=list)
-    empty: bool = False
-    timings: dict[str, float] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
 
 #: Stage arguments that change what a model outputs (hence the SEG's content).
 _OUTPUT_ARGS = (

@@ -15,15 +15,12 @@ and, when asked, the per-class probabilities ``(classes, z, y, x)`` as ``float32
 
 from __future__ import annotations
 
-import io
 import logging
-import os
 import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, redirect_stdout
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +30,7 @@ import torch
 
 from inference.device import DeviceGate, select_device
 from inference.errors import InsufficientGpuMemoryError, PredictionError, SpecError
+from inference.stdout_capture import captured
 
 logger = logging.getLogger(__name__)
 
@@ -112,17 +110,6 @@ class Prediction:
     probabilities: np.ndarray | None = None
 
 
-@contextmanager
-def _stdout_to_log(what: str) -> Iterator[None]:
-    """nnU-Net prints progress on stdout; keep it off our stdout and in the debug log."""
-    buffer = io.StringIO()
-    with redirect_stdout(buffer):
-        yield
-    for line in buffer.getvalue().splitlines():
-        if line.strip():
-            logger.debug("%s: %s", what, line)
-
-
 class WarmPredictor:
     """An initialised ``nnUNetPredictor`` and what we know about its model."""
 
@@ -182,9 +169,10 @@ class WarmPredictor:
             if tta and self.mirror_axes is None:
                 logger.info("model %s allows no mirroring: TTA has no effect", model)
             try:
-                result = self.predictor.predict_single_npy_array(
-                    stacked, properties, None, None, probabilities
-                )
+                with captured(f"nnU-Net {Path(model).name}"):
+                    result = self.predictor.predict_single_npy_array(
+                        stacked, properties, None, None, probabilities
+                    )
             except torch.cuda.OutOfMemoryError as exc:
                 raise InsufficientGpuMemoryError(
                     f"model {model} ran out of GPU memory on {self.key.device} for input {stacked.shape}"
@@ -199,20 +187,12 @@ class WarmPredictor:
         return Prediction(labels=np.asarray(result))
 
 
-def default_num_threads() -> int:
-    """CPU threads for torch: the CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 class PredictorCache:
     """Bounded LRU of warm predictors on one device. Thread-safe.
 
     ``max_entries``: how many (model, folds, checkpoint) combinations stay loaded; the least
-    recently used is dropped when another is loaded. ``num_threads``: torch CPU threads, set
-    once here when the device is the CPU (default: all CPUs this process may use).
+    recently used is dropped when another is loaded. torch's CPU threads are a process-wide
+    setting: the executor sets them when it is built (:func:`inference.device.set_torch_threads`).
     """
 
     def __init__(
@@ -221,7 +201,6 @@ class PredictorCache:
         device: torch.device | str = "auto",
         *,
         gate: DeviceGate | None = None,
-        num_threads: int | None = None,
     ) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
@@ -234,10 +213,6 @@ class PredictorCache:
         self._lock = threading.Lock()
         self._loading: dict[PredictorKey, threading.Lock] = {}
         self._loads = 0
-        if self.device.type == "cpu":
-            threads = num_threads or default_num_threads()
-            torch.set_num_threads(threads)
-            logger.debug("torch uses %d CPU thread(s)", threads)
 
     @property
     def loads(self) -> int:
@@ -354,7 +329,7 @@ class PredictorCache:
         started = time.perf_counter()
         what = f"nnU-Net {Path(key.model_dir).name}"
         try:
-            with _stdout_to_log(what):
+            with captured(what):  # nnU-Net prints; see inference.stdout_capture
                 predictor = nnUNetPredictor(
                     tile_step_size=0.5,
                     use_gaussian=True,

@@ -1,6 +1,6 @@
 """Train the tiny demo nnU-Net v2 model on synthetic phantoms, on CPU.
 
-    .venv/bin/python scripts/train_demo_model.py --out models
+    .venv/bin/python scripts/train_demo_model.py   # writes into dicom_node/demo/data/models
 
 Steps: write a raw nnU-Net dataset (Dataset801_Phantom, channel "CT", labels background / body /
 liver / kidney) from :func:`dicom_node.demo.phantom.make_phantom` with randomised shapes around the
@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from dicom_node.demo.bundled import demo_models_root  # noqa: E402
 from dicom_node.demo.phantom import LABEL_NAMES, make_phantom  # noqa: E402
 
 logger = logging.getLogger("train_demo_model")
@@ -219,7 +220,10 @@ def evaluate(model_dir: Path, cases: int) -> dict[int, list[float]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
-        "--out", type=Path, default=REPO / "models", help="model_folder root (default: models)"
+        "--out",
+        type=Path,
+        default=demo_models_root(),
+        help="model_folder root (default: the package's dicom_node/demo/data/models, shipped in the wheel)",
     )
     parser.add_argument("--work", type=Path, help="keep nnU-Net's raw/preprocessed/results folders here")
     parser.add_argument("--cases", type=int, default=40, help="training phantoms")

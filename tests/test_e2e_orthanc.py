@@ -100,7 +100,7 @@ def test_orthanc_pushes_a_study_and_gets_one_seg_back(
             )
             other_series = journal.get_series(other_uid)
             jobs = journal.list_jobs()
-            open_deliveries = [d for d in journal.list_deliveries() if d["state"] in {"pending", "sending"}]
+            open_deliveries = [d for d in journal.list_deliveries() if d.state in {"pending", "sending"}]
         finally:
             journal.close()
         all_series = pacs.series_of_study(study_id)
@@ -116,6 +116,6 @@ def test_orthanc_pushes_a_study_and_gets_one_seg_back(
     seg = dcmread(seg_path, stop_before_pixels=True)
     assert [str(s.SeriesInstanceUID) for s in seg.ReferencedSeriesSequence] == [phantom_uid]
     # the other series was filed, matched no rule and produced no job
-    assert other_series is not None and other_series["state"] == "unmatched"
-    assert {j["series_uid"] for j in jobs} == {phantom_uid}
+    assert other_series is not None and other_series.state == "unmatched"
+    assert {j.series_uid for j in jobs} == {phantom_uid}
     assert open_deliveries == []

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dicom_node.demo.demo import DEFAULT_MODEL_SPEC, DemoOptions, run_demo
+from dicom_node.demo.bundled import demo_model_spec
+from dicom_node.demo.demo import DemoOptions, run_demo
 from dicom_node.errors import NodeError
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,12 @@ def register(subparsers: Any) -> None:
         help="keep the earlier run's node storage and journal: the same series is sent again and "
         "the same SEG (same UIDs) comes back",
     )
-    parser.add_argument("--model-spec", type=Path, default=DEFAULT_MODEL_SPEC, help="model-serve-spec.yaml")
+    parser.add_argument(
+        "--model-spec",
+        type=Path,
+        default=None,
+        help="model-serve-spec.yaml (default: the one shipped with the demo model)",
+    )
     parser.add_argument("--model", default="demo", help="model id or alias in the spec (default demo)")
     parser.add_argument("--seed", type=int, default=DemoOptions.seed, help="phantom seed")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -62,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     options = DemoOptions(
         workdir=args.workdir,
         keep=args.keep,
-        model_spec=args.model_spec,
+        model_spec=args.model_spec or demo_model_spec(),
         model=args.model,
         seed=args.seed,
         device=args.device,

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import dicom_node
+from dicom_node.demo.bundled import demo_model_spec
 from inference.errors import InferenceError
 from inference.series import group_series_files
 
@@ -23,15 +23,10 @@ logger = logging.getLogger(__name__)
 SPEC_NAME = "model-serve-spec.yaml"
 
 
-def bundled_spec() -> Path:
-    """The spec shipped at the repository root (next to the ``dicom_node`` package)."""
-    return Path(dicom_node.__file__).resolve().parent.parent / SPEC_NAME
-
-
 def default_spec(cwd: Path | None = None) -> Path:
-    """``./model-serve-spec.yaml`` when present, else the bundled one."""
+    """``./model-serve-spec.yaml`` when present, else the one shipped in the package (the demo model)."""
     local = (cwd or Path.cwd()) / SPEC_NAME
-    return local if local.is_file() else bundled_spec()
+    return local if local.is_file() else demo_model_spec()
 
 
 def _folds(values: list[str]) -> list[int] | str:
@@ -122,7 +117,8 @@ def _series_files(folder: Path) -> list[Path]:
 
 def predict(ns: argparse.Namespace) -> list[Path]:
     """Run the request described by the parsed arguments; the paths written."""
-    from inference.executor import InferenceRequest, InProcessExecutor
+    from inference.api import InferenceRequest
+    from inference.executor import InProcessExecutor
 
     spec = ns.spec or default_spec()
     if not spec.is_file():

@@ -1,7 +1,8 @@
 """``dicom-node demo``: the whole path on one machine, with no set-up.
 
-1. a node configuration is written to ``<workdir>/node.yaml`` (the bundled model spec, one rule for
-   phantom CTs, short quiet period, completion by expected instance count);
+1. a node configuration is written to ``<workdir>/node.yaml`` (the model spec shipped in the package,
+   :mod:`dicom_node.demo.bundled`; one rule for phantom CTs, short quiet period, completion by
+   expected instance count);
 2. a built-in receiver (:class:`~dicom_node.demo.store_receiver.StoreReceiver`) plays the PACS;
 3. the node (:class:`~dicom_node.node.Node`) starts in-process on a free port;
 4. a synthetic phantom CT (:mod:`dicom_node.demo.phantom`) is written and sent over DICOM;
@@ -31,17 +32,17 @@ from pydicom import dcmread
 from pydicom.uid import SegmentationStorage, generate_uid
 
 from dicom_node.config import load_config
+from dicom_node.demo.bundled import demo_model_spec
 from dicom_node.demo.latency import series_latency
 from dicom_node.demo.overlay import segment_colors, write_overlay
 from dicom_node.demo.seg_check import check_seg, dice_per_label
 from dicom_node.demo.store_receiver import ReceivedInstance, StoreReceiver
 from dicom_node.errors import DemoError, NodeError
 from dicom_node.net.peers import Peer
+from dicom_node.storage.journal import JobState
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL_SPEC = REPO_ROOT / "model-serve-spec.yaml"
 NODE_AE = "NNUNET"
 RECEIVER_AE = "DEMOPACS"
 SENDER_AE = "DEMOSCU"
@@ -57,7 +58,7 @@ class DemoOptions:
 
     workdir: Path = Path("demo-output")
     keep: bool = False
-    model_spec: Path = DEFAULT_MODEL_SPEC
+    model_spec: Path = field(default_factory=demo_model_spec)
     model: str = "demo"
     seed: int = 20240
     shape: tuple[int, int, int] = (32, 64, 64)
@@ -208,9 +209,11 @@ def _wait_for_seg(receiver: StoreReceiver, node: Any, series_uid: str, timeout: 
             return next(i for i in got if i.sop_class_uid == SegmentationStorage)
         journal = node.journal
         if journal is not None:
-            failed = [j for j in journal.list_jobs(limit=20, state="failed") if j["series_uid"] == series_uid]
+            failed = [
+                j for j in journal.list_jobs(limit=20, state=JobState.FAILED) if j.series_uid == series_uid
+            ]
             if failed:
-                raise DemoError(f"inference failed: {failed[0].get('error') or 'no reason recorded'}")
+                raise DemoError(f"inference failed: {failed[0].error or 'no reason recorded'}")
     raise DemoError(f"no SEG arrived at the receiver within {timeout:.0f} s (see: dicom-node status)")
 
 

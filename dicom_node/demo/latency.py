@@ -11,11 +11,28 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
-from dicom_node.storage.journal import Journal
+from dicom_node.storage.journal import (
+    DeliveryRow,
+    DeliveryState,
+    InstanceRow,
+    JobRow,
+    JobState,
+    SeriesRow,
+)
 
 logger = logging.getLogger(__name__)
+
+
+class LatencyJournal(Protocol):
+    """What the latency record reads of :class:`dicom_node.storage.journal.Journal`."""
+
+    def list_jobs(self, limit: int = ..., state: JobState | None = ...) -> list[JobRow]: ...
+    def list_deliveries(self, limit: int = ..., state: DeliveryState | None = ...) -> list[DeliveryRow]: ...
+    def instances_of_series(self, series_uid: str) -> list[InstanceRow]: ...
+    def get_series(self, series_uid: str) -> SeriesRow | None: ...
+
 
 #: Executor timing keys in the order they happen; other keys are listed after them.
 EXECUTOR_STAGES = ("load", "inference", "postprocess", "seg_write")
@@ -73,48 +90,45 @@ class SeriesLatency:
         return out
 
 
-def _delivered_job(journal: Journal, series_uid: str) -> dict[str, Any] | None:
+def _delivered_job(journal: LatencyJournal, series_uid: str) -> JobRow | None:
     jobs = [
         j
         for j in journal.list_jobs(limit=1000)
-        if j["series_uid"] == series_uid and j["state"] in {"done", "empty"} and j.get("finished_at")
+        if j.series_uid == series_uid
+        and j.state in (JobState.DONE, JobState.EMPTY)
+        and j.started_at is not None
+        and j.finished_at
     ]
-    return max(jobs, key=lambda j: int(j["id"])) if jobs else None
+    return max(jobs, key=lambda j: j.id) if jobs else None
 
 
 def series_latency(
-    journal: Journal, series_uid: str, *, accepted_at: float | None = None
+    journal: LatencyJournal, series_uid: str, *, accepted_at: float | None = None
 ) -> SeriesLatency | None:
     """The latency record of the newest finished job of ``series_uid``; None while there is none."""
     job = _delivered_job(journal, series_uid)
-    if job is None:
+    if job is None or job.started_at is None or job.finished_at is None:
         return None
     instances = journal.instances_of_series(series_uid)
     if not instances:
         return None
-    series = journal.get_series(series_uid) or {}
+    series = journal.get_series(series_uid)
     deliveries = [
-        d
-        for d in journal.list_deliveries(limit=1000)
-        if int(d["job_id"]) == int(job["id"]) and d["state"] == "done"
+        d for d in journal.list_deliveries(limit=1000, state=DeliveryState.DONE) if d.job_id == job.id
     ]
-    delivery = min(deliveries, key=lambda d: float(d["done_at"] or 0.0)) if deliveries else None
-    raw_timings = job.get("timings") or {}
-    timings = {str(k): float(v) for k, v in dict(raw_timings).items() if isinstance(v, int | float)}
+    delivery = min(deliveries, key=lambda d: d.done_at or 0.0) if deliveries else None
     return SeriesLatency(
         series_uid=series_uid,
         instances=len(instances),
-        last_instance_at=max(float(i["received_at"]) for i in instances),
-        job_id=int(job["id"]),
-        trigger=str(job["trigger"]),
-        job_created_at=float(job["created_at"]),
-        job_started_at=float(job["started_at"]),
-        job_finished_at=float(job["finished_at"]),
-        executor_timings=timings,
-        delivery_created_at=None if delivery is None else float(delivery["created_at"]),
-        delivery_done_at=None
-        if delivery is None or delivery["done_at"] is None
-        else float(delivery["done_at"]),
+        last_instance_at=max(i.received_at for i in instances),
+        job_id=job.id,
+        trigger=job.trigger,
+        job_created_at=job.created_at,
+        job_started_at=job.started_at,
+        job_finished_at=job.finished_at,
+        executor_timings=dict(job.timings),
+        delivery_created_at=None if delivery is None else delivery.created_at,
+        delivery_done_at=None if delivery is None else delivery.done_at,
         accepted_at=accepted_at,
-        quiet_seconds=None if series.get("quiet_seconds") is None else float(series["quiet_seconds"]),
+        quiet_seconds=None if series is None else series.quiet_seconds,
     )

@@ -2,7 +2,8 @@
 
 Files are sent as they are, in their own transfer syntax, without decoding: the presentation contexts
 proposed are exactly the (SOP class, transfer syntax) pairs of the files, and pynetdicom streams each
-file's data set bytes from disk (its chunked-send mode, switched on by :func:`use_raw_file_sending`).
+file's data set bytes from disk (its chunked-send mode, switched on once at start-up by
+:func:`use_raw_file_sending`).
 Before the association only each file's meta group is read. A peer may
 take at most 128 presentation contexts per association, so more pairs than that are sent over several
 associations, one after the other.
@@ -54,9 +55,17 @@ class _Planned:
 
 def use_raw_file_sending() -> None:
     """Make pynetdicom send files given by path as their raw data set bytes, in the file's own
-    transfer syntax (pynetdicom keeps this switch module-wide; the value is what every user in this
-    process wants)."""
+    transfer syntax. pynetdicom keeps this switch module-wide, so it is set once at start-up
+    (:func:`dicom_node.process.configure_process`), never per send."""
     _config.STORE_SEND_CHUNKED_DATASET = True
+
+
+def _require_raw_file_sending() -> None:
+    if not _config.STORE_SEND_CHUNKED_DATASET:
+        raise RuntimeError(
+            "pynetdicom would decode and re-encode the files: call "
+            "dicom_node.process.configure_process() once at start-up"
+        )
 
 
 def iter_files(paths: Iterable[Path]) -> list[Path]:
@@ -155,8 +164,9 @@ def send_files(
     """C-STORE files to ``peer``, one association per up-to-128 (SOP class, transfer syntax) pairs.
 
     Returns one result per path, in the order given; ``on_result`` sees each as it is known.
-    Unreadable files are reported and skipped; a failed association fails its files."""
-    use_raw_file_sending()
+    Unreadable files are reported and skipped; a failed association fails its files.
+    Needs :func:`use_raw_file_sending` to have been called (at start-up)."""
+    _require_raw_file_sending()
     results: dict[int, SendResult] = {}
 
     def done(index: int, result: SendResult) -> None:

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -32,9 +32,36 @@ from pydicom.errors import InvalidDicomError
 
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
 from dicom_node.pipeline.routing import RuleSet, SeriesFacts, job_specs, routing_settings
-from dicom_node.storage.journal import Journal
+from dicom_node.storage.journal import DueSeries, InstanceRow, JobSpec, SeriesRow, Trigger
+from dicom_node.storage.journal.event_log import EventLog
 
 logger = logging.getLogger(__name__)
+
+
+class CompletionJournal(EventLog, Protocol):
+    """What the completion loop needs of :class:`dicom_node.storage.journal.Journal`."""
+
+    def unrouted_series(self) -> list[SeriesRow]: ...
+    def due_series(self, now: float) -> list[DueSeries]: ...
+    def next_due_time(self) -> float | None: ...
+    def get_series(self, series_uid: str) -> SeriesRow | None: ...
+    def instances_of_series(self, series_uid: str) -> list[InstanceRow]: ...
+    def clear_routing_of_receiving(self) -> int: ...
+
+    def set_routing(
+        self,
+        series_uid: str,
+        *,
+        rules: Sequence[str],
+        quiet_seconds: float = ...,
+        complete_on_release: bool = ...,
+        use_expected_count: bool = ...,
+        note: str = ...,
+    ) -> None: ...
+
+    def create_jobs(
+        self, series_uid: str, *, generation: int, jobs: Sequence[JobSpec], trigger: Trigger, now: float
+    ) -> list[int]: ...
 
 
 class CompletionLoop(LoopService):
@@ -42,7 +69,7 @@ class CompletionLoop(LoopService):
 
     def __init__(
         self,
-        journal: Journal,
+        journal: CompletionJournal,
         *,
         storage_dir: Path,
         rules: Callable[[], RuleSet],
@@ -72,15 +99,15 @@ class CompletionLoop(LoopService):
         for series in self._journal.unrouted_series():
             self._route(series, rules)
         created = 0
-        for series in self._journal.due_series(self._clock()):
-            created += self._complete(series, rules)
+        for due in self._journal.due_series(self._clock()):
+            created += self._complete(due, rules)
         if created:
             self._on_jobs()
         return self._journal.next_due_time()
 
-    def _route(self, series: dict[str, Any], rules: RuleSet) -> bool:
+    def _route(self, series: SeriesRow, rules: RuleSet) -> bool:
         """Store the routing decision of one series; True if some rule matched."""
-        uid = series["series_uid"]
+        uid = series.series_uid
         header, problem = self._read_header(uid)
         if header is None:
             note = f"not routed: {problem}"
@@ -88,12 +115,17 @@ class CompletionLoop(LoopService):
             self._journal.log_event("error", "series_unroutable", note, series_uid=uid, now=self._clock())
             logger.error("series %s %s", uid, note)
             return False
-        facts = SeriesFacts.from_dataset(
-            header, called_ae=series["called_ae"], calling_ae=series["calling_ae"]
-        )
+        facts = SeriesFacts.from_dataset(header, called_ae=series.called_ae, calling_ae=series.calling_ae)
         decision = rules.route(facts)
         settings = routing_settings(decision)
-        self._journal.set_routing(uid, **settings.as_kwargs())
+        self._journal.set_routing(
+            uid,
+            rules=settings.rules,
+            quiet_seconds=settings.quiet_seconds,
+            complete_on_release=settings.complete_on_release,
+            use_expected_count=settings.use_expected_count,
+            note=settings.note,
+        )
         if decision.matched:
             logger.info(
                 "series %s (%s, from %s to %s): %s; quiet %.1f s",
@@ -115,10 +147,11 @@ class CompletionLoop(LoopService):
         self._journal.log_event("info", "series_unmatched", settings.note, series_uid=uid, now=self._clock())
         return False
 
-    def _complete(self, series: dict[str, Any], rules: RuleSet) -> int:
-        uid = series["series_uid"]
+    def _complete(self, due: DueSeries, rules: RuleSet) -> int:
+        series = due.series
+        uid = series.series_uid
         by_name = {r.name: r for r in rules}
-        names = list(series["rules"] or [])
+        names = list(series.rules or ())
         missing = [n for n in names if n not in by_name]
         if missing:
             # the rules changed under this series; route it again by the current ones
@@ -128,24 +161,24 @@ class CompletionLoop(LoopService):
             fresh = self._journal.get_series(uid)
             if fresh is None:
                 return 0
-            names = list(fresh["rules"] or [])
+            names = list(fresh.rules or ())
         specs = job_specs([by_name[n] for n in names if n in by_name])
         if not specs:
             return 0
         ids = self._journal.create_jobs(
             uid,
-            generation=int(series["generation"]),
+            generation=series.generation,
             jobs=specs,
-            trigger=series["trigger"],
+            trigger=due.trigger,
             now=self._clock(),
         )
         if ids:
             logger.info(
                 "series %s complete (%s, %d instances, generation %d): job(s) %s",
                 uid,
-                series["trigger"],
-                series["instance_count"],
-                series["generation"],
+                due.trigger,
+                series.instance_count,
+                series.generation,
                 ", ".join(map(str, ids)),
             )
         return len(ids)
@@ -154,7 +187,7 @@ class CompletionLoop(LoopService):
         """The header of the first readable instance of a series, or None and why not."""
         problem = "the series has no instances"
         for row in self._journal.instances_of_series(series_uid):
-            path = self._storage_dir / row["path"]
+            path = self._storage_dir / row.path
             try:
                 return dcmread(path, stop_before_pixels=True), ""
             except (OSError, InvalidDicomError, ValueError, EOFError) as exc:

@@ -182,23 +182,14 @@ def route(facts: SeriesFacts, rules: Sequence[RuleConfig] | RuleSet) -> RoutingD
 
 @dataclass(frozen=True)
 class RoutingSettings:
-    """Completion settings of a series, combined from its matched rules; the keyword arguments of
-    :meth:`dicom_node.storage.journal.Journal.set_routing` (see :meth:`as_kwargs`)."""
+    """Completion settings of a series, combined from its matched rules; what
+    :meth:`dicom_node.storage.journal.Journal.set_routing` stores."""
 
     rules: tuple[str, ...]
     quiet_seconds: float
     complete_on_release: bool
     use_expected_count: bool
     note: str
-
-    def as_kwargs(self) -> dict[str, Any]:
-        return {
-            "rules": list(self.rules),
-            "quiet_seconds": self.quiet_seconds,
-            "complete_on_release": self.complete_on_release,
-            "use_expected_count": self.use_expected_count,
-            "note": self.note,
-        }
 
 
 def routing_settings(decision: RoutingDecision) -> RoutingSettings:

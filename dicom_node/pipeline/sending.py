@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from dicom_node.config import DestinationConfig, SendingSection
 from dicom_node.net import dimse_status
@@ -29,9 +29,30 @@ from dicom_node.net.peers import Peer
 from dicom_node.net.scu import SendResult, send_files
 from dicom_node.pipeline.backoff import Backoff
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
-from dicom_node.storage.journal import Journal
+from dicom_node.storage.journal import DeliveryRow
+from dicom_node.storage.journal.event_log import EventLog
 
 logger = logging.getLogger(__name__)
+
+
+class SenderJournal(EventLog, Protocol):
+    """What the sender needs of :class:`dicom_node.storage.journal.Journal`."""
+
+    def claim_deliveries(
+        self, now: float, *, destination: str | None = ..., limit: int = ...
+    ) -> list[DeliveryRow]: ...
+    def next_delivery_time(self) -> float | None: ...
+
+    def finish_delivery(
+        self,
+        delivery_id: int,
+        *,
+        ok: bool,
+        now: float,
+        status: int | None = ...,
+        error: str | None = ...,
+        retry_at: float | None = ...,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +68,7 @@ class Sender(LoopService):
 
     def __init__(
         self,
-        journal: Journal,
+        journal: SenderJournal,
         destinations: Mapping[str, DestinationConfig],
         *,
         storage_dir: Path,
@@ -75,9 +96,9 @@ class Sender(LoopService):
     def send_due(self) -> float | None:
         """Send every due delivery once; returns when the next one becomes due."""
         batch = self._journal.claim_deliveries(self._clock(), limit=self._batch_limit)
-        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        groups: dict[str, list[DeliveryRow]] = defaultdict(list)
         for d in batch:
-            groups[d["destination"]].append(d)
+            groups[d.destination].append(d)
         for name, deliveries in groups.items():
             if self._loop.stopping:
                 self._release(deliveries, "not sent: the node is stopping")
@@ -87,7 +108,7 @@ class Sender(LoopService):
             return self._clock()
         return self._journal.next_delivery_time()
 
-    def _send_group(self, name: str, deliveries: list[dict[str, Any]]) -> None:
+    def _send_group(self, name: str, deliveries: list[DeliveryRow]) -> None:
         dest = self._destinations.get(name)
         if dest is None:
             known = ", ".join(sorted(self._destinations)) or "none"
@@ -95,9 +116,9 @@ class Sender(LoopService):
             for d in deliveries:
                 self._record(d, _Attempt(False, error=error, retryable=False))
             return
-        items: list[tuple[dict[str, Any], Path]] = []
+        items: list[tuple[DeliveryRow, Path]] = []
         for d in deliveries:
-            path = self._storage_dir / d["path"]
+            path = self._storage_dir / d.path
             if not path.is_file():
                 self._record(d, _Attempt(False, error=f"result file {path} is missing", retryable=False))
                 continue
@@ -123,47 +144,47 @@ class Sender(LoopService):
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def _record(self, d: dict[str, Any], attempt: _Attempt) -> None:
+    def _record(self, d: DeliveryRow, attempt: _Attempt) -> None:
         now = self._clock()
         if attempt.ok:
-            self._journal.finish_delivery(d["id"], ok=True, now=now, status=attempt.status)
+            self._journal.finish_delivery(d.id, ok=True, now=now, status=attempt.status)
             logger.info(
                 "delivered %s to %s (status 0x%04X, attempt %d)",
-                d["sop_instance_uid"],
-                d["destination"],
+                d.sop_instance_uid,
+                d.destination,
                 attempt.status or 0,
-                d["attempts"],
+                d.attempts,
             )
             return
-        age = now - float(d["created_at"])
+        age = now - d.created_at
         if attempt.retryable and age < self._give_up_after:
-            retry_at = now + self._backoff.delay(int(d["attempts"]))
+            retry_at = now + self._backoff.delay(d.attempts)
             self._journal.finish_delivery(
-                d["id"], ok=False, now=now, status=attempt.status, error=attempt.error, retry_at=retry_at
+                d.id, ok=False, now=now, status=attempt.status, error=attempt.error, retry_at=retry_at
             )
             return
         if attempt.retryable:
             error = (
-                f"gave up after {d['attempts']} attempt(s) over {age / 3600.0:.1f} h; last error: "
+                f"gave up after {d.attempts} attempt(s) over {age / 3600.0:.1f} h; last error: "
                 f"{attempt.error}"
             )
         else:
             error = attempt.error or "failed"
-        self._journal.finish_delivery(d["id"], ok=False, now=now, status=attempt.status, error=error)
+        self._journal.finish_delivery(d.id, ok=False, now=now, status=attempt.status, error=error)
         self._journal.log_event(
             "error",
             "delivery_failed",
-            f"delivery {d['id']} of {d['sop_instance_uid']} to {d['destination']}: {error}",
-            series_uid=d["series_uid"],
-            job_id=d["job_id"],
+            f"delivery {d.id} of {d.sop_instance_uid} to {d.destination}: {error}",
+            series_uid=d.series_uid,
+            job_id=d.job_id,
             now=now,
         )
-        logger.error("delivery %s to %s failed: %s", d["id"], d["destination"], error)
+        logger.error("delivery %s to %s failed: %s", d.id, d.destination, error)
 
-    def _release(self, deliveries: list[dict[str, Any]], why: str) -> None:
+    def _release(self, deliveries: list[DeliveryRow], why: str) -> None:
         now = self._clock()
         for d in deliveries:
-            self._journal.finish_delivery(d["id"], ok=False, now=now, error=why, retry_at=now)
+            self._journal.finish_delivery(d.id, ok=False, now=now, error=why, retry_at=now)
 
 
 def _attempt_of(result: SendResult, where: str) -> _Attempt:

@@ -6,7 +6,8 @@ files from the journal, and calls ``executor.run`` with a fresh output folder
 (``finish_job``), which also queues one delivery per (destination, SEG/RTSTRUCT output) unless the
 series changed meanwhile (then the job is superseded and a newer job delivers).
 
-Failures: a retryable error (not enough GPU memory now) puts the job back with a delay; any other
+Failures: :class:`inference.api.RetryLater` (not enough GPU memory now, cluster unreachable) puts the
+job back after the executor's ``retry_after`` (else ``retry_delay``); any other
 error is retried until the job has had ``max_attempts`` attempts, then it fails with the reason in
 the journal (job row and an error event), where ``dicom-node status`` shows it. Workers never run in
 an association's thread: they only meet the receiver through the journal.
@@ -17,18 +18,39 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, Protocol
 
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
-from dicom_node.storage.journal import Journal
-from inference.errors import InsufficientGpuMemoryError
-from inference.executor import Executor, InferenceRequest, InferenceResult
+from dicom_node.storage.journal import DeliverySpec, InstanceRow, JobOutput, JobRow, JobState
+from dicom_node.storage.journal.event_log import EventLog
+from inference.api import Executor, InferenceRequest, InferenceResult, RetryLater
 
 logger = logging.getLogger(__name__)
 
 DELIVERABLE_KINDS = frozenset({"seg", "rtstruct"})
+
+
+class WorkerJournal(EventLog, Protocol):
+    """What the workers need of :class:`dicom_node.storage.journal.Journal`."""
+
+    def claim_job(self, now: float) -> JobRow | None: ...
+    def next_job_time(self) -> float | None: ...
+    def instances_of_series(self, series_uid: str) -> list[InstanceRow]: ...
+    def retry_job(self, job_id: int, *, error: str, not_before: float | None = ...) -> None: ...
+
+    def finish_job(
+        self,
+        job_id: int,
+        *,
+        state: JobState,
+        now: float,
+        outputs: Sequence[JobOutput] = ...,
+        timings: Mapping[str, float] | None = ...,
+        error: str | None = ...,
+        deliveries: Sequence[DeliverySpec] = ...,
+    ) -> bool: ...
 
 
 def _describe(exc: BaseException) -> str:
@@ -40,7 +62,7 @@ class Worker(LoopService):
 
     def __init__(
         self,
-        journal: Journal,
+        journal: WorkerJournal,
         executor: Executor,
         *,
         storage_dir: Path,
@@ -74,15 +96,15 @@ class Worker(LoopService):
         self.run_job(job)
         return self._clock()
 
-    def run_job(self, job: dict[str, Any]) -> None:
-        job_id = int(job["id"])
-        series_uid = str(job["series_uid"])
-        if int(job["attempts"]) > self._max_retryable_attempts:
-            last = job["error"] or "none recorded (the node may have stopped or died during the job)"
-            self._fail(job, f"gave up after {job['attempts'] - 1} attempt(s); last error: {last}")
+    def run_job(self, job: JobRow) -> None:
+        job_id = job.id
+        series_uid = job.series_uid
+        if job.attempts > self._max_retryable_attempts:
+            last = job.error or "none recorded (the node may have stopped or died during the job)"
+            self._fail(job, f"gave up after {job.attempts - 1} attempt(s); last error: {last}")
             return
         instances = self._journal.instances_of_series(series_uid)
-        paths = [self._storage_dir / row["path"] for row in instances]
+        paths = [self._storage_dir / row.path for row in instances]
         if not paths:
             self._fail(job, f"series {series_uid} has no instances in the journal")
             return
@@ -92,8 +114,8 @@ class Worker(LoopService):
         output_dir.mkdir(parents=True)
         request = InferenceRequest(
             inputs=[paths],
-            models=list(job["models"]),
-            args=dict(job["args"]),
+            models=list(job.models),
+            args=dict(job.args),
             output_dir=output_dir,
             empty_result=self._empty_result,
         )
@@ -102,19 +124,20 @@ class Worker(LoopService):
             job_id,
             series_uid,
             len(paths),
-            "+".join(job["models"]),
-            job["rule_name"],
-            job["attempts"],
+            "+".join(job.models),
+            job.rule_name,
+            job.attempts,
         )
         started = time.monotonic()
         try:
             result = self._executor.run(request)
-        except InsufficientGpuMemoryError as exc:
-            self._retry(job, _describe(exc), delay=self._retry_delay)
+        except RetryLater as exc:
+            delay = self._retry_delay if exc.retry_after is None else max(0.0, exc.retry_after)
+            self._retry(job, _describe(exc), delay=delay)
             return
         except Exception as exc:
             logger.debug("job %d failed", job_id, exc_info=True)
-            if int(job["attempts"]) < self._max_attempts:
+            if job.attempts < self._max_attempts:
                 self._retry(job, _describe(exc), delay=0.0)
             else:
                 self._fail(job, _describe(exc))
@@ -123,34 +146,18 @@ class Worker(LoopService):
 
     # ------------------------------------------------------------------ outcomes
 
-    def _finish(
-        self, job: dict[str, Any], result: InferenceResult, request_dir: Path, *, wall: float
-    ) -> None:
-        job_id = int(job["id"])
-        outputs: list[dict[str, Any]] = []
-        deliveries: list[dict[str, Any]] = []
+    def _finish(self, job: JobRow, result: InferenceResult, request_dir: Path, *, wall: float) -> None:
+        job_id = job.id
+        outputs: list[JobOutput] = []
+        deliveries: list[DeliverySpec] = []
         for out in result.outputs:
             path = Path(out.path)
             rel = self._relative(path if path.is_absolute() else request_dir / path)
-            outputs.append(
-                {
-                    "path": rel,
-                    "kind": out.kind,
-                    "sop_instance_uid": out.sop_instance_uid,
-                    "sop_class_uid": out.sop_class_uid,
-                }
-            )
+            outputs.append(JobOutput(rel, out.kind, out.sop_instance_uid, out.sop_class_uid))
             if out.kind in DELIVERABLE_KINDS and out.sop_instance_uid and out.sop_class_uid:
-                for dest in job["destinations"]:
-                    deliveries.append(
-                        {
-                            "destination": dest,
-                            "path": rel,
-                            "sop_instance_uid": out.sop_instance_uid,
-                            "sop_class_uid": out.sop_class_uid,
-                        }
-                    )
-        state = "empty" if result.empty else "done"
+                for dest in job.destinations:
+                    deliveries.append(DeliverySpec(dest, rel, out.sop_instance_uid, out.sop_class_uid))
+        state = JobState.EMPTY if result.empty else JobState.DONE
         timings = {k: float(v) for k, v in dict(result.timings).items()}
         timings["job"] = wall  # the worker's view: claim to result, all stages
         queued = self._journal.finish_job(
@@ -163,10 +170,10 @@ class Worker(LoopService):
         )
         for warning in result.warnings:
             self._journal.log_event(
-                "warning", "job_warning", str(warning), series_uid=job["series_uid"], job_id=job_id
+                "warning", "job_warning", str(warning), series_uid=job.series_uid, job_id=job_id
             )
         if not queued:
-            logger.info("job %d superseded: series %s changed while it ran", job_id, job["series_uid"])
+            logger.info("job %d superseded: series %s changed while it ran", job_id, job.series_uid)
             return
         logger.info(
             "job %d %s in %.1f s: %d output(s), %d delivery(ies) queued",
@@ -179,33 +186,33 @@ class Worker(LoopService):
         if deliveries:
             self._on_deliveries()
 
-    def _retry(self, job: dict[str, Any], error: str, *, delay: float) -> None:
-        job_id = int(job["id"])
+    def _retry(self, job: JobRow, error: str, *, delay: float) -> None:
+        job_id = job.id
         now = self._clock()
         self._journal.retry_job(job_id, error=error, not_before=now + delay if delay > 0 else None)
         self._journal.log_event(
             "warning",
             "job_retry",
-            f"job {job_id} attempt {job['attempts']} failed, retrying in {delay:.0f} s: {error}",
-            series_uid=job["series_uid"],
+            f"job {job_id} attempt {job.attempts} failed, retrying in {delay:.0f} s: {error}",
+            series_uid=job.series_uid,
             job_id=job_id,
             now=now,
         )
         logger.warning(
-            "job %d attempt %d failed (%s); retrying in %.0f s", job_id, job["attempts"], error, delay
+            "job %d attempt %d failed (%s); retrying in %.0f s", job_id, job.attempts, error, delay
         )
         if delay <= 0:
             self.wake()
 
-    def _fail(self, job: dict[str, Any], error: str) -> None:
-        job_id = int(job["id"])
+    def _fail(self, job: JobRow, error: str) -> None:
+        job_id = job.id
         now = self._clock()
-        self._journal.finish_job(job_id, state="failed", now=now, error=error)
+        self._journal.finish_job(job_id, state=JobState.FAILED, now=now, error=error)
         self._journal.log_event(
             "error",
             "job_failed",
-            f"job {job_id} (series {job['series_uid']}, rule {job['rule_name']}) failed: {error}",
-            series_uid=job["series_uid"],
+            f"job {job_id} (series {job.series_uid}, rule {job.rule_name}) failed: {error}",
+            series_uid=job.series_uid,
             job_id=job_id,
             now=now,
         )

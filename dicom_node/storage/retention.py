@@ -29,11 +29,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from dicom_node.errors import RetentionError
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
-from dicom_node.storage.journal import Journal
-from dicom_node.storage.journal.retention import PurgePlan, blockers
+from dicom_node.storage.journal.event_log import EventLog
+from dicom_node.storage.journal.retention import ExpiredSeries, PurgeCounts, PurgePlan, blockers
 from dicom_node.storage.series_locks import SeriesLocks
 from dicom_node.uids import is_valid_uid
 
@@ -56,6 +57,14 @@ class SweepReport:
     bytes: int = 0
 
 
+class RetentionJournal(EventLog, Protocol):
+    """What retention needs of :class:`dicom_node.storage.journal.Journal`."""
+
+    def expired_series(self, cutoff: float, series_uid: str | None = ...) -> list[ExpiredSeries]: ...
+    def purge_plan(self, series_uid: str, cutoff: float) -> PurgePlan | None: ...
+    def purge_series(self, plan: PurgePlan, *, now: float, note: str = ...) -> PurgeCounts | None: ...
+
+
 def _when(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
@@ -65,7 +74,7 @@ class RetentionService(LoopService):
 
     def __init__(
         self,
-        journal: Journal,
+        journal: RetentionJournal,
         *,
         storage_dir: Path,
         retention_days: float,
@@ -125,11 +134,11 @@ class RetentionService(LoopService):
         for row in self._journal.expired_series(cutoff):
             if self._loop.stopping:
                 break
-            uid = str(row["series_uid"])
+            uid = row.series_uid
             reasons = blockers(row)
             if reasons:
                 report.kept[uid] = "; ".join(reasons)
-                stuck.append((uid, str(row["state"]), float(row["last_activity"]), report.kept[uid]))
+                stuck.append((uid, row.state, row.last_activity, report.kept[uid]))
                 continue
             self._purge(uid, cutoff, now, report)
         for uid, state, last, why in stuck[:_STUCK_LOGGED]:

@@ -10,6 +10,7 @@ import pytest
 
 from dicom_node.cli import main
 from dicom_node.commands.config_cmd import validate
+from dicom_node.demo.bundled import demo_model_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -109,8 +110,7 @@ def test_cli_errors_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("inference.spec") is None
-    or not (REPO / "models" / "Dataset801_Phantom").is_dir(),
+    importlib.util.find_spec("inference.spec") is None or not demo_model_dir().is_dir(),
     reason="inference.spec or the demo model not in this checkout yet",
 )
 def test_demo_config_validates_with_the_real_model_spec(capsys: pytest.CaptureFixture[str]) -> None:

@@ -101,5 +101,5 @@ def test_console_script_entry_point(node: Node, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("1 sent, 0 failed")
-    assert node.journal.counts()["instances"]["total"] == 1
-    assert node.journal.instances_of_series(node.instances[0])[0]["calling_ae"] == "STORESCU"
+    assert node.journal.counts().instances == 1
+    assert node.journal.instances_of_series(node.instances[0])[0].calling_ae == "STORESCU"

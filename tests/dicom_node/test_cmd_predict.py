@@ -14,7 +14,8 @@ import pytest
 import SimpleITK as sitk
 
 from dicom_node.cli import build_parser, main
-from dicom_node.commands.predict import _request_args, bundled_spec, default_spec
+from dicom_node.commands.predict import _request_args, default_spec
+from dicom_node.demo.bundled import demo_model_spec
 from dicom_node.demo.phantom import make_phantom, write_ct_series
 from inference.series import load_series
 from tests.support.random_model import write_random_spec
@@ -229,8 +230,8 @@ def test_options_become_request_args() -> None:
 
 
 def test_default_spec_is_the_working_folder_one_else_the_bundled(tmp_path: Path) -> None:
-    assert default_spec(tmp_path) == bundled_spec()
-    assert bundled_spec().is_file()
+    assert default_spec(tmp_path) == demo_model_spec()
+    assert demo_model_spec().is_file()
     local = tmp_path / "model-serve-spec.yaml"
     local.write_text("models: []\n")
     assert default_spec(tmp_path) == local

@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, SegmentationStorage, generate_uid
+from pydicom.uid import SegmentationStorage, generate_uid
 
 from dicom_node.cli import main
-from dicom_node.storage.journal import InstanceRecord, JobSpec, Journal
+from dicom_node.storage.journal import DeliverySpec, JobSpec, Journal
+from tests.support.journal_rows import instance_record
 
 
 def write_config(tmp_path: Path) -> Path:
@@ -31,20 +32,14 @@ def populate(journal: Journal) -> dict[str, str]:
     uids = {"failed": generate_uid(), "sending": generate_uid()}
     for name, series in uids.items():
         journal.record_instance(
-            InstanceRecord(
-                sop_instance_uid=generate_uid(),
-                sop_class_uid=CTImageStorage,
-                series_uid=series,
-                study_uid=generate_uid(),
-                transfer_syntax=ExplicitVRLittleEndian,
+            instance_record(
+                generate_uid(),
+                series,
+                study=generate_uid(),
                 path=f"spool/{name}.dcm",
-                size=1,
-                called_ae="NNUNET",
-                calling_ae="STORESCU",
-                association_id=None,
-                received_at=now,
-                modality="CT",
-                series_description=f"Series {name}",
+                assoc=None,
+                at=now,
+                description=f"Series {name}",
             )
         )
         journal.set_routing(series, rules=["ct-demo"], quiet_seconds=1)
@@ -57,28 +52,26 @@ def populate(journal: Journal) -> dict[str, str]:
         )
     job = journal.claim_job(now)
     assert job is not None
-    journal.finish_job(job["id"], state="failed", now=now, error="SeriesError: only 1 slice")
-    journal.log_event(
-        "error", "job_failed", f"job {job['id']} failed: SeriesError: only 1 slice", job_id=job["id"]
-    )
+    journal.finish_job(job.id, state="failed", now=now, error="SeriesError: only 1 slice")
+    journal.log_event("error", "job_failed", f"job {job.id} failed: SeriesError: only 1 slice", job_id=job.id)
     job2 = journal.claim_job(now)
     assert job2 is not None
     journal.finish_job(
-        job2["id"],
+        job2.id,
         state="done",
         now=now,
         timings={"inference": 1.5},
         deliveries=[
-            {
-                "destination": "pacs",
-                "path": "outputs/seg.dcm",
-                "sop_instance_uid": "2.25.42",
-                "sop_class_uid": SegmentationStorage,
-            }
+            DeliverySpec(
+                destination="pacs",
+                path="outputs/seg.dcm",
+                sop_instance_uid="2.25.42",
+                sop_class_uid=SegmentationStorage,
+            )
         ],
     )
     [d] = journal.claim_deliveries(now)
-    journal.finish_delivery(d["id"], ok=False, now=now, error="association rejected", retry_at=now + 60)
+    journal.finish_delivery(d.id, ok=False, now=now, error="association rejected", retry_at=now + 60)
     return uids
 
 
@@ -139,7 +132,7 @@ def test_works_while_the_journal_is_open_for_writing(tmp_path: Path) -> None:
         data = json.loads(proc.stdout)
         assert {s["series_uid"] for s in data["series"]} == set(uids.values())
         journal.log_event("info", "still_writable", "the writer goes on")
-        assert journal.recent_events(limit=1)[0]["kind"] == "still_writable"
+        assert journal.recent_events(limit=1)[0].kind == "still_writable"
     finally:
         journal.close()
 

@@ -103,7 +103,7 @@ def wait_for_final_seg(storage: Path, out: Path, files: list[Path], timeout: flo
     def settled(j: Journal) -> bool:
         counts = j.counts()
         return not (
-            set(counts["jobs"]) & {"pending", "running"} or set(counts["deliveries"]) & {"pending", "sending"}
+            set(counts.jobs) & {"pending", "running"} or set(counts.deliveries) & {"pending", "sending"}
         )
 
     def ready() -> Path | None:
@@ -143,7 +143,7 @@ def test_kill_during_receive(tmp_path: Path, spec: Path) -> None:
             )
             try:
                 wait_for(
-                    lambda: (read_journal(storage, lambda j: j.counts()["instances"]["total"]) or 0) >= 5,
+                    lambda: (read_journal(storage, lambda j: j.counts().instances) or 0) >= 5,
                     timeout=60,
                     interval=0.01,
                     what="instances arriving",
@@ -164,7 +164,7 @@ def test_kill_during_receive(tmp_path: Path, spec: Path) -> None:
             assert run.returncode == 0, run.output
             wait_for_final_seg(storage, out, files)
     assert_one_seg(out)
-    instances = read_journal(storage, lambda j: j.counts()["instances"]["total"])
+    instances = read_journal(storage, lambda j: j.counts().instances)
     assert instances == len(files)  # re-sent instances replaced, not duplicated
 
 
@@ -185,13 +185,13 @@ def test_kill_during_inference(tmp_path: Path, spec: Path) -> None:
             kill9(node)
         assert received_segs(out) == {}
         [job] = read_journal(storage, lambda j: j.list_jobs()) or []
-        assert job["state"] == "running" and job["attempts"] == 1
+        assert job.state == "running" and job.attempts == 1
 
         with node_process(config, tmp_path / "node2.log"):
             wait_for_final_seg(storage, out, files)
     assert_one_seg(out)
     [job] = read_journal(storage, lambda j: j.list_jobs()) or []
-    assert (job["state"], job["attempts"]) == ("done", 2)
+    assert (job.state, job.attempts) == ("done", 2)
 
 
 def test_kill_during_sending(tmp_path: Path, spec: Path) -> None:
@@ -217,8 +217,8 @@ def test_kill_during_sending(tmp_path: Path, spec: Path) -> None:
             )
         assert pacs.stores == 2  # sent again after the restart...
         [seg] = pacs.files()  # ...to the same SOP Instance UID: still one SEG
-        assert delivered[0]["attempts"] == 2
-        assert delivered[0]["sop_instance_uid"] == sop_uid(seg)
+        assert delivered[0].attempts == 2
+        assert delivered[0].sop_instance_uid == sop_uid(seg)
         assert referenced_instances(seg) == {sop_uid(p) for p in files}
 
 
@@ -240,8 +240,8 @@ def test_same_series_sent_twice_gives_one_seg(tmp_path: Path, spec: Path) -> Non
         wait_for_final_seg(storage, out, files)
     assert assert_one_seg(out) == first
     deliveries = read_journal(storage, lambda j: j.list_deliveries()) or []
-    assert {d["sop_instance_uid"] for d in deliveries} == {first}
-    assert read_journal(storage, lambda j: j.counts()["instances"]["total"]) == len(files)
+    assert {d.sop_instance_uid for d in deliveries} == {first}
+    assert read_journal(storage, lambda j: j.counts().instances) == len(files)
 
 
 def test_destination_down_then_up(tmp_path: Path, spec: Path) -> None:
@@ -255,12 +255,12 @@ def test_destination_down_then_up(tmp_path: Path, spec: Path) -> None:
             lambda: [
                 d
                 for d in read_journal(storage, lambda j: j.list_deliveries(state="pending")) or []
-                if d["attempts"] >= 2
+                if d.attempts >= 2
             ],
             timeout=120,
             what="failed delivery attempts",
         )
-        assert "connection refused" in failing[0]["last_error"]
+        assert "connection refused" in failing[0].last_error
         status = status_json(config)
         # backoff is short here: by now the sender may be on its next attempt, which keeps the last error
         assert status["deliveries"][0]["state"] in {"pending", "sending"}
@@ -268,7 +268,7 @@ def test_destination_down_then_up(tmp_path: Path, spec: Path) -> None:
         with dcmtk_storescp(dest_port, out):
             wait_for_final_seg(storage, out, files)
     [delivery] = read_journal(storage, lambda j: j.list_deliveries()) or []
-    assert delivery["state"] == "done" and delivery["attempts"] > 2
+    assert delivery.state == "done" and delivery.attempts > 2
     assert_one_seg(out)
 
 

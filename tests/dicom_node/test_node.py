@@ -69,11 +69,11 @@ def test_storescu_to_node_to_storescp(tmp_path: Path, spec: Path, destination: t
         journal = journal_of(node)
         [job] = journal.list_jobs()
         # the phantom writer sets ImagesInAcquisition: complete as soon as all arrived
-        assert (job["state"], job["trigger"], job["rule_name"]) == ("done", "expected_count", "ct-demo")
-        assert set(job["timings"]) >= {"load", "inference", "seg_write", "job"}
+        assert (job.state, job.trigger, job.rule_name) == ("done", "expected_count", "ct-demo")
+        assert set(job.timings) >= {"load", "inference", "seg_write", "job"}
         [delivery] = wait_for(lambda: journal.list_deliveries(state="done"), timeout=30, what="delivery")
     [(uid, [seg_path])] = segs.items()
-    assert delivery["sop_instance_uid"] == uid and delivery["last_status"] == 0
+    assert delivery.sop_instance_uid == uid and delivery.last_status == 0
     source = dcmread(files[0], stop_before_pixels=True)
     assert referenced_series(seg_path) == {str(source.SeriesInstanceUID)}
     assert len(referenced_instances(seg_path)) == len(files)
@@ -94,16 +94,16 @@ def test_late_arrival_reruns_and_replaces_with_the_same_seg_uid(
         wait_for(
             lambda: (
                 len([d for d in journal.list_deliveries(state="done")]) >= 1
-                and journal.list_jobs()[0]["generation"] == len(files)
-                and journal.list_jobs()[0]["state"] in ("done", "empty")
+                and journal.list_jobs()[0].generation == len(files)
+                and journal.list_jobs()[0].state in ("done", "empty")
             ),
             timeout=120,
             what="the re-run for the full series delivered",
         )
-        jobs = sorted(journal.list_jobs(), key=lambda j: j["id"])
+        jobs = sorted(journal.list_jobs(), key=lambda j: j.id)
         assert len(jobs) == 2
-        assert jobs[0]["state"] in ("done", "superseded") and jobs[1]["generation"] == len(files)
-        final_deliveries = [d for d in journal.list_deliveries(state="done") if d["job_id"] == jobs[1]["id"]]
+        assert jobs[0].state in ("done", "superseded") and jobs[1].generation == len(files)
+        final_deliveries = [d for d in journal.list_deliveries(state="done") if d.job_id == jobs[1].id]
         assert final_deliveries
     segs = received_segs(out)
     assert len(segs) == 1, segs  # one SEG UID: the re-run replaced the first result
@@ -122,7 +122,7 @@ def test_association_release_completes_the_series_when_the_rule_says_so(
         assert storescu(node.port, files).returncode == 0  # one association, released at the end
         wait_for(lambda: received_segs(out), timeout=120, what="SEG")
         [job] = journal_of(node).list_jobs()
-        assert job["trigger"] == "association_released"
+        assert job.trigger == "association_released"
 
 
 def test_unmatched_series_is_filed_but_not_processed(
@@ -134,12 +134,12 @@ def test_unmatched_series_is_filed_but_not_processed(
         journal = journal_of(node)
         assert storescu(node.port, files).returncode == 0
         series = wait_for(
-            lambda: next((s for s in journal.list_series() if s["state"] == "unmatched"), None),
+            lambda: next((s for s in journal.list_series() if s.state == "unmatched"), None),
             timeout=30,
             what="unmatched series",
         )
-        assert series["instance_count"] == 4
-        assert "modality: 'MR' does not fully match 'CT'" in series["routing_note"]
+        assert series.instance_count == 4
+        assert "modality: 'MR' does not fully match 'CT'" in series.routing_note
         assert journal.list_jobs() == []
     assert received_segs(out) == {}
     assert len(list((tmp_path / "var" / "spool").rglob("*.dcm"))) == 4
@@ -171,8 +171,8 @@ def test_drop_folder_files_are_ingested_and_processed(
             shutil.copy(f, incoming / f.name)
         wait_for(lambda: received_segs(out), timeout=120, what="SEG of the dropped series")
         [series] = journal.list_series()
-        assert series["instance_count"] == len(files)
-        assert (series["called_ae"], series["calling_ae"]) == ("NNUNET", "DROPFOLDER")
+        assert series.instance_count == len(files)
+        assert (series.called_ae, series.calling_ae) == ("NNUNET", "DROPFOLDER")
 
 
 def test_rules_file_change_is_applied_to_new_series(tmp_path: Path, spec: Path) -> None:
@@ -189,7 +189,7 @@ def test_rules_file_change_is_applied_to_new_series(tmp_path: Path, spec: Path) 
         first = phantom_series(tmp_path / "a", slices=4)
         assert storescu(node.port, first).returncode == 0
         wait_for(
-            lambda: [s for s in journal.list_series() if s["state"] == "unmatched"],
+            lambda: [s for s in journal.list_series() if s.state == "unmatched"],
             timeout=30,
             what="unmatched",
         )
@@ -200,8 +200,8 @@ def test_rules_file_change_is_applied_to_new_series(tmp_path: Path, spec: Path) 
         second = phantom_series(tmp_path / "b", slices=4, seed=1)
         assert storescu(node.port, second).returncode == 0
         job = wait_for(lambda: next(iter(journal.list_jobs()), None), timeout=30, what="job by the new rule")
-        assert job["rule_name"] == "ct-reloaded"
-        assert job["series_uid"] == str(dcmread(second[0], stop_before_pixels=True).SeriesInstanceUID)
+        assert job.rule_name == "ct-reloaded"
+        assert job.series_uid == str(dcmread(second[0], stop_before_pixels=True).SeriesInstanceUID)
 
 
 def test_serve_prints_its_address_and_stops_cleanly_on_sigterm(tmp_path: Path, spec: Path) -> None:

@@ -6,23 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from dicom_node.status_report import snapshot, to_json, to_text
-from dicom_node.storage.journal import InstanceRecord, JobSpec, Journal
+from dicom_node.storage.journal import DeliverySpec, JobSpec, Journal
 from tests.support.clock import T0
+from tests.support.journal_rows import instance_record
 
 SERIES = "1.2.826.0.1.3680043.9.7777.2.1"
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    j = Journal(tmp_path / "journal.sqlite")
-    yield j
-    j.close()
 
 
 def when(ts: float) -> str:
@@ -31,21 +21,16 @@ def when(ts: float) -> str:
 
 def record(j: Journal, sop: str, *, expected: int | None = 4) -> None:
     j.record_instance(
-        InstanceRecord(
-            sop_instance_uid=sop,
-            sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-            series_uid=SERIES,
-            study_uid="1.2.826.0.1.3680043.9.7777.2",
-            transfer_syntax="1.2.840.10008.1.2.1",
+        instance_record(
+            sop,
+            SERIES,
+            study="1.2.826.0.1.3680043.9.7777.2",
             path=f"spool/{sop}.dcm",
-            size=1,
-            called_ae="NNUNET",
             calling_ae="CT01",
-            association_id="a",
-            received_at=T0,
-            modality="CT",
-            series_description="Thorax " + "x" * 40,
-            expected_count=expected,
+            assoc="a",
+            at=T0,
+            description="Thorax " + "x" * 40,
+            expected=expected,
         )
     )
 
@@ -62,22 +47,22 @@ def with_two_deliveries(j: Journal) -> None:
     assert job is not None
     seg = "1.2.840.10008.5.1.4.1.1.66.4"
     deliveries = [
-        {"destination": d, "path": f"outputs/{d}.dcm", "sop_instance_uid": "2.25.9", "sop_class_uid": seg}
+        DeliverySpec(destination=d, path=f"outputs/{d}.dcm", sop_instance_uid="2.25.9", sop_class_uid=seg)
         for d in ("pacs", "archive")
     ]
     j.finish_job(
-        job["id"], state="done", now=T0 + 5, timings={"load": 0.25, "inference": 12.0}, deliveries=deliveries
+        job.id, state="done", now=T0 + 5, timings={"load": 0.25, "inference": 12.0}, deliveries=deliveries
     )
     first, second = j.claim_deliveries(T0 + 5)
     j.finish_delivery(
-        first["id"], ok=False, now=T0 + 6, status=0xA700, error="out of resources", retry_at=T0 + 60
+        first.id, ok=False, now=T0 + 6, status=0xA700, error="out of resources", retry_at=T0 + 60
     )
-    j.finish_delivery(second["id"], ok=False, now=T0 + 7, status=0xC000, error="E" * 200)
+    j.finish_delivery(second.id, ok=False, now=T0 + 7, status=0xC000, error="E" * 200)
 
 
 def test_empty_journal(journal: Journal) -> None:
     snap = snapshot(journal)
-    assert snap == {
+    assert json.loads(to_json(snap)) == {
         "counts": {"series": {}, "jobs": {}, "deliveries": {}, "instances": {"total": 0}},
         "series": [],
         "jobs": [],
@@ -106,8 +91,9 @@ def test_only_warnings_and_errors_newest_first_within_the_limit(journal: Journal
     journal.log_event("warning", "delivery_failed", "pacs refused", now=T0 + 100)
     journal.log_event("error", "job_failed", "model crashed", now=T0 + 101)
     snap = snapshot(journal, limit=5)
-    assert [e["message"] for e in snap["events"]] == ["model crashed", "pacs refused"]
-    assert set(snap["events"][0]) == {"id", "at", "level", "kind", "series_uid", "job_id", "message"}
+    assert [e.message for e in snap.events] == ["model crashed", "pacs refused"]
+    events = json.loads(to_json(snap))["events"]
+    assert set(events[0]) == {"id", "at", "level", "kind", "series_uid", "job_id", "message"}
     text = to_text(snap)
     assert "chatter" not in text
     assert f"  {when(T0 + 101)}  error    job_failed       model crashed" in text
@@ -116,8 +102,8 @@ def test_only_warnings_and_errors_newest_first_within_the_limit(journal: Journal
 def test_text_shows_counts_progress_status_and_shortened_errors(journal: Journal) -> None:
     with_two_deliveries(journal)
     snap = snapshot(journal)
-    [series] = snap["series"]
-    assert (series["instance_count"], series["expected_count"], series["rules"]) == (2, 4, ["lungs", "heart"])
+    [series] = snap.series
+    assert (series.instance_count, series.expected_count, series.rules) == (2, 4, ("lungs", "heart"))
     lines = to_text(snap).splitlines()
     assert lines[:4] == [
         "instances: 2",
@@ -148,6 +134,15 @@ def test_json_round_trips(journal: Journal) -> None:
     with_two_deliveries(journal)
     snap = snapshot(journal)
     data = json.loads(to_json(snap))
-    assert data == json.loads(json.dumps(snap))
+    assert data["counts"] == {
+        "series": {"queued": 1},
+        "jobs": {"done": 1},
+        "deliveries": {"pending": 1, "failed": 1},
+        "instances": {"total": 2},
+    }
+    assert data["series"][0]["rules"] == ["lungs", "heart"] and data["series"][0]["state"] == "queued"
+    assert [(j["id"], j["state"], j["trigger"]) for j in data["jobs"]] == [
+        (snap.jobs[0].id, "done", "manual")
+    ]
     assert data["jobs"][0]["timings"] == {"load": 0.25, "inference": 12.0}
     assert {d["last_status"] for d in data["deliveries"]} == {0xA700, 0xC000}

@@ -11,8 +11,9 @@ import pytest
 from pydicom import dcmread
 
 from dicom_node.demo.phantom import make_phantom, write_ct_series
+from inference.api import Executor, InferenceRequest, InferenceResult
 from inference.errors import PredictionError
-from inference.executor import Executor, InferenceRequest, InferenceResult, InProcessExecutor
+from inference.executor import InProcessExecutor
 from inference.series import load_series
 from tests.support.random_model import write_random_spec
 from tests.support.seg_read import seg_labels_on_grid
@@ -42,6 +43,16 @@ def test_in_process_executor_is_an_executor(spec: Path) -> None:
     executor = InProcessExecutor(spec, device="cpu")
     assert isinstance(executor, Executor)
     assert executor.device.type == "cpu"
+
+
+def test_expire_drops_warm_predictors_and_the_next_use_loads_again(spec: Path) -> None:
+    executor = InProcessExecutor(spec, device="cpu")
+    executor.warm_up("organ")
+    assert len(executor.cache) == 1
+    executor.expire()
+    assert len(executor.cache) == 0
+    executor.warm_up("organ")
+    assert executor.cache.loads == 2
 
 
 def test_request_as_the_worker_builds_it(spec: Path, series: list[list[Path]], tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 read back from the SEG) is voxel-identical to what nnU-Net's own ``nnUNetPredictor`` produces when
 it is set up independently here and fed the same series read by SimpleITK's ImageSeriesReader.
 
-Runs with the demo model (models/Dataset801_Phantom, once committed) and always with a
+Runs with the demo model (dicom_node/demo/data, :mod:`dicom_node.demo.bundled`) and always with a
 random-weights stand-in, so the plumbing is proven even without the demo model."""
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from dicom_node.demo.bundled import demo_model_spec
 from dicom_node.demo.phantom import make_phantom, write_ct_series
-from inference.executor import InferenceRequest, InProcessExecutor
+from inference.api import InferenceRequest
+from inference.executor import InProcessExecutor
 from inference.series import load_series
 from inference.spec import ResolvedModel, load_model_spec
 from tests.support.random_model import write_random_spec
 from tests.support.seg_read import seg_labels_on_grid
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO_SPEC = REPO / "model-serve-spec.yaml"
+DEMO_SPEC = demo_model_spec()
 
 
 def read_with_simpleitk(folder: Path) -> sitk.Image:
@@ -78,7 +79,7 @@ def spec_and_model(
     if request.param == "demo":
         path = demo_spec()
         if path is None:
-            pytest.skip("the demo model (models/Dataset801_Phantom) is not in this checkout")
+            pytest.skip("the demo model (dicom_node/demo/data/models) is not in this checkout")
         return path, "demo"
     root = tmp_path_factory.mktemp("standin")
     spec = write_random_spec(

@@ -17,8 +17,9 @@ from pydicom import dcmread
 from pydicom.uid import JPEGLSLossless, RLELossless
 
 from dicom_node.demo.phantom import Phantom, make_phantom, write_ct_series
+from inference.api import InferenceRequest
 from inference.errors import ArgsError, SeriesError, UnknownModelError
-from inference.executor import InferenceRequest, InProcessExecutor
+from inference.executor import InProcessExecutor
 from inference.postprocess import intersect_components
 from inference.series import load_series
 from tests.support.random_model import write_random_spec

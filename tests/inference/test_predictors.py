@@ -43,7 +43,7 @@ def image() -> np.ndarray:
 
 @pytest.fixture()
 def cache() -> PredictorCache:
-    return PredictorCache(max_entries=2, device="cpu", num_threads=2)
+    return PredictorCache(max_entries=2, device="cpu")
 
 
 def count_forward_passes(cache: PredictorCache, model_dir: Path) -> list[int]:

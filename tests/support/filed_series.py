@@ -9,7 +9,8 @@ from pathlib import Path
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from dicom_node.storage.journal import InstanceRecord, Journal
+from dicom_node.storage.journal import Journal
+from tests.support.journal_rows import instance_record
 
 
 def write_instance(
@@ -52,21 +53,19 @@ class FiledSeries:
         rel = f"spool/{self.study_uid}/{self.uid}/{sop}.dcm"
         write_instance(self.storage / rel, self.study_uid, self.uid, sop, self.modality, self.description)
         self.journal.record_instance(
-            InstanceRecord(
-                sop_instance_uid=sop,
-                sop_class_uid=CTImageStorage,
-                series_uid=self.uid,
-                study_uid=self.study_uid,
-                transfer_syntax=ExplicitVRLittleEndian,
+            instance_record(
+                sop,
+                self.uid,
+                study=self.study_uid,
                 path=rel,
                 size=(self.storage / rel).stat().st_size,
                 called_ae=self.called_ae,
                 calling_ae=self.calling_ae,
-                association_id=association,
-                received_at=at,
+                assoc=association,
+                at=at,
                 modality=self.modality,
-                series_description=self.description,
-                expected_count=self.expected,
+                description=self.description,
+                expected=self.expected,
             )
         )
         self.sop_uids.append(sop)

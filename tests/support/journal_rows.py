@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dicom_node.storage.journal import InstanceRecord, JobSpec, Journal
+from dicom_node.storage.journal import DeliverySpec, InstanceRecord, JobSpec, JobState, Journal, Trigger
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -16,47 +16,51 @@ SC = "1.2.826.0.1.3680043.9.7777.1.3"
 SPEC = JobSpec("ct-demo", ["demo"], ["pacs"], {"tta": False})
 
 
-def rec(
+def instance_record(
     sop: str,
     series: str = SA,
     *,
+    study: str = STUDY,
     at: float = 100.0,
     path: str | None = None,
     assoc: str | None = "assoc-1",
     expected: int | None = None,
     size: int = 10,
+    called_ae: str = "NNUNET",
+    calling_ae: str = "STORESCU",
+    modality: str = "CT",
+    description: str = "Abdomen",
+    sop_class: str = CT,
 ) -> InstanceRecord:
+    """The one way tests build an :class:`InstanceRecord` (a CT instance unless told otherwise)."""
     return InstanceRecord(
         sop_instance_uid=sop,
-        sop_class_uid=CT,
+        sop_class_uid=sop_class,
         series_uid=series,
-        study_uid=STUDY,
+        study_uid=study,
         transfer_syntax=EVLE,
-        path=path or f"spool/{STUDY}/{series}/{sop}.dcm",
+        path=path or f"spool/{study}/{series}/{sop}.dcm",
         size=size,
-        called_ae="NNUNET",
-        calling_ae="STORESCU",
+        called_ae=called_ae,
+        calling_ae=calling_ae,
         association_id=assoc,
         received_at=at,
-        modality="CT",
-        series_description="Abdomen",
+        modality=modality,
+        series_description=description,
         expected_count=expected,
     )
 
 
-def delivery(sop: str = "2.25.1", destination: str = "pacs") -> dict[str, str]:
-    return {
-        "destination": destination,
-        "path": f"outputs/{sop}.dcm",
-        "sop_instance_uid": sop,
-        "sop_class_uid": SEG,
-    }
+def delivery(sop: str = "2.25.1", destination: str = "pacs", path: str | None = None) -> DeliverySpec:
+    return DeliverySpec(
+        destination=destination, path=path or f"outputs/{sop}.dcm", sop_instance_uid=sop, sop_class_uid=SEG
+    )
 
 
-def pick(row: dict[str, Any] | None, *keys: str) -> tuple[Any, ...]:
+def pick(row: object | None, *keys: str) -> tuple[Any, ...]:
     """The values of ``keys`` in a journal row (which must exist)."""
     assert row is not None
-    return tuple(row[k] for k in keys)
+    return tuple(getattr(row, k) for k in keys)
 
 
 def true_counts(j: Journal) -> dict[str, int]:
@@ -65,7 +69,7 @@ def true_counts(j: Journal) -> dict[str, int]:
 
 
 def kept_counts(j: Journal) -> dict[str, int]:
-    return {s["series_uid"]: s["instance_count"] for s in j.list_series() if s["instance_count"]}
+    return {s.series_uid: s.instance_count for s in j.list_series() if s.instance_count}
 
 
 def queued(j: Journal, series: str = SA, *, now: float = 200.0, n: int = 1) -> list[int]:
@@ -73,13 +77,15 @@ def queued(j: Journal, series: str = SA, *, now: float = 200.0, n: int = 1) -> l
     j.set_routing(series, rules=["ct-demo"], quiet_seconds=10)
     s = j.get_series(series)
     assert s is not None
-    return j.create_jobs(series, generation=s["generation"], jobs=[SPEC] * n, trigger="quiet_period", now=now)
+    return j.create_jobs(
+        series, generation=s.generation, jobs=[SPEC] * n, trigger=Trigger.QUIET_PERIOD, now=now
+    )
 
 
-def finished_job_with(journal: Journal, deliveries: list[dict[str, str]], now: float = 300.0) -> int:
-    journal.record_instance(rec("1.1"))
+def finished_job_with(journal: Journal, deliveries: list[DeliverySpec], now: float = 300.0) -> int:
+    journal.record_instance(instance_record("1.1"))
     queued(journal)
     job = journal.claim_job(now=now)
     assert job is not None
-    journal.finish_job(job["id"], state="done", now=now, deliveries=deliveries)
-    return int(job["id"])
+    journal.finish_job(job.id, state=JobState.DONE, now=now, deliveries=deliveries)
+    return job.id

@@ -20,7 +20,6 @@ import yaml
 from tests.support.tools import peer_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MODEL_SPEC = REPO_ROOT / "model-serve-spec.yaml"
 _LISTENING = re.compile(r"listening on (?P<ae>[^@]+)@(?P<host>[^:]+):(?P<port>\d+)")
 
 

@@ -12,11 +12,11 @@ from typing import Any
 
 from pydicom import dcmread
 
+from dicom_node.demo.bundled import demo_model_dir, demo_model_spec
 from tests.support.tools import dcmtk, peer_env
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEMO_SPEC = REPO_ROOT / "model-serve-spec.yaml"
-DEMO_MODEL_DIR = REPO_ROOT / "models" / "Dataset801_Phantom" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+DEMO_SPEC = demo_model_spec()
+DEMO_MODEL_DIR = demo_model_dir()
 FAST_ARGS = {"use_folds": [0], "tta": False, "tile_step_size": 1.0}
 
 

@@ -16,15 +16,53 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
-from dicom_node.storage.journal.records import InstanceRecord, JobSpec, RecordOutcome
-from dicom_node.storage.journal.retention import RetentionOps
+from dicom_node.storage.journal.records import (
+    DeliveryRow,
+    DeliverySpec,
+    DueSeries,
+    EventRow,
+    InstanceRecord,
+    InstanceRow,
+    JobOutput,
+    JobRow,
+    JobSpec,
+    JournalCounts,
+    RecordOutcome,
+    Recovered,
+    SeriesRow,
+    event_row,
+)
+from dicom_node.storage.journal.retention import ExpiredSeries, PurgeCounts, PurgePlan, RetentionOps
 from dicom_node.storage.journal.schema import SCHEMA_VERSION
 from dicom_node.storage.journal.series import SeriesOps
+from dicom_node.storage.journal.states import DeliveryState, JobState, SeriesState, Trigger
 from dicom_node.storage.journal.work import WorkOps
 
-__all__ = ["SCHEMA_VERSION", "InstanceRecord", "JobSpec", "Journal", "RecordOutcome"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "DeliveryRow",
+    "DeliverySpec",
+    "DeliveryState",
+    "DueSeries",
+    "EventRow",
+    "ExpiredSeries",
+    "InstanceRecord",
+    "InstanceRow",
+    "JobOutput",
+    "JobRow",
+    "JobSpec",
+    "JobState",
+    "Journal",
+    "JournalCounts",
+    "PurgeCounts",
+    "PurgePlan",
+    "RecordOutcome",
+    "Recovered",
+    "SeriesRow",
+    "SeriesState",
+    "Trigger",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,27 +86,39 @@ class Journal(SeriesOps, WorkOps, RetentionOps):
                 (time.time() if now is None else now, level, kind, series_uid, job_id, message),
             )
 
-    def recent_events(self, limit: int = 20, level: str | None = None) -> list[dict[str, Any]]:
+    def recent_events(self, limit: int = 20, level: str | None = None) -> list[EventRow]:
         if level is None:
-            return self._query("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
-        return self._query("SELECT * FROM events WHERE level = ? ORDER BY id DESC LIMIT ?", (level, limit))
+            rows = self._query("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._query(
+                "SELECT * FROM events WHERE level = ? ORDER BY id DESC LIMIT ?", (level, limit)
+            )
+        return [event_row(r) for r in rows]
 
-    def recover(self) -> dict[str, int]:
+    def recover(self) -> Recovered:
         """At start-up: work that was in flight when the process died goes back to the queue."""
         with self._tx() as cur:
-            cur.execute("UPDATE jobs SET state = 'pending' WHERE state = 'running'")
+            cur.execute("UPDATE jobs SET state = ? WHERE state = ?", (JobState.PENDING, JobState.RUNNING))
             jobs = cur.rowcount
-            cur.execute("UPDATE deliveries SET state = 'pending' WHERE state = 'sending'")
+            cur.execute(
+                "UPDATE deliveries SET state = ? WHERE state = ?",
+                (DeliveryState.PENDING, DeliveryState.SENDING),
+            )
             deliveries = cur.rowcount
         if jobs or deliveries:
             logger.info("recovered %d running job(s) and %d delivery(ies)", jobs, deliveries)
-        return {"jobs": jobs, "deliveries": deliveries}
+        return Recovered(jobs=jobs, deliveries=deliveries)
 
-    def counts(self) -> dict[str, dict[str, int]]:
+    def counts(self) -> JournalCounts:
         """Row counts per state, for status displays and metrics."""
-        out: dict[str, dict[str, int]] = {}
-        for table in ("series", "jobs", "deliveries"):
+
+        def per_state(table: str) -> dict[str, int]:
             rows = self._query(f"SELECT state, COUNT(*) AS n FROM {table} GROUP BY state")
-            out[table] = {r["state"]: r["n"] for r in rows}
-        out["instances"] = {"total": self._query("SELECT COUNT(*) AS n FROM instances")[0]["n"]}
-        return out
+            return {r["state"]: int(r["n"]) for r in rows}
+
+        return JournalCounts(
+            series={SeriesState(k): n for k, n in per_state("series").items()},
+            jobs={JobState(k): n for k, n in per_state("jobs").items()},
+            deliveries={DeliveryState(k): n for k, n in per_state("deliveries").items()},
+            instances=int(self._query("SELECT COUNT(*) AS n FROM instances")[0]["n"]),
+        )

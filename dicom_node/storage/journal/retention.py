@@ -10,13 +10,21 @@ is kept while its work is unfinished (:func:`blockers`). The caller holds the se
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from dicom_node.storage.journal.base import JournalBase
+from dicom_node.storage.journal.states import (
+    ACTIVE_DELIVERY_STATES,
+    ACTIVE_JOB_STATES,
+    SeriesState,
+)
 
-_EXPIRED_SQL = """
+
+def _sql_in(states: tuple[str, ...]) -> str:
+    return ", ".join(f"'{s}'" for s in states)  # enum values: fixed identifiers, never input
+
+
+_EXPIRED_SQL = f"""
 SELECT * FROM (
     SELECT s.series_uid, s.study_uid, s.state, s.generation,
         MAX(s.last_received,
@@ -24,12 +32,25 @@ SELECT * FROM (
             COALESCE((SELECT MAX(done_at) FROM deliveries d WHERE d.series_uid = s.series_uid), 0)
         ) AS last_activity,
         (SELECT COUNT(*) FROM jobs j WHERE j.series_uid = s.series_uid
-            AND j.state IN ('pending', 'running')) AS active_jobs,
+            AND j.state IN ({_sql_in(ACTIVE_JOB_STATES)})) AS active_jobs,
         (SELECT COUNT(*) FROM deliveries d WHERE d.series_uid = s.series_uid
-            AND d.state IN ('pending', 'sending')) AS active_deliveries
+            AND d.state IN ({_sql_in(ACTIVE_DELIVERY_STATES)})) AS active_deliveries
     FROM series s WHERE s.last_received <= :cutoff AND (:uid IS NULL OR s.series_uid = :uid)
 ) WHERE last_activity <= :cutoff ORDER BY last_activity, series_uid
 """
+
+
+@dataclass(frozen=True)
+class ExpiredSeries:
+    """A series past the retention cutoff (:meth:`RetentionOps.expired_series`)."""
+
+    series_uid: str
+    study_uid: str
+    state: SeriesState
+    generation: int
+    last_activity: float
+    active_jobs: int  # pending or running
+    active_deliveries: int  # pending or sending
 
 
 @dataclass(frozen=True)
@@ -51,38 +72,49 @@ class PurgeCounts:
     deliveries: int
 
 
-def blockers(row: Mapping[str, Any]) -> list[str]:
-    """Why an expired series may not be purged now (empty: it may). ``row`` has the columns of
-    :meth:`RetentionOps.expired_series`."""
+def blockers(row: ExpiredSeries) -> list[str]:
+    """Why an expired series may not be purged now (empty: it may)."""
     why: list[str] = []
-    if row["active_jobs"]:
-        why.append(f"{row['active_jobs']} pending or running job(s)")
-    if row["active_deliveries"]:
-        why.append(f"{row['active_deliveries']} pending or sending delivery(ies)")
-    if row["state"] == "receiving":
+    if row.active_jobs:
+        why.append(f"{row.active_jobs} pending or running job(s)")
+    if row.active_deliveries:
+        why.append(f"{row.active_deliveries} pending or sending delivery(ies)")
+    if row.state == SeriesState.RECEIVING:
         why.append("still receiving (its completion has not been decided)")
     return why
 
 
 class RetentionOps(JournalBase):
-    def expired_series(self, cutoff: float) -> list[dict[str, Any]]:
-        """Series whose last activity is at or before ``cutoff``, oldest first, with ``state``,
-        ``last_activity``, ``active_jobs`` and ``active_deliveries``."""
-        return self._query(_EXPIRED_SQL, {"cutoff": cutoff, "uid": None})
+    def expired_series(self, cutoff: float, series_uid: str | None = None) -> list[ExpiredSeries]:
+        """Series whose last activity is at or before ``cutoff``, oldest first (only ``series_uid``
+        when given)."""
+        rows = self._query(_EXPIRED_SQL, {"cutoff": cutoff, "uid": series_uid})
+        return [
+            ExpiredSeries(
+                series_uid=r["series_uid"],
+                study_uid=r["study_uid"],
+                state=SeriesState(r["state"]),
+                generation=int(r["generation"]),
+                last_activity=float(r["last_activity"]),
+                active_jobs=int(r["active_jobs"]),
+                active_deliveries=int(r["active_deliveries"]),
+            )
+            for r in rows
+        ]
 
     def purge_plan(self, series_uid: str, cutoff: float) -> PurgePlan | None:
         """The files and rows a purge of ``series_uid`` removes, or None if the series is gone, no
         longer expired or has unfinished work."""
-        rows = self._query(_EXPIRED_SQL, {"cutoff": cutoff, "uid": series_uid})
-        if not rows or blockers(rows[0]):
+        found = self.expired_series(cutoff, series_uid)
+        if not found or blockers(found[0]):
             return None
         paths = self._query("SELECT path FROM instances WHERE series_uid = ? ORDER BY path", (series_uid,))
         jobs = self._query("SELECT id FROM jobs WHERE series_uid = ? ORDER BY id", (series_uid,))
         return PurgePlan(
             series_uid=series_uid,
-            study_uid=str(rows[0]["study_uid"]),
-            generation=int(rows[0]["generation"]),
-            last_activity=float(rows[0]["last_activity"]),
+            study_uid=found[0].study_uid,
+            generation=found[0].generation,
+            last_activity=found[0].last_activity,
             instance_paths=tuple(str(r["path"]) for r in paths),
             job_ids=tuple(int(r["id"]) for r in jobs),
         )

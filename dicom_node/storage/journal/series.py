@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from dicom_node.storage.journal.base import JournalBase
-from dicom_node.storage.journal.records import InstanceRecord, RecordOutcome, decode_series
+from dicom_node.storage.journal.records import (
+    DueSeries,
+    InstanceRecord,
+    InstanceRow,
+    RecordOutcome,
+    SeriesRow,
+    instance_row,
+    series_row,
+)
+from dicom_node.storage.journal.states import SeriesState, Trigger
 
 
 class SeriesOps(JournalBase):
@@ -50,7 +58,7 @@ class SeriesOps(JournalBase):
                     "INSERT INTO series (series_uid, study_uid, modality, series_description,"
                     " called_ae, calling_ae, first_received, last_received, instance_count,"
                     " expected_count, generation, state, last_association_id)"
-                    " VALUES (?,?,?,?,?,?,?,?,1,?,1,'receiving',?)",
+                    " VALUES (?,?,?,?,?,?,?,?,1,?,1,?,?)",
                     (
                         rec.series_uid,
                         rec.study_uid,
@@ -61,6 +69,7 @@ class SeriesOps(JournalBase):
                         rec.received_at,
                         rec.received_at,
                         rec.expected_count,
+                        SeriesState.RECEIVING,
                         rec.association_id,
                     ),
                 )
@@ -78,14 +87,16 @@ class SeriesOps(JournalBase):
                     "UPDATE series SET last_received = MAX(last_received, ?),"
                     " instance_count = instance_count + ?,"
                     " expected_count = COALESCE(?, expected_count), generation = generation + 1,"
-                    " state = 'receiving', released = 0, last_association_id = ?,"
-                    " rules = CASE WHEN state = 'unmatched' THEN NULL ELSE rules END"
+                    " state = ?, released = 0, last_association_id = ?,"
+                    " rules = CASE WHEN state = ? THEN NULL ELSE rules END"
                     " WHERE series_uid = ?",
                     (
                         rec.received_at,
                         added,
                         rec.expected_count,
+                        SeriesState.RECEIVING,
                         rec.association_id,
+                        SeriesState.UNMATCHED,
                         rec.series_uid,
                     ),
                 )
@@ -106,26 +117,28 @@ class SeriesOps(JournalBase):
         """Relative paths of every recorded instance (for the start-up spool reconciliation)."""
         return {r["path"] for r in self._query("SELECT path FROM instances")}
 
-    def instances_of_series(self, series_uid: str) -> list[dict[str, Any]]:
-        return self._query(
+    def instances_of_series(self, series_uid: str) -> list[InstanceRow]:
+        rows = self._query(
             "SELECT * FROM instances WHERE series_uid = ? ORDER BY received_at, sop_instance_uid",
             (series_uid,),
         )
+        return [instance_row(r) for r in rows]
 
-    def get_series(self, series_uid: str) -> dict[str, Any] | None:
+    def get_series(self, series_uid: str) -> SeriesRow | None:
         rows = self._query("SELECT * FROM series WHERE series_uid = ?", (series_uid,))
-        return decode_series(rows[0]) if rows else None
+        return series_row(rows[0]) if rows else None
 
-    def list_series(self, limit: int = 100) -> list[dict[str, Any]]:
+    def list_series(self, limit: int = 100) -> list[SeriesRow]:
         rows = self._query("SELECT * FROM series ORDER BY last_received DESC LIMIT ?", (limit,))
-        return [decode_series(r) for r in rows]
+        return [series_row(r) for r in rows]
 
-    def unrouted_series(self) -> list[dict[str, Any]]:
+    def unrouted_series(self) -> list[SeriesRow]:
         """Series receiving instances that have no rule decision yet."""
         rows = self._query(
-            "SELECT * FROM series WHERE state = 'receiving' AND rules IS NULL ORDER BY first_received"
+            "SELECT * FROM series WHERE state = ? AND rules IS NULL ORDER BY first_received",
+            (SeriesState.RECEIVING,),
         )
-        return [decode_series(r) for r in rows]
+        return [series_row(r) for r in rows]
 
     def set_routing(
         self,
@@ -142,9 +155,9 @@ class SeriesOps(JournalBase):
         with self._tx() as cur:
             if not rules:
                 cur.execute(
-                    "UPDATE series SET state = 'unmatched', rules = NULL, routing_note = ?"
-                    " WHERE series_uid = ? AND state = 'receiving'",
-                    (note, series_uid),
+                    "UPDATE series SET state = ?, rules = NULL, routing_note = ?"
+                    " WHERE series_uid = ? AND state = ?",
+                    (SeriesState.UNMATCHED, note, series_uid, SeriesState.RECEIVING),
                 )
             else:
                 cur.execute(
@@ -164,46 +177,51 @@ class SeriesOps(JournalBase):
         """Forget the rules of series still receiving (after a rules reload), so they are routed
         again. Returns how many."""
         with self._tx() as cur:
-            cur.execute("UPDATE series SET rules = NULL WHERE state = 'receiving' AND rules IS NOT NULL")
+            cur.execute(
+                "UPDATE series SET rules = NULL WHERE state = ? AND rules IS NOT NULL",
+                (SeriesState.RECEIVING,),
+            )
             return cur.rowcount
 
     def mark_association_released(self, association_id: str) -> int:
         """Note that an association ended; series it delivered last may complete on release."""
         with self._tx() as cur:
             cur.execute(
-                "UPDATE series SET released = 1 WHERE last_association_id = ? AND state = 'receiving'",
-                (association_id,),
+                "UPDATE series SET released = 1 WHERE last_association_id = ? AND state = ?",
+                (association_id, SeriesState.RECEIVING),
             )
             return cur.rowcount
 
-    def due_series(self, now: float) -> list[dict[str, Any]]:
-        """Routed series whose completion condition holds at ``now``, each with a ``trigger``:
+    def due_series(self, now: float) -> list[DueSeries]:
+        """Routed series whose completion condition holds at ``now``, each with its trigger:
         ``expected_count`` (all announced instances arrived), ``association_released`` (rule
         option) or ``quiet_period`` (no new instance for the rule's quiet seconds)."""
-        rows = self._query("SELECT * FROM series WHERE state = 'receiving' AND rules IS NOT NULL")
+        rows = self._query(
+            "SELECT * FROM series WHERE state = ? AND rules IS NOT NULL", (SeriesState.RECEIVING,)
+        )
         due = []
-        for row in rows:
-            decode_series(row)
+        for series in map(series_row, rows):
             if (
-                row["use_expected_count"]
-                and row["expected_count"]
-                and row["instance_count"] >= row["expected_count"]
+                series.use_expected_count
+                and series.expected_count
+                and series.instance_count >= series.expected_count
             ):
-                row["trigger"] = "expected_count"
-            elif row["complete_on_release"] and row["released"]:
-                row["trigger"] = "association_released"
-            elif row["last_received"] + (row["quiet_seconds"] or 0.0) <= now:
-                row["trigger"] = "quiet_period"
+                trigger = Trigger.EXPECTED_COUNT
+            elif series.complete_on_release and series.released:
+                trigger = Trigger.ASSOCIATION_RELEASED
+            elif series.last_received + (series.quiet_seconds or 0.0) <= now:
+                trigger = Trigger.QUIET_PERIOD
             else:
                 continue
-            due.append(row)
+            due.append(DueSeries(series, trigger))
         return due
 
     def next_due_time(self) -> float | None:
         """The earliest time a routed, receiving series can complete by its quiet period."""
         rows = self._query(
             "SELECT MIN(last_received + COALESCE(quiet_seconds, 0)) AS t FROM series"
-            " WHERE state = 'receiving' AND rules IS NOT NULL"
+            " WHERE state = ? AND rules IS NOT NULL",
+            (SeriesState.RECEIVING,),
         )
         value = rows[0]["t"] if rows else None
         return None if value is None else float(value)

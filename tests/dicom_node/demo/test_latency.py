@@ -7,28 +7,14 @@ from pathlib import Path
 import pytest
 
 from dicom_node.demo.latency import series_latency
-from dicom_node.storage.journal import InstanceRecord, JobSpec, Journal
+from dicom_node.storage.journal import DeliverySpec, InstanceRecord, JobSpec, Journal
+from tests.support.journal_rows import instance_record
 
 SERIES = "1.2.3.4"
 
 
 def _instance(n: int, at: float) -> InstanceRecord:
-    return InstanceRecord(
-        sop_instance_uid=f"1.2.3.4.{n}",
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-        series_uid=SERIES,
-        study_uid="1.2.3",
-        transfer_syntax="1.2.840.10008.1.2.1",
-        path=f"spool/1.2.3/{SERIES}/1.2.3.4.{n}.dcm",
-        size=100,
-        called_ae="NNUNET",
-        calling_ae="STORESCU",
-        association_id="a1",
-        received_at=at,
-        modality="CT",
-        series_description="Phantom CT",
-        expected_count=None,
-    )
+    return instance_record(f"1.2.3.4.{n}", SERIES, study="1.2.3", at=at, assoc="a1", description="Phantom CT")
 
 
 def test_stages_from_a_journaled_run(tmp_path: Path) -> None:
@@ -38,22 +24,19 @@ def test_stages_from_a_journaled_run(tmp_path: Path) -> None:
     journal.set_routing(SERIES, rules=["demo"], quiet_seconds=2.0)
     assert series_latency(journal, SERIES) is None  # no job yet
     spec = JobSpec(rule_name="demo", models=["demo"], destinations=["pacs"], args={})
-    generation = journal.get_series(SERIES)["generation"]  # type: ignore[index]
+    generation = journal.get_series(SERIES).generation  # type: ignore[index]
     (job_id,) = journal.create_jobs(
         SERIES, generation=generation, jobs=[spec], trigger="quiet_period", now=103.0
     )
     job = journal.claim_job(now=103.5)
-    assert job is not None and job["id"] == job_id
+    assert job is not None and job.id == job_id
     timings = {"load": 1.0, "inference": 2.0, "seg_write": 0.5, "total": 3.8, "job": 4.0}
-    delivery = {
-        "destination": "pacs",
-        "path": "outputs/x.dcm",
-        "sop_instance_uid": "9.9",
-        "sop_class_uid": "1.2",
-    }
+    delivery = DeliverySpec(
+        destination="pacs", path="outputs/x.dcm", sop_instance_uid="9.9", sop_class_uid="1.2"
+    )
     journal.finish_job(job_id, state="done", now=107.5, timings=timings, deliveries=[delivery])
     (claimed,) = journal.claim_deliveries(now=107.6)
-    journal.finish_delivery(int(claimed["id"]), ok=True, now=108.0, status=0)
+    journal.finish_delivery(int(claimed.id), ok=True, now=108.0, status=0)
 
     lat = series_latency(journal, SERIES, accepted_at=107.9)
     assert lat is not None

@@ -1,21 +1,25 @@
-"""The committed demo model (models/, trained by scripts/train_demo_model.py) and its spec entry:
-small, trimmed, and segmenting a fresh phantom well with nnU-Net's own predictor on CPU."""
+"""The committed demo model (package data under dicom_node/demo/data, trained by
+scripts/train_demo_model.py) and its spec entries (the shipped spec and the repository's top-level
+one, kept equal): small, trimmed, and segmenting a fresh phantom well with nnU-Net's own predictor
+on CPU."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
+from dicom_node.demo.bundled import demo_model_dir, demo_model_spec
 from dicom_node.demo.phantom import LABEL_NAMES, make_phantom
 
 REPO = Path(__file__).resolve().parents[3]
-MODEL_DIR = REPO / "models" / "Dataset801_Phantom" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
-SPEC = REPO / "model-serve-spec.yaml"
+MODEL_DIR = demo_model_dir()
+SPECS = {"shipped": demo_model_spec(), "top-level": REPO / "model-serve-spec.yaml"}
 FRESH_SEED = 424_242  # never used for training (training seeds 1000+, evaluation 900000+)
 
 
@@ -40,10 +44,24 @@ def test_model_folder_is_complete_small_and_trimmed() -> None:
     assert checkpoint["init_args"]["configuration"] == "3d_fullres"
 
 
-def test_spec_demo_entry_points_at_the_model() -> None:
-    spec = yaml.safe_load(SPEC.read_text())
+def demo_entry(path: Path) -> tuple[dict[str, Any], Path]:
+    """The spec's demo entry and the model folder it names."""
+    spec = yaml.safe_load(path.read_text())
     (demo,) = [m for m in spec["models"] if m["id"] == "demo"]
-    assert (SPEC.parent / spec["model_folder"] / demo["rel_path"]).resolve() == MODEL_DIR.resolve()
+    return demo, (path.parent / spec["model_folder"] / demo["rel_path"]).resolve()
+
+
+def test_the_top_level_spec_serves_the_shipped_demo_model_as_the_shipped_spec_does() -> None:
+    shipped, shipped_dir = demo_entry(SPECS["shipped"])
+    top, top_dir = demo_entry(SPECS["top-level"])
+    assert top == shipped
+    assert top_dir == shipped_dir == MODEL_DIR.resolve()
+
+
+@pytest.mark.parametrize("which", sorted(SPECS))
+def test_spec_demo_entry_points_at_the_model(which: str) -> None:
+    demo, model_dir = demo_entry(SPECS[which])
+    assert model_dir == MODEL_DIR.resolve()
     assert "phantom" in demo["aliases"]
     assert demo["default_args"]["use_folds"] == [0]
     assert demo["default_args"]["tta"] is False

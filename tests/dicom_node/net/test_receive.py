@@ -98,16 +98,16 @@ def test_dcmtk_storescu_files_are_filed_byte_for_byte(node: Node, tmp_path: Path
     series_uid = dcmread(sent[0], stop_before_pixels=True).SeriesInstanceUID
     rows = node.journal.instances_of_series(series_uid)
     assert len(rows) == 3
-    assert {r["calling_ae"] for r in rows} == {"STORESCU"}
-    assert {r["path"] for r in rows} == {f.relative_to(node.storage).as_posix() for f in files}
+    assert {r.calling_ae for r in rows} == {"STORESCU"}
+    assert {r.path for r in rows} == {f.relative_to(node.storage).as_posix() for f in files}
     series = node.journal.get_series(series_uid)
-    assert series["instance_count"] == 3 and series["expected_count"] == 3
-    assert series["modality"] == "CT" and series["series_description"] == "receiver test"
+    assert series.instance_count == 3 and series.expected_count == 3
+    assert series.modality == "CT" and series.series_description == "receiver test"
     assert node.instances == [series_uid] * 3
     # the release wakes the completion loop with the association that delivered the series
     wait_for(lambda: node.released, timeout=10, what="on_released")
-    assert node.released == [rows[0]["association_id"]]
-    assert series["last_association_id"] == rows[0]["association_id"]
+    assert node.released == [rows[0].association_id]
+    assert series.last_association_id == rows[0].association_id
 
 
 def test_duplicate_instance_replaces_file_and_row(node: Node) -> None:
@@ -125,7 +125,7 @@ def test_duplicate_instance_replaces_file_and_row(node: Node) -> None:
     assert send_datasets(node.port, [moved])[0].Status == 0
     files = node.spool_files()
     assert len(files) == 1 and moved.SeriesInstanceUID in str(files[0])
-    assert node.journal.counts()["instances"]["total"] == 1
+    assert node.journal.counts().instances == 1
 
 
 # (id, source: a pydicom test file or a dcmtk encoder run on a small CT, storescu option, syntax);
@@ -198,7 +198,7 @@ def test_dcmtk_sent_syntaxes_are_stored_as_sent(
     assert dcmread(stored, stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax
     _same_elements(source, stored)
     (row,) = node.journal.instances_of_series(dcmread(source, stop_before_pixels=True).SeriesInstanceUID)
-    assert row["transfer_syntax"] == syntax
+    assert row.transfer_syntax == syntax
 
 
 @pytest.mark.parametrize(("name", "spec", "option", "syntax"), COMPRESSED, ids=IDS)
@@ -238,7 +238,7 @@ def test_wrong_called_ae_is_rejected_with_reason_7(node: Node) -> None:
     assert "Called AE Title Not Recognized" in proc.stderr
     assert echo(node.port) == 0
     events = node.journal.recent_events(level="warning")
-    assert any(e["kind"] == "association_rejected" and "SOMEONEELSE" in e["message"] for e in events)
+    assert any(e.kind == "association_rejected" and "SOMEONEELSE" in e.message for e in events)
 
 
 @pytest.mark.dcmtk
@@ -282,8 +282,8 @@ def test_bad_uids_fail_and_write_nothing(node: Node, tmp_path: Path, bad: dict[s
     new = set(tmp_path.rglob("*")) - before
     assert all(p.is_relative_to(node.storage) for p in new), new
     assert _files_outside(tmp_path, node.storage) == []
-    assert node.journal.counts()["instances"]["total"] == 0
-    assert node.journal.recent_events(level="warning")[0]["kind"] == "store_rejected"
+    assert node.journal.counts().instances == 0
+    assert node.journal.recent_events(level="warning")[0].kind == "store_rejected"
     assert echo(node.port) == 0
 
 
@@ -304,8 +304,8 @@ def test_free_space_reserve_answers_a700_and_writes_nothing(tmp_path: Path) -> N
         assert rsp.Status == st.OUT_OF_RESOURCES
         assert node.spool_files() == []
         assert list((node.storage / "spool" / ".tmp").iterdir()) == []
-        assert node.journal.counts()["instances"]["total"] == 0
-        assert node.journal.recent_events(level="error")[0]["kind"] == "store_refused"
+        assert node.journal.counts().instances == 0
+        assert node.journal.recent_events(level="error")[0].kind == "store_refused"
 
 
 # ------------------------------------------------------------------------------- PDU guard
@@ -324,7 +324,7 @@ def test_oversized_pdu_is_refused_before_its_body(node: Node) -> None:
         sock.close()
     assert echo(node.port) == 0
     event = node.journal.recent_events(level="warning")[0]
-    assert event["kind"] == "pdu_refused" and str(64 * 1024 * 1024) in event["message"]
+    assert event.kind == "pdu_refused" and str(64 * 1024 * 1024) in event.message
 
 
 def test_oversized_pdu_body_is_not_buffered(node: Node) -> None:
@@ -399,9 +399,9 @@ def test_filing_fault_answers_c000_and_records_store_failed(node: Node) -> None:
     assert rsp.Status == st.CANNOT_UNDERSTAND
     assert "cannot write" in rsp.ErrorComment
     assert node.spool_files() == []
-    assert node.journal.counts()["instances"]["total"] == 0
+    assert node.journal.counts().instances == 0
     event = node.journal.recent_events(level="error")[0]
-    assert event["kind"] == "store_failed" and "0xC000" in event["message"]
+    assert event.kind == "store_failed" and "0xC000" in event.message
     assert echo(node.port) == 0
 
 

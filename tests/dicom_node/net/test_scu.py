@@ -108,8 +108,8 @@ def test_more_than_128_context_pairs_use_several_associations(tmp_path: Path) ->
 
     assert [r.status for r in results] == [0] * 130
     assert len(rows) == 130
-    assert len({r["association_id"] for r in rows}) == 2
-    assert {r["transfer_syntax"] for r in rows} == {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+    assert len({r.association_id for r in rows}) == 2
+    assert {r.transfer_syntax for r in rows} == {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 
 
 def test_associations_have_nagle_off(node: Node) -> None:

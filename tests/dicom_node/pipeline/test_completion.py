@@ -4,7 +4,6 @@ reloads. The clock is driven by the test (no sleeping), except in the thread tes
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +12,17 @@ import pytest
 from dicom_node.config import RuleConfig
 from dicom_node.pipeline.completion import CompletionLoop
 from dicom_node.pipeline.routing import RuleSet
-from dicom_node.storage.journal import Journal
+from dicom_node.storage.journal import DeliverySpec, JobRow, Journal, SeriesRow
 from tests.support.clock import T0, Clock
 from tests.support.filed_series import FiledSeries
 from tests.support.tools import wait_for
 
 
 class Series(FiledSeries):
-    def jobs(self) -> list[dict[str, Any]]:
-        return sorted(
-            (j for j in self.journal.list_jobs() if j["series_uid"] == self.uid), key=lambda j: j["id"]
-        )
+    def jobs(self) -> list[JobRow]:
+        return sorted((j for j in self.journal.list_jobs() if j.series_uid == self.uid), key=lambda j: j.id)
 
-    def row(self) -> dict[str, Any]:
+    def row(self) -> SeriesRow:
         row = self.journal.get_series(self.uid)
         assert row is not None
         return row
@@ -41,13 +38,6 @@ def rule(name: str = "ct", **kw: Any) -> RuleConfig:
     }
     data.update(kw)
     return RuleConfig.model_validate(data)
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    j = Journal(tmp_path / "journal.sqlite")
-    yield j
-    j.close()
 
 
 def make_loop(
@@ -68,17 +58,17 @@ def test_quiet_period_fires_after_the_last_instance(journal: Journal, tmp_path: 
         s.add(T0 + k)
     clock.now = T0 + 2
     assert loop.run_once() == pytest.approx(T0 + 2 + 5)  # routed; the next deadline
-    assert s.row()["rules"] == ["ct"] and s.row()["state"] == "receiving"
+    assert s.row().rules == ("ct",) and s.row().state == "receiving"
     clock.now = T0 + 6.9
     loop.run_once()
     assert s.jobs() == [] and woken == []
     clock.now = T0 + 7.0
     assert loop.run_once() is None
     [job] = s.jobs()
-    assert (job["trigger"], job["state"], job["rule_name"]) == ("quiet_period", "pending", "ct")
-    assert job["models"] == ["demo"] and job["destinations"] == ["pacs"]
-    assert job["generation"] == 3
-    assert s.row()["state"] == "queued"
+    assert (job.trigger, job.state, job.rule_name) == ("quiet_period", "pending", "ct")
+    assert job.models == ("demo",) and job.destinations == ("pacs",)
+    assert job.generation == 3
+    assert s.row().state == "queued"
     assert woken == [1]
     loop.run_once()  # nothing more to do: still one job
     assert len(s.jobs()) == 1
@@ -101,7 +91,7 @@ def test_association_release_completes_when_the_rule_says_so(journal: Journal, t
     clock.now = T0 + 1
     loop.run_once()
     [job] = s.jobs()
-    assert job["trigger"] == "association_released"
+    assert job.trigger == "association_released"
 
 
 def test_release_is_ignored_without_the_rule_option(journal: Journal, tmp_path: Path) -> None:
@@ -126,7 +116,7 @@ def test_expected_count_completes_at_once(journal: Journal, tmp_path: Path) -> N
     s.add(T0)
     loop.run_once()
     [job] = s.jobs()
-    assert job["trigger"] == "expected_count"
+    assert job.trigger == "expected_count"
 
 
 def test_unmatched_series_is_kept_and_logged_once(journal: Journal, tmp_path: Path) -> None:
@@ -138,11 +128,11 @@ def test_unmatched_series_is_kept_and_logged_once(journal: Journal, tmp_path: Pa
     clock.now = T0 + 100
     loop.run_once()
     loop.run_once()
-    assert s.row()["state"] == "unmatched"
-    assert "modality: 'MR' does not fully match 'CT'" in s.row()["routing_note"]
+    assert s.row().state == "unmatched"
+    assert "modality: 'MR' does not fully match 'CT'" in s.row().routing_note
     assert s.jobs() == []
-    events = [e for e in journal.recent_events() if e["kind"] == "series_unmatched"]
-    assert len(events) == 1 and events[0]["series_uid"] == s.uid
+    events = [e for e in journal.recent_events() if e.kind == "series_unmatched"]
+    assert len(events) == 1 and events[0].series_uid == s.uid
     assert len(journal.instances_of_series(s.uid)) == 2  # kept
 
 
@@ -158,7 +148,7 @@ def test_several_matching_rules_make_one_job_each(journal: Journal, tmp_path: Pa
     assert s.jobs() == []  # the longest quiet period of the matched rules applies
     clock.now = T0 + 5
     loop.run_once()
-    assert [j["rule_name"] for j in s.jobs()] == ["a", "b"]
+    assert [j.rule_name for j in s.jobs()] == ["a", "b"]
 
 
 def test_late_arrival_after_a_job_started_reruns_and_supersedes(journal: Journal, tmp_path: Path) -> None:
@@ -170,31 +160,28 @@ def test_late_arrival_after_a_job_started_reruns_and_supersedes(journal: Journal
     clock.now = T0 + 5
     loop.run_once()
     first = journal.claim_job(clock.now)
-    assert first is not None and first["generation"] == 2
+    assert first is not None and first.generation == 2
     # a straggler arrives while the first job runs
     s.add(T0 + 6, association="a2")
-    assert s.row()["state"] == "receiving"
+    assert s.row().state == "receiving"
     clock.now = T0 + 8
     loop.run_once()
     assert len(s.jobs()) == 1  # quiet period restarted by the late instance
     clock.now = T0 + 11
     loop.run_once()
     jobs = s.jobs()
-    assert len(jobs) == 2 and jobs[1]["generation"] == 3 and jobs[1]["trigger"] == "quiet_period"
-    seg = {
-        "destination": "pacs",
-        "path": "outputs/x.dcm",
-        "sop_instance_uid": "2.25.1",
-        "sop_class_uid": "1.2",
-    }
+    assert len(jobs) == 2 and jobs[1].generation == 3 and jobs[1].trigger == "quiet_period"
+    seg = DeliverySpec(
+        destination="pacs", path="outputs/x.dcm", sop_instance_uid="2.25.1", sop_class_uid="1.2"
+    )
     # the stale job finishes last-but-one: superseded, nothing queued
-    assert journal.finish_job(first["id"], state="done", now=clock.now, deliveries=[seg]) is False
-    assert journal.get_job(first["id"])["state"] == "superseded"  # type: ignore[index]
+    assert journal.finish_job(first.id, state="done", now=clock.now, deliveries=[seg]) is False
+    assert journal.get_job(first.id).state == "superseded"  # type: ignore[index]
     second = journal.claim_job(clock.now)
-    assert second is not None and second["id"] == jobs[1]["id"]
-    assert journal.finish_job(second["id"], state="done", now=clock.now, deliveries=[seg]) is True
+    assert second is not None and second.id == jobs[1].id
+    assert journal.finish_job(second.id, state="done", now=clock.now, deliveries=[seg]) is True
     deliveries = journal.list_deliveries()
-    assert [(d["job_id"], d["sop_instance_uid"]) for d in deliveries] == [(second["id"], "2.25.1")]
+    assert [(d.job_id, d.sop_instance_uid) for d in deliveries] == [(second.id, "2.25.1")]
 
 
 def test_instance_sent_again_after_completion_reruns_the_series(journal: Journal, tmp_path: Path) -> None:
@@ -205,10 +192,10 @@ def test_instance_sent_again_after_completion_reruns_the_series(journal: Journal
     clock.now = T0 + 5
     loop.run_once()
     s.add(T0 + 20, sop_uid=s.sop_uids[0])  # the same instance again: replaced, not duplicated
-    assert s.row()["instance_count"] == 1
+    assert s.row().instance_count == 1
     clock.now = T0 + 25
     loop.run_once()
-    assert [j["generation"] for j in s.jobs()] == [1, 2]
+    assert [j.generation for j in s.jobs()] == [1, 2]
 
 
 def test_restart_resumes_a_pending_timer(tmp_path: Path) -> None:
@@ -229,7 +216,7 @@ def test_restart_resumes_a_pending_timer(tmp_path: Path) -> None:
         clock.now = T0 + 5
         loop.run_once()
         [job] = second.list_jobs()
-        assert job["trigger"] == "quiet_period" and job["series_uid"] == s.uid
+        assert job.trigger == "quiet_period" and job.series_uid == s.uid
     finally:
         second.close()
 
@@ -241,14 +228,14 @@ def test_rules_reload_reroutes_receiving_series(journal: Journal, tmp_path: Path
     s = Series(tmp_path, journal)
     s.add(T0)
     loop.run_once()
-    assert s.row()["rules"] == ["old"]
+    assert s.row().rules == ("old",)
     current["rules"] = RuleSet.build([rule("new", series_quiet_seconds=1)])
     loop.rules_reloaded()
     clock.now = T0 + 1
     loop.run_once()
-    assert s.row()["rules"] == ["new"]
+    assert s.row().rules == ("new",)
     [job] = s.jobs()
-    assert job["rule_name"] == "new"
+    assert job.rule_name == "new"
 
 
 def test_due_series_whose_rule_vanished_is_routed_again(journal: Journal, tmp_path: Path) -> None:
@@ -261,7 +248,7 @@ def test_due_series_whose_rule_vanished_is_routed_again(journal: Journal, tmp_pa
     current["rules"] = RuleSet.build([rule("new", series_quiet_seconds=1)])  # no rules_reloaded() call
     clock.now = T0 + 10
     loop.run_once()
-    assert [j["rule_name"] for j in s.jobs()] == ["new"]
+    assert [j.rule_name for j in s.jobs()] == ["new"]
 
 
 def test_unreadable_header_is_reported(journal: Journal, tmp_path: Path) -> None:
@@ -269,11 +256,11 @@ def test_unreadable_header_is_reported(journal: Journal, tmp_path: Path) -> None
     loop = make_loop(journal, tmp_path, [rule()], clock)
     s = Series(tmp_path, journal)
     s.add(T0)
-    (tmp_path / journal.instances_of_series(s.uid)[0]["path"]).write_bytes(b"not dicom")
+    (tmp_path / journal.instances_of_series(s.uid)[0].path).write_bytes(b"not dicom")
     loop.run_once()
-    assert s.row()["state"] == "unmatched"
-    assert "cannot read the header" in s.row()["routing_note"]
-    assert journal.recent_events(level="error")[0]["kind"] == "series_unroutable"
+    assert s.row().state == "unmatched"
+    assert "cannot read the header" in s.row().routing_note
+    assert journal.recent_events(level="error")[0].kind == "series_unroutable"
 
 
 def test_thread_wakes_on_new_instances_and_sleeps_until_the_deadline(
@@ -293,9 +280,9 @@ def test_thread_wakes_on_new_instances_and_sleeps_until_the_deadline(
         s = Series(tmp_path, journal)
         s.add(time.time())
         loop.wake()
-        wait_for(lambda: s.row()["rules"] == ["ct"], timeout=10, what="routing")
+        wait_for(lambda: s.row().rules == ("ct",), timeout=10, what="routing")
         job = wait_for(lambda: next(iter(s.jobs()), None), timeout=10, what="job")
-        assert job["trigger"] == "quiet_period"
-        assert woken and woken[0] >= s.row()["last_received"] + 0.3
+        assert job.trigger == "quiet_period"
+        assert woken and woken[0] >= s.row().last_received + 0.3
     finally:
         loop.stop()

@@ -153,7 +153,6 @@ def test_settings_and_jobs_from_several_rules() -> None:
     assert settings.quiet_seconds == 30
     assert settings.complete_on_release is True
     assert settings.use_expected_count is False
-    assert settings.as_kwargs()["rules"] == ["a", "b"]
     assert job_specs(decision.matched) == [
         JobSpec(rule_name="a", models=["demo"], destinations=["pacs"], args={"tta": False}),
         JobSpec(rule_name="b", models=["x"], destinations=[], args={}),

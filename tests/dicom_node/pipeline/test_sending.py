@@ -9,12 +9,10 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
-    CTImageStorage,
     ExplicitVRLittleEndian,
     SegmentationStorage,
     generate_uid,
@@ -23,7 +21,8 @@ from pydicom.uid import (
 from dicom_node.config import DestinationConfig, SendingSection
 from dicom_node.pipeline.backoff import Backoff
 from dicom_node.pipeline.sending import Sender
-from dicom_node.storage.journal import InstanceRecord, JobSpec, Journal
+from dicom_node.storage.journal import DeliverySpec, JobSpec, Journal
+from tests.support.journal_rows import instance_record
 from tests.support.store_peers import RecordingSCP, dcmtk_storescp, stored_sop_uids
 from tests.support.tools import free_port, wait_for
 
@@ -54,40 +53,21 @@ def write_result(storage: Path, name: str, *, sop_class: str = SegmentationStora
     return rel, str(ds.SOPInstanceUID)
 
 
-def queue_deliveries(journal: Journal, deliveries: list[dict[str, Any]], *, now: float | None = None) -> None:
+def queue_deliveries(journal: Journal, deliveries: list[DeliverySpec], *, now: float | None = None) -> None:
     """Put deliveries in the outbox the way the worker does (through a finished job)."""
     now = time.time() if now is None else now
     series = generate_uid()
     journal.record_instance(
-        InstanceRecord(
-            sop_instance_uid=generate_uid(),
-            sop_class_uid=CTImageStorage,
-            series_uid=series,
-            study_uid=generate_uid(),
-            transfer_syntax=ExplicitVRLittleEndian,
-            path="spool/x.dcm",
-            size=1,
-            called_ae="NNUNET",
-            calling_ae="TEST",
-            association_id=None,
-            received_at=now,
-        )
+        instance_record(generate_uid(), series, study=generate_uid(), path="spool/x.dcm", assoc=None, at=now)
     )
     journal.set_routing(series, rules=["r"])
-    gen = journal.get_series(series)["generation"]  # type: ignore[index]
+    gen = journal.get_series(series).generation  # type: ignore[index]
     journal.create_jobs(
         series, generation=gen, jobs=[JobSpec("r", ["demo"], ["pacs"], {})], trigger="manual", now=now
     )
     job = journal.claim_job(now)
     assert job is not None
-    journal.finish_job(job["id"], state="done", now=now, deliveries=deliveries)
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Any:
-    j = Journal(tmp_path / "journal.sqlite")
-    yield j
-    j.close()
+    journal.finish_job(job.id, state="done", now=now, deliveries=deliveries)
 
 
 def make_sender(
@@ -131,7 +111,7 @@ def test_batch_goes_over_one_association_with_only_the_needed_context(
     queue_deliveries(
         journal,
         [
-            {"destination": "pacs", "path": p, "sop_instance_uid": uid, "sop_class_uid": SegmentationStorage}
+            DeliverySpec(destination="pacs", path=p, sop_instance_uid=uid, sop_class_uid=SegmentationStorage)
             for p, uid in files
         ],
     )
@@ -143,9 +123,9 @@ def test_batch_goes_over_one_association_with_only_the_needed_context(
         assert scp.requested[0] == [(SegmentationStorage, [ExplicitVRLittleEndian])]  # only what is needed
         assert sorted(str(ds.SOPInstanceUID) for ds in scp.received) == sorted(uid for _, uid in files)
     rows = journal.list_deliveries()
-    assert {r["state"] for r in rows} == {"done"}
-    assert {r["last_status"] for r in rows} == {0}
-    assert all(r["attempts"] == 1 for r in rows)
+    assert {r.state for r in rows} == {"done"}
+    assert {r.last_status for r in rows} == {0}
+    assert all(r.attempts == 1 for r in rows)
 
 
 def test_warning_status_counts_as_delivered_and_failure_is_retried(journal: Journal, tmp_path: Path) -> None:
@@ -153,7 +133,7 @@ def test_warning_status_counts_as_delivered_and_failure_is_retried(journal: Jour
     queue_deliveries(
         journal,
         [
-            {"destination": "pacs", "path": p, "sop_instance_uid": uid, "sop_class_uid": SegmentationStorage}
+            DeliverySpec(destination="pacs", path=p, sop_instance_uid=uid, sop_class_uid=SegmentationStorage)
             for p, uid in files
         ],
     )
@@ -161,21 +141,21 @@ def test_warning_status_counts_as_delivered_and_failure_is_retried(journal: Jour
     with RecordingSCP(port, statuses=(0xB000, 0xA700, 0x0000)) as scp:
         sender = make_sender(journal, tmp_path, port, initial=0.2, maximum=0.2)
         next_at = sender.send_due()
-        by_uid = {r["sop_instance_uid"]: r for r in journal.list_deliveries()}
+        by_uid = {r.sop_instance_uid: r for r in journal.list_deliveries()}
         first, second = (by_uid[uid] for _, uid in files)
-        assert (first["state"], first["last_status"]) == ("done", 0xB000)
-        assert (second["state"], second["last_status"]) == ("pending", 0xA700)
-        assert "out of resources" in second["last_error"]
-        assert next_at is not None and next_at == pytest.approx(second["next_attempt_at"])
+        assert (first.state, first.last_status) == ("done", 0xB000)
+        assert (second.state, second.last_status) == ("pending", 0xA700)
+        assert "out of resources" in second.last_error
+        assert next_at is not None and next_at == pytest.approx(second.next_attempt_at)
         # not due yet: a pass now sends nothing
         sender.send_due()
         assert len(scp.received) == 2
-        wait_for(lambda: time.time() >= second["next_attempt_at"], timeout=5)
+        wait_for(lambda: time.time() >= second.next_attempt_at, timeout=5)
         sender.send_due()
         assert len(scp.received) == 3
     again = journal.list_deliveries(state="done")
-    assert {r["sop_instance_uid"] for r in again} == {uid for _, uid in files}
-    assert max(r["attempts"] for r in again) == 2
+    assert {r.sop_instance_uid for r in again} == {uid for _, uid in files}
+    assert max(r.attempts for r in again) == 2
 
 
 def test_destination_down_then_up_gets_its_results(journal: Journal, tmp_path: Path) -> None:
@@ -185,29 +165,26 @@ def test_destination_down_then_up_gets_its_results(journal: Journal, tmp_path: P
     queue_deliveries(
         journal,
         [
-            {
-                "destination": "pacs",
-                "path": path,
-                "sop_instance_uid": uid,
-                "sop_class_uid": SegmentationStorage,
-            }
+            DeliverySpec(
+                destination="pacs", path=path, sop_instance_uid=uid, sop_class_uid=SegmentationStorage
+            )
         ],
     )
     port = free_port()
     sender = make_sender(journal, tmp_path, port, initial=0.2, maximum=0.8, ae_title="STORESCP")
     sender.start()
     try:
-        wait_for(lambda: journal.list_deliveries()[0]["attempts"] >= 3, timeout=20, what="3 failed attempts")
+        wait_for(lambda: journal.list_deliveries()[0].attempts >= 3, timeout=20, what="3 failed attempts")
         row = journal.list_deliveries()[0]
-        assert row["state"] in ("pending", "sending")
-        assert "connection refused" in (row["last_error"] or "")
+        assert row.state in ("pending", "sending")
+        assert "connection refused" in (row.last_error or "")
         out = tmp_path / "received"
         with dcmtk_storescp(port, out):
             sender.wake()
             done = wait_for(
                 lambda: next(iter(journal.list_deliveries(state="done")), None), timeout=20, what="delivery"
             )
-            assert done["attempts"] >= 4  # three refused, then delivered
+            assert done.attempts >= 4  # three refused, then delivered
             assert stored_sop_uids(out) == [uid]
     finally:
         sender.stop()
@@ -220,12 +197,9 @@ def test_backoff_is_honoured_between_attempts(journal: Journal, tmp_path: Path) 
     queue_deliveries(
         journal,
         [
-            {
-                "destination": "pacs",
-                "path": path,
-                "sop_instance_uid": uid,
-                "sop_class_uid": SegmentationStorage,
-            }
+            DeliverySpec(
+                destination="pacs", path=path, sop_instance_uid=uid, sop_class_uid=SegmentationStorage
+            )
         ],
     )
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -256,8 +230,8 @@ def test_backoff_is_honoured_between_attempts(journal: Journal, tmp_path: Path) 
     for gap, cap in zip(gaps, caps, strict=False):
         assert gap >= cap * 0.95, (gaps, caps)
     row = journal.list_deliveries()[0]
-    assert row["state"] == "pending" and row["attempts"] >= 4
-    assert "aborted" in row["last_error"] or "failed" in row["last_error"]
+    assert row.state == "pending" and row.attempts >= 4
+    assert "aborted" in row.last_error or "failed" in row.last_error
 
 
 def test_gives_up_after_the_configured_age(journal: Journal, tmp_path: Path) -> None:
@@ -265,23 +239,20 @@ def test_gives_up_after_the_configured_age(journal: Journal, tmp_path: Path) -> 
     queue_deliveries(
         journal,
         [
-            {
-                "destination": "pacs",
-                "path": path,
-                "sop_instance_uid": uid,
-                "sop_class_uid": SegmentationStorage,
-            }
+            DeliverySpec(
+                destination="pacs", path=path, sop_instance_uid=uid, sop_class_uid=SegmentationStorage
+            )
         ],
         now=time.time() - 7200,
     )
     sender = make_sender(journal, tmp_path, free_port(), give_up_hours=1.0)
     sender.send_due()
     row = journal.list_deliveries()[0]
-    assert row["state"] == "failed"
-    assert row["last_error"].startswith("gave up after 1 attempt(s)")
-    assert "connection refused" in row["last_error"]
+    assert row.state == "failed"
+    assert row.last_error.startswith("gave up after 1 attempt(s)")
+    assert "connection refused" in row.last_error
     events = journal.recent_events(level="error")
-    assert events and events[0]["kind"] == "delivery_failed" and uid in events[0]["message"]
+    assert events and events[0].kind == "delivery_failed" and uid in events[0].message
 
 
 def test_missing_file_and_unknown_destination_fail_at_once(journal: Journal, tmp_path: Path) -> None:
@@ -289,23 +260,20 @@ def test_missing_file_and_unknown_destination_fail_at_once(journal: Journal, tmp
     queue_deliveries(
         journal,
         [
-            {
-                "destination": "pacs",
-                "path": "outputs/gone.dcm",
-                "sop_instance_uid": generate_uid(),
-                "sop_class_uid": SegmentationStorage,
-            },
-            {
-                "destination": "elsewhere",
-                "path": path,
-                "sop_instance_uid": uid,
-                "sop_class_uid": SegmentationStorage,
-            },
+            DeliverySpec(
+                destination="pacs",
+                path="outputs/gone.dcm",
+                sop_instance_uid=generate_uid(),
+                sop_class_uid=SegmentationStorage,
+            ),
+            DeliverySpec(
+                destination="elsewhere", path=path, sop_instance_uid=uid, sop_class_uid=SegmentationStorage
+            ),
         ],
     )
     sender = make_sender(journal, tmp_path, free_port())
     assert sender.send_due() is None
-    rows = {r["destination"]: r for r in journal.list_deliveries()}
-    assert rows["pacs"]["state"] == "failed" and "gone.dcm" in rows["pacs"]["last_error"]
-    assert rows["elsewhere"]["state"] == "failed"
-    assert "'elsewhere' is not configured" in rows["elsewhere"]["last_error"]
+    rows = {r.destination: r for r in journal.list_deliveries()}
+    assert rows["pacs"].state == "failed" and "gone.dcm" in rows["pacs"].last_error
+    assert rows["elsewhere"].state == "failed"
+    assert "'elsewhere' is not configured" in rows["elsewhere"].last_error

@@ -4,20 +4,21 @@ failures, superseded results."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, SegmentationStorage, generate_uid
+from pydicom.uid import SegmentationStorage, generate_uid
 
 from dicom_node.pipeline.worker import Worker
-from dicom_node.storage.journal import InstanceRecord, JobSpec, Journal
+from dicom_node.storage.journal import JobOutput, JobSpec, Journal
+from inference.api import InferenceRequest, InferenceResult, OutputFile, RetryLater
 from inference.errors import InsufficientGpuMemoryError, SeriesError
-from inference.executor import InferenceRequest, InferenceResult, OutputFile
 from inference.uids import derive_uid
 from tests.support.clock import T0, Clock
+from tests.support.journal_rows import instance_record
 from tests.support.tools import wait_for
 
 
@@ -57,33 +58,12 @@ class StubExecutor:
         )
 
 
-@pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    j = Journal(tmp_path / "journal.sqlite")
-    yield j
-    j.close()
-
-
 def add_instance(journal: Journal, storage: Path, series: str, at: float = T0) -> Path:
     sop = generate_uid()
     rel = f"spool/1.2.3/{series}/{sop}.dcm"
     (storage / rel).parent.mkdir(parents=True, exist_ok=True)
     (storage / rel).write_bytes(b"instance")
-    journal.record_instance(
-        InstanceRecord(
-            sop_instance_uid=sop,
-            sop_class_uid=CTImageStorage,
-            series_uid=series,
-            study_uid="1.2.3",
-            transfer_syntax=ExplicitVRLittleEndian,
-            path=rel,
-            size=8,
-            called_ae="NNUNET",
-            calling_ae="STORESCU",
-            association_id=None,
-            received_at=at,
-        )
-    )
+    journal.record_instance(instance_record(sop, series, study="1.2.3", path=rel, size=8, assoc=None, at=at))
     return storage / rel
 
 
@@ -120,30 +100,25 @@ def test_done_job_queues_one_delivery_per_destination(journal: Journal, tmp_path
     assert request.output_dir == tmp_path / "outputs" / series / f"job-{job_id}"
     assert request.empty_result == "empty_seg"
     job = journal.get_job(job_id)
-    assert job is not None and job["state"] == "done" and job["error"] is None
+    assert job is not None and job.state == "done" and job.error is None
     uid = derive_uid(series, "demo", "1", "instance")
-    assert job["outputs"] == [
-        {
-            "path": f"outputs/{series}/job-{job_id}/seg.dcm",
-            "kind": "seg",
-            "sop_instance_uid": uid,
-            "sop_class_uid": SegmentationStorage,
-        }
-    ]
-    assert job["timings"]["inference"] == 0.2 and "job" in job["timings"]
+    assert job.outputs == (
+        JobOutput(f"outputs/{series}/job-{job_id}/seg.dcm", "seg", uid, SegmentationStorage),
+    )
+    assert job.timings["inference"] == 0.2 and "job" in job.timings
     deliveries = journal.list_deliveries()
-    assert sorted(d["destination"] for d in deliveries) == ["archive", "pacs"]
-    assert {d["sop_instance_uid"] for d in deliveries} == {uid}
-    assert all((tmp_path / d["path"]).is_file() for d in deliveries)
+    assert sorted(d.destination for d in deliveries) == ["archive", "pacs"]
+    assert {d.sop_instance_uid for d in deliveries} == {uid}
+    assert all((tmp_path / d.path).is_file() for d in deliveries)
     assert woken == [1]
-    assert journal.recent_events(level="warning")[0]["message"] == "a warning"
+    assert journal.recent_events(level="warning")[0].message == "a warning"
 
 
 def test_empty_result_with_skip_sends_nothing(journal: Journal, tmp_path: Path) -> None:
     worker = make_worker(journal, tmp_path, StubExecutor(empty=True), empty_result="skip")
     _, _, job_id = queue_job(journal, tmp_path)
     worker.run_next()
-    assert journal.get_job(job_id)["state"] == "empty"  # type: ignore[index]
+    assert journal.get_job(job_id).state == "empty"  # type: ignore[index]
     assert journal.list_deliveries() == []
 
 
@@ -151,7 +126,7 @@ def test_empty_result_with_empty_seg_sends_the_empty_seg(journal: Journal, tmp_p
     worker = make_worker(journal, tmp_path, StubExecutor(empty=True), empty_result="empty_seg")
     _, _, job_id = queue_job(journal, tmp_path)
     worker.run_next()
-    assert journal.get_job(job_id)["state"] == "empty"  # type: ignore[index]
+    assert journal.get_job(job_id).state == "empty"  # type: ignore[index]
     assert len(journal.list_deliveries()) == 1
 
 
@@ -159,9 +134,9 @@ def test_nifti_outputs_are_kept_not_sent(journal: Journal, tmp_path: Path) -> No
     worker = make_worker(journal, tmp_path, StubExecutor(nifti=True))
     _, _, job_id = queue_job(journal, tmp_path)
     worker.run_next()
-    kinds = [o["kind"] for o in journal.get_job(job_id)["outputs"]]  # type: ignore[index]
+    kinds = [o.kind for o in journal.get_job(job_id).outputs]  # type: ignore[index]
     assert kinds == ["seg", "nifti_labels"]
-    assert [d["path"].endswith("seg.dcm") for d in journal.list_deliveries()] == [True]
+    assert [d.path.endswith("seg.dcm") for d in journal.list_deliveries()] == [True]
 
 
 def test_error_is_retried_then_fails_with_the_reason(journal: Journal, tmp_path: Path) -> None:
@@ -170,16 +145,16 @@ def test_error_is_retried_then_fails_with_the_reason(journal: Journal, tmp_path:
     series, _, job_id = queue_job(journal, tmp_path)
     worker.run_next()
     job = journal.get_job(job_id)
-    assert job is not None and (job["state"], job["attempts"]) == ("pending", 1)
-    assert job["error"] == "SeriesError: only 1 slice"
+    assert job is not None and (job.state, job.attempts) == ("pending", 1)
+    assert job.error == "SeriesError: only 1 slice"
     worker.run_next()
     job = journal.get_job(job_id)
-    assert job is not None and (job["state"], job["attempts"]) == ("failed", 2)
-    assert job["error"] == "SeriesError: only 1 slice"
+    assert job is not None and (job.state, job.attempts) == ("failed", 2)
+    assert job.error == "SeriesError: only 1 slice"
     assert journal.list_deliveries() == []
     event = journal.recent_events(level="error")[0]
-    assert event["kind"] == "job_failed" and event["series_uid"] == series
-    assert "only 1 slice" in event["message"] and f"job {job_id}" in event["message"]
+    assert event.kind == "job_failed" and event.series_uid == series
+    assert "only 1 slice" in event.message and f"job {job_id}" in event.message
     assert worker.run_next() is None  # nothing left to claim
 
 
@@ -190,15 +165,36 @@ def test_insufficient_gpu_memory_waits_and_retries(journal: Journal, tmp_path: P
     _, _, job_id = queue_job(journal, tmp_path)
     worker.run_next()
     job = journal.get_job(job_id)
-    assert job is not None and job["state"] == "pending"  # retryable: not failed despite max_attempts=1
-    assert "needs 6 GiB" in job["error"]
+    assert job is not None and job.state == "pending"  # retryable: not failed despite max_attempts=1
+    assert "needs 6 GiB" in job.error
     assert journal.next_job_time() == pytest.approx(T0 + 30)
     assert worker.run_next() == pytest.approx(T0 + 30)  # not due yet: nothing claimed
     assert len(executor.requests) == 1
     clock.now = T0 + 30
     worker.run_next()
-    assert journal.get_job(job_id)["state"] == "done"  # type: ignore[index]
-    assert journal.recent_events(level="warning")[-1]["kind"] == "job_retry"
+    assert journal.get_job(job_id).state == "done"  # type: ignore[index]
+    assert journal.recent_events(level="warning")[-1].kind == "job_retry"
+
+
+def test_an_executor_that_asks_to_retry_later_is_retried_after_its_delay(
+    journal: Journal, tmp_path: Path
+) -> None:
+    """A remote executor (cluster unreachable) says when to come back; the worker waits that long,
+    and such refusals do not count against max_attempts."""
+    clock = Clock()
+    busy = [RetryLater("cluster unreachable", retry_after=5), RetryLater("still unreachable", retry_after=5)]
+    executor = StubExecutor(fail_with=list(busy))
+    worker = make_worker(journal, tmp_path, executor, max_attempts=1, retry_delay=300, clock=clock)
+    _, _, job_id = queue_job(journal, tmp_path)
+    worker.run_next()
+    assert journal.next_job_time() == pytest.approx(T0 + 5)
+    clock.now = T0 + 5
+    worker.run_next()
+    assert journal.next_job_time() == pytest.approx(T0 + 10)
+    clock.now = T0 + 10
+    worker.run_next()
+    assert journal.get_job(job_id).state == "done"  # type: ignore[union-attr]
+    assert len(executor.requests) == 3
 
 
 def test_a_job_that_keeps_coming_back_gives_up(journal: Journal, tmp_path: Path) -> None:
@@ -211,7 +207,7 @@ def test_a_job_that_keeps_coming_back_gives_up(journal: Journal, tmp_path: Path)
         journal.recover()
     worker.run_next()
     job = journal.get_job(job_id)
-    assert job is not None and job["state"] == "failed" and "gave up after 2 attempt(s)" in job["error"]
+    assert job is not None and job.state == "failed" and "gave up after 2 attempt(s)" in job.error
     assert executor.requests == []
 
 
@@ -222,9 +218,9 @@ def test_result_of_a_series_that_changed_meanwhile_is_superseded(journal: Journa
     series, _, job_id = queue_job(journal, tmp_path)
     series_box["uid"] = series
     worker.run_next()
-    assert journal.get_job(job_id)["state"] == "superseded"  # type: ignore[index]
+    assert journal.get_job(job_id).state == "superseded"  # type: ignore[index]
     assert journal.list_deliveries() == []
-    assert journal.get_series(series)["state"] == "receiving"  # type: ignore[index]
+    assert journal.get_series(series).state == "receiving"  # type: ignore[index]
 
 
 def test_leftover_output_folder_is_replaced(journal: Journal, tmp_path: Path) -> None:
@@ -235,7 +231,7 @@ def test_leftover_output_folder_is_replaced(journal: Journal, tmp_path: Path) ->
     stale.write_bytes(b"x")
     worker.run_next()
     assert not stale.exists()
-    assert journal.get_job(job_id)["state"] == "done"  # type: ignore[index]
+    assert journal.get_job(job_id).state == "done"  # type: ignore[index]
 
 
 def test_worker_threads_pick_up_woken_jobs(journal: Journal, tmp_path: Path) -> None:
@@ -246,7 +242,7 @@ def test_worker_threads_pick_up_woken_jobs(journal: Journal, tmp_path: Path) -> 
         ids = [queue_job(journal, tmp_path)[2] for _ in range(3)]
         worker.wake()
         wait_for(
-            lambda: all(journal.get_job(i)["state"] == "done" for i in ids),  # type: ignore[index]
+            lambda: all(journal.get_job(i).state == "done" for i in ids),  # type: ignore[index]
             timeout=20,
             what="3 jobs done",
         )

@@ -25,13 +25,6 @@ def storage(tmp_path: Path) -> Path:
     return tmp_path / "storage"
 
 
-@pytest.fixture
-def journal(storage: Path) -> Iterator[Journal]:
-    j = Journal(storage / "journal.sqlite")
-    yield j
-    j.close()
-
-
 def make_drop(storage: Path, journal: Journal, **options: object) -> DropFolder:
     ingestor = Ingestor(Spool(storage, fsync=False), journal)
     params: dict[str, object] = {"called_ae": "NNUNET", "poll_seconds": 0.05, "rescan_seconds": 0.3}
@@ -63,18 +56,14 @@ def test_copied_files_are_filed_journaled_and_removed(
         shutil.copy(src, sub / src.name)  # files in sub-folders count too
 
     # the journal row is written after the spool file: wait for the rows
-    wait_for(
-        lambda: journal.counts()["instances"]["total"] == 3, timeout=20, what="three journaled instances"
-    )
+    wait_for(lambda: journal.counts().instances == 3, timeout=20, what="three journaled instances")
     wait_for(
         lambda: not any(p.is_file() for p in drop.incoming.rglob("*")), timeout=10, what="sources removed"
     )
     series_uid = dcmread(sources[0], stop_before_pixels=True).SeriesInstanceUID
     rows = journal.instances_of_series(series_uid)
     assert len(rows) == 3
-    assert {(r["called_ae"], r["calling_ae"], r["association_id"]) for r in rows} == {
-        ("NNUNET", "DROPFOLDER", None)
-    }
+    assert {(r.called_ae, r.calling_ae, r.association_id) for r in rows} == {("NNUNET", "DROPFOLDER", None)}
     stored = {dcmread(p, stop_before_pixels=True).SOPInstanceUID: p for p in spool_files(storage)}
     for src in sources:
         assert dataset_bytes(stored[dcmread(src, stop_before_pixels=True).SOPInstanceUID]) == dataset_bytes(
@@ -88,7 +77,7 @@ def test_moved_in_compressed_file_is_filed(
     staged = tmp_path / "staged.dcm"
     shutil.copy(get_testdata_file("MR_small_RLE.dcm"), staged)
     os.replace(staged, drop.incoming / "moved.dcm")
-    wait_for(lambda: journal.counts()["instances"]["total"] == 1, timeout=20, what="journaled instance")
+    wait_for(lambda: journal.counts().instances == 1, timeout=20, what="journaled instance")
     (stored,) = spool_files(storage)
     assert dcmread(stored, stop_before_pixels=True).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5"
 
@@ -104,7 +93,7 @@ def test_garbage_goes_to_rejected_with_a_reason(drop: DropFolder, storage: Path,
 
     # the journal event is the last step of a rejection: wait for both events
     wait_for(
-        lambda: [e["kind"] for e in journal.recent_events(level="warning")].count("dropfolder_rejected") == 2,
+        lambda: [e.kind for e in journal.recent_events(level="warning")].count("dropfolder_rejected") == 2,
         timeout=20,
         what="two rejections",
     )
@@ -113,7 +102,7 @@ def test_garbage_goes_to_rejected_with_a_reason(drop: DropFolder, storage: Path,
     assert "invalid Study Instance UID" in (drop.rejected / "sub" / "bad.dcm.reason.txt").read_text()
     assert not (drop.incoming / "notes.txt").exists()
     assert spool_files(storage) == []
-    assert journal.counts()["instances"]["total"] == 0
+    assert journal.counts().instances == 0
     # the rejected folder itself is never ingested again
     drop.scan()
     assert (drop.rejected / "notes.txt").exists()
@@ -149,7 +138,7 @@ def test_without_events_a_file_is_taken_once_its_size_is_stable(
             # half a file is not DICOM: had it been taken now it would be rejected
             wait_for(lambda: drop.is_pending(target), timeout=10, interval=0.01, what="file noticed")
             fp.write(data[200:])
-        wait_for(lambda: journal.counts()["instances"]["total"] == 1, timeout=20, what="filed instance")
+        wait_for(lambda: journal.counts().instances == 1, timeout=20, what="filed instance")
         assert not drop.rejected.exists() or not any(drop.rejected.iterdir())
     finally:
         drop.stop()

@@ -211,10 +211,10 @@ def test_reconcile_records_unjournaled_files_and_cleans_temp(tmp_path: Path) -> 
     assert stats == {"tmp_removed": 1, "recorded": 2, "unreadable": 0}
     assert list(spool.tmp_dir.iterdir()) == []
     rows = journal.instances_of_series(series)
-    assert sorted(r["path"] for r in rows) == sorted(paths)
-    recovered = [r for r in rows if r["sop_instance_uid"] != headers[0].sop_instance_uid]
-    assert {(r["called_ae"], r["calling_ae"]) for r in recovered} == {("NNUNET", "MODALITY")}
-    assert journal.get_series(series)["instance_count"] == 3
+    assert sorted(r.path for r in rows) == sorted(paths)
+    recovered = [r for r in rows if r.sop_instance_uid != headers[0].sop_instance_uid]
+    assert {(r.called_ae, r.calling_ae) for r in recovered} == {("NNUNET", "MODALITY")}
+    assert journal.get_series(series).instance_count == 3
     # idempotent
     assert spool.reconcile(journal)["recorded"] == 0
 
@@ -229,4 +229,4 @@ def test_reconcile_logs_unreadable_files(tmp_path: Path) -> None:
     assert stats["unreadable"] == 1
     assert bad.exists()
     events = journal.recent_events(level="error")
-    assert events and events[0]["kind"] == "reconcile_failed"
+    assert events and events[0].kind == "reconcile_failed"

@@ -48,7 +48,7 @@ def test_ingest_writes_a_readable_part10_file_and_a_row(tmp_path: Path) -> None:
     assert ds.file_meta.SendingApplicationEntityTitle == "MOD"
     assert dataset_bytes(tmp_path / stored.relpath) == data
     (row,) = journal.instances_of_series(header.series_uid)
-    assert (row["path"], row["size"], row["received_at"], row["association_id"]) == (
+    assert (row.path, row.size, row.received_at, row.association_id) == (
         stored.relpath,
         stored.size,
         1234.5,

@@ -8,7 +8,6 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from dicom_node.node import Node
 from dicom_node.storage.filing import Spool
 from dicom_node.storage.header import InstanceHeader
 from dicom_node.storage.ingest import Ingestor, Origin
-from dicom_node.storage.journal import JobSpec, Journal
+from dicom_node.storage.journal import DeliverySpec, EventRow, JobOutput, JobSpec, Journal
 from dicom_node.storage.journal.retention import PurgeCounts, PurgePlan
 from dicom_node.storage.retention import RetentionService
 from dicom_node.storage.series_locks import SeriesLocks
@@ -63,7 +62,7 @@ class Series(FiledSeries):
         assert row is not None
         [job_id] = self.journal.create_jobs(
             self.uid,
-            generation=int(row["generation"]),
+            generation=int(row.generation),
             jobs=[JobSpec("ct", ["demo"], ["pacs"], {})],
             trigger="quiet_period",
             now=at,
@@ -73,23 +72,23 @@ class Series(FiledSeries):
     def run_job(self, at: float) -> int:
         """Claim the pending job, write its SEG output, finish it with one delivery to ``pacs``."""
         job = self.journal.claim_job(at)
-        assert job is not None and job["series_uid"] == self.uid
-        rel = f"outputs/{self.uid}/job-{job['id']}/seg.dcm"
+        assert job is not None and job.series_uid == self.uid
+        rel = f"outputs/{self.uid}/job-{job.id}/seg.dcm"
         write_instance(self.storage / rel, self.study_uid, generate_uid(), generate_uid())
         self.journal.finish_job(
-            int(job["id"]),
+            int(job.id),
             state="done",
             now=at,
-            outputs=[{"path": rel, "kind": "seg"}],
+            outputs=[JobOutput(rel, "seg")],
             deliveries=[
-                {"destination": "pacs", "path": rel, "sop_instance_uid": "1.2.3", "sop_class_uid": SEG}
+                DeliverySpec(destination="pacs", path=rel, sop_instance_uid="1.2.3", sop_class_uid=SEG)
             ],
         )
-        return int(job["id"])
+        return int(job.id)
 
     def deliver(self, at: float) -> None:
         for d in self.journal.claim_deliveries(at):
-            self.journal.finish_delivery(int(d["id"]), ok=True, now=at, status=0)
+            self.journal.finish_delivery(int(d.id), ok=True, now=at, status=0)
 
     def rows(self) -> dict[str, int]:
         """How many rows of each table still name this series."""
@@ -97,16 +96,16 @@ class Series(FiledSeries):
         return {
             "series": int(j.get_series(self.uid) is not None),
             "instances": len(j.instances_of_series(self.uid)),
-            "jobs": sum(x["series_uid"] == self.uid for x in j.list_jobs(1000)),
-            "deliveries": sum(x["series_uid"] == self.uid for x in j.list_deliveries(1000)),
+            "jobs": sum(x.series_uid == self.uid for x in j.list_jobs(1000)),
+            "deliveries": sum(x.series_uid == self.uid for x in j.list_deliveries(1000)),
         }
 
 
-def purged_events(journal: Journal, uid: str | None = None) -> list[dict[str, Any]]:
+def purged_events(journal: Journal, uid: str | None = None) -> list[EventRow]:
     return [
         e
         for e in journal.recent_events(1000)
-        if e["kind"] == "retention_purged" and (uid is None or e["series_uid"] == uid)
+        if e.kind == "retention_purged" and (uid is None or e.series_uid == uid)
     ]
 
 
@@ -116,13 +115,6 @@ def storage(tmp_path: Path) -> Path:
     (root / "spool").mkdir(parents=True)
     (root / "outputs").mkdir()
     return root
-
-
-@pytest.fixture
-def journal(storage: Path) -> Iterator[Journal]:
-    j = Journal(storage / "journal.sqlite")
-    yield j
-    j.close()
 
 
 @pytest.fixture
@@ -148,7 +140,7 @@ def test_unmatched_series_past_retention_is_purged(journal: Journal, storage: Pa
     young = Series(storage, journal, study_uid=old.study_uid)  # same study, later series
     young.add(clock.now + 2 * DAY)
     young.unmatched()
-    size = sum(int(i["size"]) for i in journal.instances_of_series(old.uid))
+    size = sum(int(i.size) for i in journal.instances_of_series(old.uid))
     clock.advance(7.5)
 
     report = service(journal, storage, clock).sweep()
@@ -160,14 +152,14 @@ def test_unmatched_series_past_retention_is_purged(journal: Journal, storage: Pa
     assert old.rows() == {"series": 0, "instances": 0, "jobs": 0, "deliveries": 0}
     assert young.rows()["instances"] == 1
     [event] = purged_events(journal)
-    assert event["series_uid"] == old.uid and event["level"] == "info"
-    assert "3 instance(s), 0 job(s), 0 delivery(ies)" in event["message"]
-    assert "3 file(s) deleted" in event["message"] and "0 already missing" in event["message"]
+    assert event.series_uid == old.uid and event.level == "info"
+    assert "3 instance(s), 0 job(s), 0 delivery(ies)" in event.message
+    assert "3 file(s) deleted" in event.message and "0 already missing" in event.message
 
     clock.advance(2)  # now the younger series is expired too: the study folder goes with it
     assert service(journal, storage, clock).sweep().purged == [young.uid]
     assert not (storage / "spool" / old.study_uid).exists()
-    assert (storage / "spool").is_dir() and journal.counts()["instances"]["total"] == 0
+    assert (storage / "spool").is_dir() and journal.counts().instances == 0
 
 
 def test_younger_series_is_kept(journal: Journal, storage: Path, clock: Clock) -> None:
@@ -207,11 +199,11 @@ def test_unfinished_work_keeps_an_expired_series(
         assert job is not None
     if "delivery" in unfinished:
         journal.finish_job(
-            int(job["id"]),
+            int(job.id),
             state="done",
             now=clock.now,
             deliveries=[
-                {"destination": "pacs", "path": "x", "sop_instance_uid": "1.2", "sop_class_uid": SEG}
+                DeliverySpec(destination="pacs", path="x", sop_instance_uid="1.2", sop_class_uid=SEG)
             ],
         )
     if unfinished == "sending delivery":
@@ -266,8 +258,8 @@ def test_processed_series_is_purged_with_its_outputs(journal: Journal, storage: 
         "deliveries": 1,
     }
     [event] = purged_events(journal, s.uid)
-    assert "2 instance(s), 1 job(s), 1 delivery(ies)" in event["message"]
-    assert "1 output folder(s) deleted" in event["message"]
+    assert "2 instance(s), 1 job(s), 1 delivery(ies)" in event.message
+    assert "1 output folder(s) deleted" in event.message
 
 
 # ---------------------------------------------------------------------- crashes and races
@@ -293,7 +285,7 @@ def test_rows_left_by_a_crash_after_the_files_went_are_purged(
     assert s.rows() == {"series": 0, "instances": 0, "jobs": 0, "deliveries": 0}
     assert not s.folder.exists() and not s.outputs.exists()
     [event] = purged_events(journal, s.uid)
-    assert "3 already missing" in event["message"]
+    assert "3 already missing" in event.message
 
 
 class IngestDuringPurge(Journal):
@@ -344,9 +336,9 @@ def test_an_instance_arriving_during_a_purge_waits_and_starts_the_series_anew(
         wait_for(journal.done.is_set, timeout=10, what="the waiting instance to be filed")
         # the new instance is a fresh series: its file and rows exist, the old ones are gone
         assert [p.name for p in s.folder.iterdir()] == [f"{ds.SOPInstanceUID}.dcm"]
-        assert [r["sop_instance_uid"] for r in journal.instances_of_series(s.uid)] == [ds.SOPInstanceUID]
+        assert [r.sop_instance_uid for r in journal.instances_of_series(s.uid)] == [ds.SOPInstanceUID]
         row = journal.get_series(s.uid)
-        assert row is not None and row["instance_count"] == 1 and row["state"] == "receiving"
+        assert row is not None and row.instance_count == 1 and row.state == "receiving"
     finally:
         journal.close()
 
@@ -370,8 +362,8 @@ def test_paths_outside_the_spool_are_refused(
     assert report.purged == [] and "outside the spool" in report.kept[s.uid]
     assert victim.read_bytes() == b"not ours" and (storage / rel).is_file()
     assert s.rows()["instances"] == 1
-    refused = [e for e in journal.recent_events(100) if e["kind"] == "retention_refused"]
-    assert len(refused) == 1 and refused[0]["level"] == "error"  # reported once, not every sweep
+    refused = [e for e in journal.recent_events(100) if e.kind == "retention_refused"]
+    assert len(refused) == 1 and refused[0].level == "error"  # reported once, not every sweep
 
 
 def test_a_linked_series_folder_is_refused(
@@ -430,7 +422,7 @@ def test_node_runs_retention(tmp_path: Path) -> None:
         journal = node.journal
         assert journal is not None
         events = wait_for(lambda: purged_events(journal), timeout=30, what="retention_purged event")
-        wait_for(lambda: journal.counts()["instances"]["total"] == 0, timeout=30, what="rows gone")
-        assert sum(int(e["message"].split(" instance(s)")[0].split()[-1]) for e in events) == 3
+        wait_for(lambda: journal.counts().instances == 0, timeout=30, what="rows gone")
+        assert sum(int(e.message.split(" instance(s)")[0].split()[-1]) for e in events) == 3
         assert journal.list_series() == []
     assert not [p for p in (storage / "spool").rglob("*.dcm")]

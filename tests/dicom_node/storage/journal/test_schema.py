@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from dicom_node.storage.journal import SCHEMA_VERSION, Journal
+from dicom_node.storage.journal import SCHEMA_VERSION, Journal, JournalCounts
 from tests.support.journal_rows import SA
 
 # the jobs table as the first schema version created it, before jobs.not_before existed
@@ -24,7 +24,7 @@ def test_new_database_is_wal_with_schema_version(journal: Journal) -> None:
     assert journal._query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
     meta = journal._query("SELECT value FROM meta WHERE key = 'schema_version'")
     assert meta == [{"value": str(SCHEMA_VERSION)}]
-    assert journal.counts() == {"series": {}, "jobs": {}, "deliveries": {}, "instances": {"total": 0}}
+    assert journal.counts() == JournalCounts(series={}, jobs={}, deliveries={}, instances=0)
 
 
 def test_old_database_without_not_before_gets_the_column(tmp_path: Path) -> None:
@@ -44,8 +44,8 @@ def test_old_database_without_not_before_gets_the_column(tmp_path: Path) -> None
     try:
         assert "not_before" in {r["name"] for r in j._query("PRAGMA table_info(jobs)")}
         job = j.claim_job(now=10.0)  # the old row survived and is claimable (NULL not_before)
-        assert job is not None and job["models"] == ["demo"] and job["not_before"] is None
-        j.retry_job(job["id"], error="busy", not_before=50.0)
+        assert job is not None and job.models == ("demo",) and job.not_before is None
+        j.retry_job(job.id, error="busy", not_before=50.0)
         assert j.claim_job(now=20.0) is None
         assert j.next_job_time() == 50.0
     finally:

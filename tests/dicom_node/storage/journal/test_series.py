@@ -4,11 +4,21 @@ instance count, routing decisions, and the completion triggers with a driven clo
 from __future__ import annotations
 
 from dicom_node.storage.journal import Journal, RecordOutcome
-from tests.support.journal_rows import SA, SB, SC, STUDY, kept_counts, pick, queued, rec, true_counts
+from tests.support.journal_rows import (
+    SA,
+    SB,
+    SC,
+    STUDY,
+    instance_record,
+    kept_counts,
+    pick,
+    queued,
+    true_counts,
+)
 
 
 def test_first_instance_creates_a_receiving_series(journal: Journal) -> None:
-    out = journal.record_instance(rec("1.1", at=100.0, expected=3))
+    out = journal.record_instance(instance_record("1.1", at=100.0, expected=3))
     assert out == RecordOutcome(replaced=False, old_path=None, late=False)
     s = journal.get_series(SA)
     assert pick(s, "state", "generation", "instance_count", "expected_count") == ("receiving", 1, 1, 3)
@@ -21,49 +31,49 @@ def test_first_instance_creates_a_receiving_series(journal: Journal) -> None:
 
 
 def test_more_instances_bump_generation_and_keep_the_latest_time(journal: Journal) -> None:
-    journal.record_instance(rec("1.1", at=100.0, expected=3))
-    journal.record_instance(rec("1.2", at=105.0, assoc="assoc-2"))  # no count given: keeps 3
-    journal.record_instance(rec("1.3", at=101.0))  # out of order: last_received stays 105
+    journal.record_instance(instance_record("1.1", at=100.0, expected=3))
+    journal.record_instance(instance_record("1.2", at=105.0, assoc="assoc-2"))  # no count given: keeps 3
+    journal.record_instance(instance_record("1.3", at=101.0))  # out of order: last_received stays 105
     s = journal.get_series(SA)
     assert s is not None
-    assert (s["generation"], s["instance_count"], s["expected_count"]) == (3, 3, 3)
-    assert (s["first_received"], s["last_received"]) == (100.0, 105.0)
-    assert s["last_association_id"] == "assoc-1"
-    journal.record_instance(rec("1.4", at=106.0, expected=5))
+    assert (s.generation, s.instance_count, s.expected_count) == (3, 3, 3)
+    assert (s.first_received, s.last_received) == (100.0, 105.0)
+    assert s.last_association_id == "assoc-1"
+    journal.record_instance(instance_record("1.4", at=106.0, expected=5))
     s = journal.get_series(SA)
-    assert s is not None and s["expected_count"] == 5
+    assert s is not None and s.expected_count == 5
     rows = journal.instances_of_series(SA)
-    assert [r["sop_instance_uid"] for r in rows] == ["1.1", "1.3", "1.2", "1.4"]  # by received_at
+    assert [r.sop_instance_uid for r in rows] == ["1.1", "1.3", "1.2", "1.4"]  # by received_at
 
 
 def test_same_sop_instance_replaces_without_counting_twice(journal: Journal) -> None:
-    journal.record_instance(rec("1.1", at=100.0))
-    journal.record_instance(rec("1.2", at=100.0))
-    same = journal.record_instance(rec("1.1", at=110.0, size=99))
+    journal.record_instance(instance_record("1.1", at=100.0))
+    journal.record_instance(instance_record("1.2", at=100.0))
+    same = journal.record_instance(instance_record("1.1", at=110.0, size=99))
     assert same == RecordOutcome(replaced=True, old_path=None, late=False)
-    [row] = [r for r in journal.instances_of_series(SA) if r["sop_instance_uid"] == "1.1"]
-    assert (row["size"], row["received_at"]) == (99, 110.0)
-    moved_file = journal.record_instance(rec("1.1", at=111.0, path="spool/elsewhere/1.1.dcm"))
+    [row] = [r for r in journal.instances_of_series(SA) if r.sop_instance_uid == "1.1"]
+    assert (row.size, row.received_at) == (99, 110.0)
+    moved_file = journal.record_instance(instance_record("1.1", at=111.0, path="spool/elsewhere/1.1.dcm"))
     assert moved_file == RecordOutcome(replaced=True, old_path=f"spool/{STUDY}/{SA}/1.1.dcm", late=False)
     s = journal.get_series(SA)
-    assert s is not None and (s["instance_count"], s["generation"]) == (2, 4)
-    [row] = [r for r in journal.instances_of_series(SA) if r["sop_instance_uid"] == "1.1"]
-    assert (row["path"], row["received_at"]) == ("spool/elsewhere/1.1.dcm", 111.0)
-    assert journal.counts()["instances"] == {"total": 2}
+    assert s is not None and (s.instance_count, s.generation) == (2, 4)
+    [row] = [r for r in journal.instances_of_series(SA) if r.sop_instance_uid == "1.1"]
+    assert (row.path, row.received_at) == ("spool/elsewhere/1.1.dcm", 111.0)
+    assert journal.counts().instances == 2
 
 
 def test_instance_moving_to_another_series_is_counted_in_both(journal: Journal) -> None:
     for sop in ("1.1", "1.2", "1.3"):
-        journal.record_instance(rec(sop, SA))
-    journal.record_instance(rec("2.1", SB))
-    out = journal.record_instance(rec("1.3", SB, at=120.0))  # to an existing series
+        journal.record_instance(instance_record(sop, SA))
+    journal.record_instance(instance_record("2.1", SB))
+    out = journal.record_instance(instance_record("1.3", SB, at=120.0))  # to an existing series
     assert out.replaced and out.old_path == f"spool/{STUDY}/{SA}/1.3.dcm"
-    journal.record_instance(rec("1.2", SC, at=121.0))  # to a series not seen before
+    journal.record_instance(instance_record("1.2", SC, at=121.0))  # to a series not seen before
     assert kept_counts(journal) == true_counts(journal) == {SA: 1, SB: 2, SC: 1}
-    assert [r["sop_instance_uid"] for r in journal.instances_of_series(SA)] == ["1.1"]
-    journal.record_instance(rec("1.1", SB, at=122.0))  # the last one leaves: SA holds none
+    assert [r.sop_instance_uid for r in journal.instances_of_series(SA)] == ["1.1"]
+    journal.record_instance(instance_record("1.1", SB, at=122.0))  # the last one leaves: SA holds none
     a = journal.get_series(SA)
-    assert a is not None and a["instance_count"] == 0
+    assert a is not None and a.instance_count == 0
     assert true_counts(journal) == {SB: 3, SC: 1}
 
 
@@ -75,113 +85,114 @@ def test_instance_count_equals_count_star_after_mixed_traffic(journal: Journal) 
         state = (state * 1103515245 + 12345) % 2**31
         sop = f"1.{state % 40 + 1}"  # 40 SOP instances, so many replace or move
         target = series[(state >> 8) % 3]
-        journal.record_instance(rec(sop, target, at=100.0 + step))
+        journal.record_instance(instance_record(sop, target, at=100.0 + step))
     assert kept_counts(journal) == true_counts(journal)
-    assert sum(true_counts(journal).values()) == journal.counts()["instances"]["total"] == 40
+    assert sum(true_counts(journal).values()) == journal.counts().instances == 40
 
 
 def test_routing_decisions(journal: Journal) -> None:
-    journal.record_instance(rec("1.1", SA, at=100.0))
-    journal.record_instance(rec("2.1", SB, at=101.0))
-    journal.record_instance(rec("3.1", SC, at=99.0))
-    assert [s["series_uid"] for s in journal.unrouted_series()] == [SC, SA, SB]  # by first_received
-    assert [s["series_uid"] for s in journal.list_series()] == [SB, SA, SC]  # newest first
-    assert [s["series_uid"] for s in journal.list_series(limit=1)] == [SB]
+    journal.record_instance(instance_record("1.1", SA, at=100.0))
+    journal.record_instance(instance_record("2.1", SB, at=101.0))
+    journal.record_instance(instance_record("3.1", SC, at=99.0))
+    assert [s.series_uid for s in journal.unrouted_series()] == [SC, SA, SB]  # by first_received
+    assert [s.series_uid for s in journal.list_series()] == [SB, SA, SC]  # newest first
+    assert [s.series_uid for s in journal.list_series(limit=1)] == [SB]
 
     journal.set_routing(SA, rules=["a", "b"], quiet_seconds=7.5, complete_on_release=True, note="a, b")
     journal.set_routing(SB, rules=[], note="no rule matched")
     a, b = journal.get_series(SA), journal.get_series(SB)
     assert a is not None and b is not None
-    assert pick(a, "state", "rules", "quiet_seconds") == ("receiving", ["a", "b"], 7.5)
+    assert pick(a, "state", "rules", "quiet_seconds") == ("receiving", ("a", "b"), 7.5)
     assert pick(a, "complete_on_release", "use_expected_count", "routing_note") == (1, 1, "a, b")
-    assert (b["state"], b["rules"], b["routing_note"]) == ("unmatched", None, "no rule matched")
-    assert [s["series_uid"] for s in journal.unrouted_series()] == [SC]
-    assert journal.counts()["series"] == {"receiving": 2, "unmatched": 1}
+    assert (b.state, b.rules, b.routing_note) == ("unmatched", None, "no rule matched")
+    assert [s.series_uid for s in journal.unrouted_series()] == [SC]
+    assert journal.counts().series == {"receiving": 2, "unmatched": 1}
 
     queued(journal, SC)
     assert journal.clear_routing_of_receiving() == 1  # SA only: SC is queued, SB unmatched
-    assert [s["series_uid"] for s in journal.unrouted_series()] == [SA]
+    assert [s.series_uid for s in journal.unrouted_series()] == [SA]
     c = journal.get_series(SC)
-    assert c is not None and c["rules"] == ["ct-demo"]
+    assert c is not None and c.rules == ("ct-demo",)
     journal.set_routing(SC, rules=[], note="late change")  # only a receiving series becomes unmatched
     c = journal.get_series(SC)
-    assert c is not None and c["state"] == "queued"
+    assert c is not None and c.state == "queued"
 
 
 def test_unmatched_series_receiving_again_is_routed_again(journal: Journal) -> None:
-    journal.record_instance(rec("1.1"))
+    journal.record_instance(instance_record("1.1"))
     journal.set_routing(SA, rules=[], note="nothing")
-    out = journal.record_instance(rec("1.2", at=130.0))
+    out = journal.record_instance(instance_record("1.2", at=130.0))
     assert out.late is False  # no job ever ran
     s = journal.get_series(SA)
-    assert s is not None and (s["state"], s["rules"]) == ("receiving", None)
-    assert [r["series_uid"] for r in journal.unrouted_series()] == [SA]
+    assert s is not None and (s.state, s.rules) == ("receiving", None)
+    assert [r.series_uid for r in journal.unrouted_series()] == [SA]
 
 
 def test_late_arrival_after_a_job_reopens_the_series(journal: Journal) -> None:
-    journal.record_instance(rec("1.1", assoc="assoc-1"))
+    journal.record_instance(instance_record("1.1", assoc="assoc-1"))
     [job_id] = queued(journal)
     journal.mark_association_released("assoc-1")  # series queued: not marked
     s = journal.get_series(SA)
-    assert s is not None and (s["state"], s["released"], s["generation"]) == ("queued", 0, 1)
-    out = journal.record_instance(rec("1.2", at=300.0, assoc="assoc-2"))
+    assert s is not None and (s.state, s.released, s.generation) == ("queued", 0, 1)
+    out = journal.record_instance(instance_record("1.2", at=300.0, assoc="assoc-2"))
     assert out == RecordOutcome(replaced=False, old_path=None, late=True)
     s = journal.get_series(SA)
-    assert pick(s, "state", "generation", "rules", "last_received") == ("receiving", 2, ["ct-demo"], 300.0)
+    assert pick(s, "state", "generation", "rules", "last_received") == ("receiving", 2, ("ct-demo",), 300.0)
     job = journal.get_job(job_id)
-    assert job is not None and (job["state"], job["generation"]) == ("pending", 1)
+    assert job is not None and (job.state, job.generation) == ("pending", 1)
 
 
 def test_association_release_marks_only_the_series_it_delivered_last(journal: Journal) -> None:
-    journal.record_instance(rec("1.1", SA, assoc="assoc-1"))
-    journal.record_instance(rec("2.1", SB, assoc="assoc-1"))
-    journal.record_instance(rec("2.2", SB, assoc="assoc-2"))
+    journal.record_instance(instance_record("1.1", SA, assoc="assoc-1"))
+    journal.record_instance(instance_record("2.1", SB, assoc="assoc-1"))
+    journal.record_instance(instance_record("2.2", SB, assoc="assoc-2"))
     assert journal.mark_association_released("assoc-1") == 1
     assert journal.mark_association_released("unknown") == 0
     a, b = journal.get_series(SA), journal.get_series(SB)
-    assert a is not None and b is not None and (a["released"], b["released"]) == (1, 0)
-    journal.record_instance(rec("1.2", SA, assoc="assoc-1"))  # a new instance clears the flag
+    assert a is not None and b is not None and (a.released, b.released) == (1, 0)
+    journal.record_instance(instance_record("1.2", SA, assoc="assoc-1"))  # a new instance clears the flag
     a = journal.get_series(SA)
-    assert a is not None and a["released"] == 0
+    assert a is not None and a.released == 0
 
 
 def test_quiet_period_with_a_driven_clock(journal: Journal) -> None:
-    journal.record_instance(rec("1.1", at=100.0))
+    journal.record_instance(instance_record("1.1", at=100.0))
     assert journal.due_series(now=10_000.0) == []  # not routed: never due
     assert journal.next_due_time() is None
     journal.set_routing(SA, rules=["r"], quiet_seconds=10.0)
-    journal.record_instance(rec("1.2", at=104.0))
+    journal.record_instance(instance_record("1.2", at=104.0))
     assert journal.next_due_time() == 114.0
     assert journal.due_series(now=113.99) == []
     [due] = journal.due_series(now=114.0)
-    assert pick(due, "series_uid", "trigger", "rules", "generation") == (SA, "quiet_period", ["r"], 2)
+    assert due.trigger == "quiet_period"
+    assert pick(due.series, "series_uid", "rules", "generation") == (SA, ("r",), 2)
 
 
 def test_expected_count_completes_before_the_quiet_period(journal: Journal) -> None:
-    journal.record_instance(rec("1.1", at=100.0, expected=2))
+    journal.record_instance(instance_record("1.1", at=100.0, expected=2))
     journal.set_routing(SA, rules=["r"], quiet_seconds=60.0)
     assert journal.due_series(now=101.0) == []
-    journal.record_instance(rec("1.2", at=101.0))
+    journal.record_instance(instance_record("1.2", at=101.0))
     [due] = journal.due_series(now=101.0)
-    assert due["trigger"] == "expected_count"
+    assert due.trigger == "expected_count"
     journal.set_routing(SA, rules=["r"], quiet_seconds=60.0, use_expected_count=False)
     assert journal.due_series(now=101.0) == []
-    assert journal.due_series(now=161.0)[0]["trigger"] == "quiet_period"
+    assert journal.due_series(now=161.0)[0].trigger == "quiet_period"
 
 
 def test_association_release_completes_when_the_rule_asks(journal: Journal) -> None:
-    journal.record_instance(rec("1.1", SA, at=100.0, assoc="x"))
-    journal.record_instance(rec("2.1", SB, at=100.0, assoc="x"))
+    journal.record_instance(instance_record("1.1", SA, at=100.0, assoc="x"))
+    journal.record_instance(instance_record("2.1", SB, at=100.0, assoc="x"))
     journal.set_routing(SA, rules=["r"], quiet_seconds=60.0, complete_on_release=True)
     journal.set_routing(SB, rules=["r"], quiet_seconds=60.0, complete_on_release=False)
     assert journal.due_series(now=101.0) == []
     assert journal.mark_association_released("x") == 2
     due = journal.due_series(now=101.0)
-    assert [(d["series_uid"], d["trigger"]) for d in due] == [(SA, "association_released")]
+    assert [(d.series.series_uid, d.trigger) for d in due] == [(SA, "association_released")]
 
 
 def test_expected_count_wins_over_release_and_quiet(journal: Journal) -> None:
-    journal.record_instance(rec("1.1", at=100.0, expected=1, assoc="x"))
+    journal.record_instance(instance_record("1.1", at=100.0, expected=1, assoc="x"))
     journal.set_routing(SA, rules=["r"], quiet_seconds=0.0, complete_on_release=True)
     journal.mark_association_released("x")
-    assert journal.due_series(now=500.0)[0]["trigger"] == "expected_count"
+    assert journal.due_series(now=500.0)[0].trigger == "expected_count"

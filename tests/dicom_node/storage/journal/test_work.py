@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import pytest
 
-from dicom_node.storage.journal import JobSpec, Journal
-from tests.support.journal_rows import SA, SB, SEG, SPEC, delivery, finished_job_with, pick, queued, rec
+from dicom_node.storage.journal import JobOutput, JobSpec, Journal
+from tests.support.journal_rows import (
+    SA,
+    SB,
+    SEG,
+    SPEC,
+    delivery,
+    finished_job_with,
+    instance_record,
+    pick,
+    queued,
+)
 
 
 def test_create_jobs_queues_one_per_rule_and_refuses_a_stale_generation(journal: Journal) -> None:
-    journal.record_instance(rec("1.1"))
-    journal.record_instance(rec("1.2"))
+    journal.record_instance(instance_record("1.1"))
+    journal.record_instance(instance_record("1.2"))
     journal.set_routing(SA, rules=["a", "b"])
     stale = journal.create_jobs(SA, generation=1, jobs=[SPEC], trigger="quiet_period", now=200.0)
     assert stale == [] and journal.list_jobs() == []
@@ -20,10 +30,10 @@ def test_create_jobs_queues_one_per_rule_and_refuses_a_stale_generation(journal:
     ids = journal.create_jobs(SA, generation=2, jobs=[SPEC, other], trigger="expected_count", now=200.0)
     assert len(ids) == 2 and ids[0] < ids[1]
     s = journal.get_series(SA)
-    assert s is not None and s["state"] == "queued"
+    assert s is not None and s.state == "queued"
     job = journal.get_job(ids[1])
     assert pick(job, "state", "generation", "rule_name", "trigger") == ("pending", 2, "b", "expected_count")
-    assert pick(job, "models", "destinations") == (["m1", "m2"], ["pacs", "archive"])
+    assert pick(job, "models", "destinations") == (("m1", "m2"), ("pacs", "archive"))
     assert pick(job, "args", "attempts", "created_at", "started_at") == ({"a": [2], "b": 1}, 0, 200.0, None)
     # queued: a second completion of the same generation queues nothing
     assert journal.create_jobs(SA, generation=2, jobs=[SPEC], trigger="quiet_period", now=201.0) == []
@@ -31,142 +41,140 @@ def test_create_jobs_queues_one_per_rule_and_refuses_a_stale_generation(journal:
 
 
 def test_new_generation_supersedes_pending_jobs_but_not_running_ones(journal: Journal) -> None:
-    journal.record_instance(rec("1.1"))
+    journal.record_instance(instance_record("1.1"))
     first, second = queued(journal, n=2)
     running = journal.claim_job(now=201.0)
-    assert running is not None and running["id"] == first
-    journal.record_instance(rec("1.2", at=250.0))
+    assert running is not None and running.id == first
+    journal.record_instance(instance_record("1.2", at=250.0))
     [third] = journal.create_jobs(SA, generation=2, jobs=[SPEC], trigger="quiet_period", now=260.0)
-    states = {j["id"]: (j["state"], j["finished_at"]) for j in journal.list_jobs()}
+    states = {j.id: (j.state, j.finished_at) for j in journal.list_jobs()}
     assert states == {first: ("running", None), second: ("superseded", 260.0), third: ("pending", None)}
-    assert [j["id"] for j in journal.list_jobs(state="superseded")] == [second]
-    assert [j["id"] for j in journal.list_jobs(limit=1)] == [third]
+    assert [j.id for j in journal.list_jobs(state="superseded")] == [second]
+    assert [j.id for j in journal.list_jobs(limit=1)] == [third]
 
 
 def test_claim_takes_the_oldest_due_job_once(journal: Journal) -> None:
-    journal.record_instance(rec("1.1", SA))
-    journal.record_instance(rec("2.1", SB))
+    journal.record_instance(instance_record("1.1", SA))
+    journal.record_instance(instance_record("2.1", SB))
     [a] = queued(journal, SA)
     [b] = queued(journal, SB)
     job = journal.claim_job(now=300.0)
     assert job is not None
-    assert (job["id"], job["state"], job["attempts"], job["started_at"]) == (a, "running", 1, 300.0)
-    assert job["models"] == ["demo"] and job["args"] == {"tta": False}  # decoded
+    assert (job.id, job.state, job.attempts, job.started_at) == (a, "running", 1, 300.0)
+    assert job.models == ("demo",) and job.args == {"tta": False}  # decoded
     assert pick(journal.get_job(a), "state", "attempts", "started_at") == ("running", 1, 300.0)
     second = journal.claim_job(now=300.0)
-    assert second is not None and second["id"] == b
+    assert second is not None and second.id == b
     assert journal.claim_job(now=300.0) is None
     assert journal.next_job_time() is None
 
 
 def test_retry_with_not_before_is_skipped_until_due(journal: Journal) -> None:
-    journal.record_instance(rec("1.1", SA))
-    journal.record_instance(rec("2.1", SB))
+    journal.record_instance(instance_record("1.1", SA))
+    journal.record_instance(instance_record("2.1", SB))
     [a] = queued(journal, SA)
     [b] = queued(journal, SB)
     job = journal.claim_job(now=300.0)
-    assert job is not None and job["id"] == a
+    assert job is not None and job.id == a
     journal.retry_job(a, error="not enough GPU memory", not_before=400.0)
     stored = journal.get_job(a)
     assert pick(stored, "state", "error", "not_before") == ("pending", "not enough GPU memory", 400.0)
     assert journal.next_job_time() == 0.0  # b is due at once
     later = journal.claim_job(now=300.0)  # skips a, not due yet
-    assert later is not None and later["id"] == b
+    assert later is not None and later.id == b
     assert journal.next_job_time() == 400.0
     assert journal.claim_job(now=399.9) is None
     again = journal.claim_job(now=400.0)
-    assert again is not None and (again["id"], again["attempts"]) == (a, 2)
+    assert again is not None and (again.id, again.attempts) == (a, 2)
     journal.retry_job(a, error="again")  # no not_before: claimable at once
     assert journal.claim_job(now=0.0) is not None
 
 
 def test_retry_of_a_job_that_is_not_running_changes_nothing(journal: Journal) -> None:
-    journal.record_instance(rec("1.1"))
+    journal.record_instance(instance_record("1.1"))
     [a] = queued(journal)
     journal.retry_job(a, error="x", not_before=900.0)  # pending, never claimed
     job = journal.get_job(a)
-    assert job is not None and (job["error"], job["not_before"]) == (None, None)
+    assert job is not None and (job.error, job.not_before) == (None, None)
 
 
 @pytest.mark.parametrize("state", ["done", "empty"])
 def test_finish_job_queues_its_deliveries(journal: Journal, state: str) -> None:
-    journal.record_instance(rec("1.1"))
+    journal.record_instance(instance_record("1.1"))
     queued(journal)
     job = journal.claim_job(now=300.0)
     assert job is not None
-    outputs = [{"path": "outputs/seg.dcm", "sop_instance_uid": "2.25.1", "sop_class_uid": SEG}]
+    outputs = [JobOutput("outputs/seg.dcm", "seg", "2.25.1", SEG)]
     assert journal.finish_job(
-        job["id"],
+        job.id,
         state=state,
         now=320.0,
         outputs=outputs,
         timings={"inference": 2.5},
         deliveries=[delivery("2.25.1", "pacs"), delivery("2.25.1", "archive")],
     )
-    stored = journal.get_job(job["id"])
+    stored = journal.get_job(job.id)
     assert pick(stored, "state", "finished_at", "timings") == (state, 320.0, {"inference": 2.5})
-    assert pick(stored, "outputs") == (outputs,)
-    rows = sorted(journal.list_deliveries(), key=lambda d: d["destination"])
-    assert [(d["destination"], d["state"], d["job_id"], d["series_uid"]) for d in rows] == [
-        ("archive", "pending", job["id"], SA),
-        ("pacs", "pending", job["id"], SA),
+    assert pick(stored, "outputs") == (tuple(outputs),)
+    rows = sorted(journal.list_deliveries(), key=lambda d: d.destination)
+    assert [(d.destination, d.state, d.job_id, d.series_uid) for d in rows] == [
+        ("archive", "pending", job.id, SA),
+        ("pacs", "pending", job.id, SA),
     ]
-    assert all(d["next_attempt_at"] == 320.0 and d["attempts"] == 0 for d in rows)
+    assert all(d.next_attempt_at == 320.0 and d.attempts == 0 for d in rows)
     assert journal.next_delivery_time() == 320.0
 
 
 def test_finish_job_supersedes_a_stale_generation(journal: Journal) -> None:
-    journal.record_instance(rec("1.1"))
+    journal.record_instance(instance_record("1.1"))
     queued(journal)
     job = journal.claim_job(now=300.0)
     assert job is not None
-    journal.record_instance(rec("1.2", at=310.0))  # arrives while the job runs
-    assert journal.finish_job(job["id"], state="done", now=320.0, deliveries=[delivery()]) is False
-    stored = journal.get_job(job["id"])
-    assert stored is not None and (stored["state"], stored["finished_at"]) == ("superseded", 320.0)
+    journal.record_instance(instance_record("1.2", at=310.0))  # arrives while the job runs
+    assert journal.finish_job(job.id, state="done", now=320.0, deliveries=[delivery()]) is False
+    stored = journal.get_job(job.id)
+    assert stored is not None and (stored.state, stored.finished_at) == ("superseded", 320.0)
     assert journal.list_deliveries() == []
 
 
 def test_failed_job_of_a_stale_generation_stays_failed(journal: Journal) -> None:
-    journal.record_instance(rec("1.1"))
+    journal.record_instance(instance_record("1.1"))
     queued(journal)
     job = journal.claim_job(now=300.0)
     assert job is not None
-    journal.record_instance(rec("1.2", at=310.0))
-    assert journal.finish_job(job["id"], state="failed", now=320.0, error="SeriesError: gap") is True
-    stored = journal.get_job(job["id"])
-    assert stored is not None and (stored["state"], stored["error"]) == ("failed", "SeriesError: gap")
+    journal.record_instance(instance_record("1.2", at=310.0))
+    assert journal.finish_job(job.id, state="failed", now=320.0, error="SeriesError: gap") is True
+    stored = journal.get_job(job.id)
+    assert stored is not None and (stored.state, stored.error) == ("failed", "SeriesError: gap")
     with pytest.raises(KeyError):
         journal.finish_job(12345, state="done", now=1.0)
 
 
 def test_newer_result_supersedes_pending_deliveries_of_the_same_instance(journal: Journal) -> None:
-    journal.record_instance(rec("1.1"))
+    journal.record_instance(instance_record("1.1"))
     queued(journal)
     first = journal.claim_job(now=300.0)
     assert first is not None
     first_results = [delivery("2.25.1", "pacs"), delivery("2.25.1", "archive"), delivery("2.25.2", "pacs")]
-    journal.finish_job(first["id"], state="done", now=301.0, deliveries=first_results)
+    journal.finish_job(first.id, state="done", now=301.0, deliveries=first_results)
     [sending] = journal.claim_deliveries(now=301.0, destination="archive")
-    journal.record_instance(rec("1.2", at=310.0))  # late arrival: a new job re-delivers 2.25.1
+    journal.record_instance(instance_record("1.2", at=310.0))  # late arrival: a new job re-delivers 2.25.1
     s = journal.get_series(SA)
     assert s is not None
-    journal.create_jobs(SA, generation=s["generation"], jobs=[SPEC], trigger="quiet_period", now=320.0)
+    journal.create_jobs(SA, generation=s.generation, jobs=[SPEC], trigger="quiet_period", now=320.0)
     second = journal.claim_job(now=321.0)
     assert second is not None
     again = [delivery("2.25.1", "pacs"), delivery("2.25.1", "archive")]
-    journal.finish_job(second["id"], state="done", now=330.0, deliveries=again)
-    got = {
-        pick(d, "job_id", "sop_instance_uid", "destination"): d["state"] for d in journal.list_deliveries()
-    }
+    journal.finish_job(second.id, state="done", now=330.0, deliveries=again)
+    got = {pick(d, "job_id", "sop_instance_uid", "destination"): d.state for d in journal.list_deliveries()}
     assert got == {
-        (first["id"], "2.25.1", "pacs"): "superseded",
-        (first["id"], "2.25.1", "archive"): "sending",  # in flight: left alone
-        (first["id"], "2.25.2", "pacs"): "pending",  # another instance
-        (second["id"], "2.25.1", "pacs"): "pending",
-        (second["id"], "2.25.1", "archive"): "pending",
+        (first.id, "2.25.1", "pacs"): "superseded",
+        (first.id, "2.25.1", "archive"): "sending",  # in flight: left alone
+        (first.id, "2.25.2", "pacs"): "pending",  # another instance
+        (second.id, "2.25.1", "pacs"): "pending",
+        (second.id, "2.25.1", "archive"): "pending",
     }
-    assert sending["state"] == "sending"
+    assert sending.state == "sending"
 
 
 def test_claim_deliveries_by_due_time_destination_and_limit(journal: Journal) -> None:
@@ -174,30 +182,30 @@ def test_claim_deliveries_by_due_time_destination_and_limit(journal: Journal) ->
     finished_job_with(journal, results)
     assert journal.claim_deliveries(now=299.0) == []  # not due before the job finished
     [one] = journal.claim_deliveries(now=300.0, destination="pacs", limit=1)
-    assert (one["sop_instance_uid"], one["state"], one["attempts"]) == ("2.25.1", "sending", 1)
+    assert (one.sop_instance_uid, one.state, one.attempts) == ("2.25.1", "sending", 1)
     rest = journal.claim_deliveries(now=300.0)
-    assert [d["sop_instance_uid"] for d in rest] == ["2.25.2", "2.25.3"]
+    assert [d.sop_instance_uid for d in rest] == ["2.25.2", "2.25.3"]
     assert journal.claim_deliveries(now=300.0) == []
-    assert journal.counts()["deliveries"] == {"sending": 3}
+    assert journal.counts().deliveries == {"sending": 3}
     assert journal.next_delivery_time() is None
 
 
 def test_delivery_outcomes_done_retry_and_failed(journal: Journal) -> None:
     finished_job_with(journal, [delivery("2.25.1"), delivery("2.25.2"), delivery("2.25.3")])
     a, b, c = journal.claim_deliveries(now=300.0)
-    journal.finish_delivery(a["id"], ok=True, now=301.0, status=0)
-    journal.finish_delivery(b["id"], ok=False, now=301.0, status=0xA700, error="full", retry_at=360.0)
-    journal.finish_delivery(c["id"], ok=False, now=301.0, status=0xC000, error="cannot understand")
-    rows = {d["id"]: d for d in journal.list_deliveries()}
-    assert pick(rows[a["id"]], "state", "done_at", "last_status") == ("done", 301.0, 0)
-    retry = rows[b["id"]]
-    assert (retry["state"], retry["next_attempt_at"], retry["done_at"]) == ("pending", 360.0, None)
-    assert (retry["last_status"], retry["last_error"], retry["attempts"]) == (0xA700, "full", 1)
-    failed = rows[c["id"]]
+    journal.finish_delivery(a.id, ok=True, now=301.0, status=0)
+    journal.finish_delivery(b.id, ok=False, now=301.0, status=0xA700, error="full", retry_at=360.0)
+    journal.finish_delivery(c.id, ok=False, now=301.0, status=0xC000, error="cannot understand")
+    rows = {d.id: d for d in journal.list_deliveries()}
+    assert pick(rows[a.id], "state", "done_at", "last_status") == ("done", 301.0, 0)
+    retry = rows[b.id]
+    assert (retry.state, retry.next_attempt_at, retry.done_at) == ("pending", 360.0, None)
+    assert (retry.last_status, retry.last_error, retry.attempts) == (0xA700, "full", 1)
+    failed = rows[c.id]
     assert pick(failed, "state", "done_at", "last_error") == ("failed", 301.0, "cannot understand")
     assert journal.next_delivery_time() == 360.0
     assert journal.claim_deliveries(now=359.0) == []
     [again] = journal.claim_deliveries(now=360.0)
-    assert (again["id"], again["attempts"]) == (b["id"], 2)
-    assert [d["id"] for d in journal.list_deliveries(state="done")] == [a["id"]]
+    assert (again.id, again.attempts) == (b.id, 2)
+    assert [d.id for d in journal.list_deliveries(state="done")] == [a.id]
     assert len(journal.list_deliveries(limit=2)) == 2

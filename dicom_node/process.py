@@ -1,0 +1,25 @@
+"""Process-wide settings, made once at start-up and never from worker threads.
+
+Some libraries keep their switches for the whole process: pynetdicom in its module ``_config``, Python
+in ``sys.stdout``, torch in its thread pool. Changing them per call from threads races (one thread's
+change is another's surprise), so each is set once, before any thread of ours runs:
+
+- :func:`configure_process` (called by the ``dicom-node`` entry point and by :meth:`Node.start`):
+  pynetdicom sends files given by path as their raw bytes (``STORE_SEND_CHUNKED_DATASET``, see
+  :func:`dicom_node.net.scu.use_raw_file_sending`), and nnU-Net's prints from worker threads are
+  captured per thread (:func:`inference.stdout_capture.install`);
+- building the in-process executor (:class:`inference.executor.InProcessExecutor`) sets torch's CPU
+  threads and installs the same stdout capture, for programs that use it without the node.
+"""
+
+from __future__ import annotations
+
+from dicom_node.net.scu import use_raw_file_sending
+from inference import stdout_capture
+
+
+def configure_process() -> None:
+    """Make the process-wide settings the node relies on. Idempotent; call it from the main thread
+    before starting threads."""
+    use_raw_file_sending()
+    stdout_capture.install()
