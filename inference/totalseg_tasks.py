@@ -13,9 +13,7 @@ Task names are the package's plus ``<task>_fast`` / ``<task>_fastest``; the spec
 ``totalseg_options`` give ``fast``, ``fastest``, ``roi_subset``, ``robust_crop`` and ``body_seg``,
 checked here as TotalSegmentator checks them (and refused where TotalSegmentator would ignore them).
 
-Weights are looked up, never downloaded: ``$TOTALSEG_WEIGHTS_PATH`` if set, else
-``<model_folder>/totalseg`` if that folder exists, else TotalSegmentator's home
-(``$TOTALSEG_HOME_DIR`` or ``~/.totalsegmentator``) ``/nnunet/results``. Every dataset a task needs
+Weights are looked up, never downloaded (:mod:`inference.totalseg_weights`). Every dataset a task needs
 (each part, and the crop model) must be there at load: a missing one is a :class:`SpecError` naming
 the task, the dataset folder and the folder searched.
 
@@ -26,7 +24,6 @@ mask, remove voxels outside another structure (``remove_outside``) or post-proce
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,12 +33,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inference.errors import SpecError
+from inference.totalseg_weights import check_model_dir, dataset_dir, weights_root
+
+__all__ = ["TotalSegTask", "describe", "known_tasks", "parse_options", "resolve_task", "weights_root"]
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_ENV = "TOTALSEG_WEIGHTS_PATH"
-HOME_ENV = "TOTALSEG_HOME_DIR"
-CHECKPOINT = "checkpoint_final.pth"
 DEFAULT_PLANS = "nnUNetPlans"
 
 #: Multi-part tasks: the ``map_to_binary`` names of their per-part class maps and dataset -> part tables
@@ -173,21 +170,6 @@ def known_tasks() -> list[str]:
     return sorted(names)
 
 
-def weights_root(model_folder: Path, environ: Mapping[str, str]) -> Path:
-    """Where TotalSegmentator weights are looked up (see the module doc)."""
-    configured = environ.get(WEIGHTS_ENV)
-    if configured:
-        return Path(configured)
-    local = Path(model_folder) / "totalseg"
-    if local.is_dir():
-        return local
-    home = environ.get(HOME_ENV)
-    if home:
-        return Path(home) / "nnunet" / "results"
-    user_home = Path.home()
-    return (Path("/tmp") if str(user_home) == "/" else user_home) / ".totalsegmentator" / "nnunet" / "results"
-
-
 def _split_mode(task: str, configs: Mapping[str, Any]) -> tuple[str, str | None]:
     if task in configs:
         return task, None
@@ -238,66 +220,6 @@ def _folds(value: Any) -> tuple[int, ...] | Literal["all"]:
     return "all" if value is None else tuple(int(f) for f in value)
 
 
-# ---------------------------------------------------------------------------------------- weights
-
-
-def _dataset_dir(task: str, root: Path, dataset_id: int) -> Path:
-    tasks, _ = _package()
-    info = tasks.TASK_ID_WEIGHTS_CONFIGS.get(dataset_id, {})
-    expected = Path(info.get("rel_path") or "") / info["foldername"] if "foldername" in info else None
-    if expected is not None and (root / expected).is_dir():
-        return root / expected
-    pattern = f"Dataset{dataset_id:03d}_*"
-    found = sorted(p for p in root.glob(pattern) if p.is_dir()) if root.is_dir() else []
-    if len(found) == 1:
-        return found[0]
-    if len(found) > 1:
-        names = ", ".join(p.name for p in found)
-        raise SpecError(
-            f"TotalSegmentator task {task!r}: several weights folders match {root / pattern}: {names}"
-        )
-    name = expected.as_posix() if expected is not None else pattern
-    licence = ""
-    if dataset_id in set(tasks.TASK_ID_WEIGHTS_CONFIGS) and "version" not in info:
-        licence = " (licensed weights: set a licence with totalseg_set_license before downloading)"
-    raise SpecError(
-        f"TotalSegmentator task {task!r}: dataset {dataset_id} ({name}) not found in {root}; "
-        f"download it with TotalSegmentator's totalseg_download_weights{licence} and "
-        f"{WEIGHTS_ENV}={root} (the node never downloads)"
-    )
-
-
-def _check_model_dir(
-    task: str, model_dir: Path, folds: tuple[int, ...] | Literal["all"], labels: Mapping[int, str]
-) -> None:
-    if not model_dir.is_dir():
-        raise SpecError(f"TotalSegmentator task {task!r}: missing model folder {model_dir}")
-    try:
-        dataset = json.loads((model_dir / "dataset.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SpecError(
-            f"TotalSegmentator task {task!r}: unreadable {model_dir / 'dataset.json'}: {exc}"
-        ) from exc
-    found = {
-        int(v): str(k) for k, v in dict(dataset.get("labels", {})).items() if isinstance(v, int) and v > 0
-    }
-    for value, name in labels.items():
-        if found.get(value) != name:
-            raise SpecError(
-                f"TotalSegmentator task {task!r}: {model_dir / 'dataset.json'} label {value} is "
-                f"{found.get(value)!r}, TotalSegmentator's class map says {name!r}"
-            )
-    if folds == "all":
-        if not list(model_dir.glob(f"fold_*/{CHECKPOINT}")):
-            raise SpecError(f"TotalSegmentator task {task!r}: no fold_*/{CHECKPOINT} in {model_dir}")
-        return
-    for fold in folds:
-        if not (model_dir / f"fold_{fold}" / CHECKPOINT).is_file():
-            raise SpecError(
-                f"TotalSegmentator task {task!r}: missing {model_dir / f'fold_{fold}' / CHECKPOINT}"
-            )
-
-
 def _run(
     task: str,
     root: Path,
@@ -321,8 +243,8 @@ def _run(
             part_labels = {int(k): str(v) for k, v in part_map.items()}
         else:
             part_labels = labels
-        model_dir = _dataset_dir(task, root, dataset_id) / f"{trainer}__{plans}__{configuration}"
-        _check_model_dir(task, model_dir, folds, part_labels)
+        model_dir = dataset_dir(task, root, dataset_id) / f"{trainer}__{plans}__{configuration}"
+        check_model_dir(task, model_dir, folds, part_labels)
         to_task = {value: inverse[name] for value, name in part_labels.items()}
         parts.append(TaskPart(dataset_id=dataset_id, model_dir=model_dir, to_task=to_task))
     if trainer in _CUSTOM_TRAINERS:
