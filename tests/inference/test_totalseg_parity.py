@@ -192,3 +192,17 @@ def test_seg_holds_every_class_found_with_the_package_labels_and_codes(world: Wo
         modifier = row["SegmentedPropertyTypeModifierCodeSequence.CodeValue"]
         if modifier:
             assert code.SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == modifier
+
+
+@pytest.mark.slow
+def test_every_part_stays_warm_even_with_a_small_cache(world: World, tmp_path: Path) -> None:
+    executor = InProcessExecutor(world.executor.catalog, device="cpu", num_threads=2, max_models=1)
+    executor.warm_up("multi_part")
+    assert executor.cache.loads == 2  # total_mr's two datasets, both kept
+    request = InferenceRequest(
+        inputs=[world.series["multi_part"]], models=["multi_part"], output_dir=tmp_path
+    )
+    labels = executor._pipeline.segment(request).labels
+    executor._pipeline.segment(request)
+    assert executor.cache.loads == 2
+    np.testing.assert_array_equal(labels, reference_labels(world, "multi_part"))
