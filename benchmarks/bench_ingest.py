@@ -6,8 +6,8 @@ association) to:
 
 - dcmtk ``storescp`` (``TCP_NODELAY=1``, default options, writing to a temporary folder);
 - the node's receiver (:class:`dicom_node.net.receive.ScpServer` with a full ``Receiver``: spool + journal),
-  with fsync on (the default) and off; ``--chunked`` adds runs with pynetdicom's chunked receive
-  (data sets go to a temp file instead of memory).
+  with fsync on (the default) and off (pynetdicom streams each data set into a temp file, as the
+  node always has it do).
 
 It also times the handler's own work without the network ("handler only": header parse, spool write,
 journal row per instance), which shows how much of the node's time is ours and how much pynetdicom's.
@@ -17,7 +17,7 @@ as the ratio to storescp. The clock runs from starting storescu to its exit, ass
 Every run checks that all instances were acknowledged (storescu exit code) and, for the node, journaled.
 ``--profile`` prints where the node's threads spend their time (cProfile in every thread).
 
-    .venv/bin/python benchmarks/bench_ingest.py [--count 300] [--size 512] [--repeats 3] [--chunked]
+    .venv/bin/python benchmarks/bench_ingest.py [--count 300] [--size 512] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from dicom_node.config import NodeSection
-from dicom_node.net.receive import Receiver, ScpServer, set_chunked_receive
+from dicom_node.net.receive import Receiver, ScpServer
+from dicom_node.process import configure_process
 from dicom_node.storage.filing import Spool
 from dicom_node.storage.header import read_header, read_part10_layout
 from dicom_node.storage.ingest import Ingestor, Origin
@@ -235,10 +236,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunked", action="store_true", help="also measure pynetdicom chunked receive")
     parser.add_argument("--profile", action="store_true", help="profile one fsync-on node run")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temp folder)")
     args = parser.parse_args()
+    configure_process()
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_ingest_"))
     try:
@@ -253,18 +254,6 @@ def main() -> None:
             "handler only, fsync on": lambda: run_handler_only(files, work, fsync=True),
             "handler only, fsync off": lambda: run_handler_only(files, work, fsync=False),
         }
-        if args.chunked:
-
-            def chunked(fsync: bool) -> float:
-                set_chunked_receive(True)
-                try:
-                    return run_node(files, work, fsync=fsync)
-                finally:
-                    set_chunked_receive(False)
-
-            configs["node, chunked, fsync on"] = lambda: chunked(True)
-            configs["node, chunked, fsync off"] = lambda: chunked(False)
-
         times: dict[str, list[float]] = {name: [] for name in configs}
         for _ in range(args.repeats):
             for name, run in configs.items():

@@ -35,6 +35,7 @@ from dicom_node.demo.store_receiver import ReceivedInstance, StoreReceiver
 from dicom_node.net.peers import Peer
 from dicom_node.net.scu import send_files
 from dicom_node.node import Node
+from dicom_node.process import configure_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("bench_latency")
@@ -157,6 +158,7 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    configure_process()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         workdir = (args.workdir or Path(tmp)).resolve()

@@ -7,8 +7,9 @@ passed explicitly to whatever needs it.
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,15 +27,8 @@ from pydantic import (
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from dicom_node.errors import ConfigError
-
-_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash
-
-
-def _check_ae_title(value: str) -> str:
-    if not isinstance(value, str) or not _AE_RE.match(value) or not value.strip():
-        raise ValueError(f"invalid AE title {value!r}: 1-16 printable ASCII characters, no backslash")
-    return value.strip()
-
+from dicom_node.net.ae_titles import check_ae_title
+from inference.strict_yaml import load_yaml
 
 AETitle = Annotated[str, Field(min_length=1, max_length=16)]
 
@@ -75,7 +69,7 @@ class NodeSection(_Strict):
     @field_validator("ae_title", "allowed_calling_aes")
     @classmethod
     def _valid_aes(cls, value: list[str]) -> list[str]:
-        titles = [_check_ae_title(v) for v in value]
+        titles = [check_ae_title(v) for v in value]
         if len(set(titles)) != len(titles):
             raise ValueError("duplicate AE titles")
         return titles
@@ -102,7 +96,7 @@ class DestinationConfig(_Strict):
     @field_validator("ae_title", "calling_ae")
     @classmethod
     def _valid_ae(cls, value: str | None) -> str | None:
-        return None if value is None else _check_ae_title(value)
+        return None if value is None else check_ae_title(value)
 
 
 class MatchConfig(_Strict):
@@ -165,6 +159,42 @@ def _compile_regex(field: str, pattern: str) -> re.Pattern[str]:
         raise ValueError(f"{field}: invalid regex {pattern!r}: {exc}") from exc
 
 
+class ChannelSelector(_Strict):
+    """Which series of a study feeds one input channel of a rule's model: regexes (``re.fullmatch``,
+    like ``match``) on SeriesDescription and/or one attribute (``tag`` keyword + ``regex``); every
+    given condition must hold."""
+
+    series_description: str | None = None
+    tag: str | None = None
+    regex: str | None = None
+
+    _compiled: dict[str, re.Pattern[str]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _compile(self) -> ChannelSelector:
+        if (self.tag is None) != (self.regex is None):
+            raise ValueError("a channel's tag and regex go together")
+        if self.series_description is None and self.tag is None:
+            raise ValueError("a channel needs series_description or tag + regex")
+        compiled: dict[str, re.Pattern[str]] = {}
+        if self.series_description is not None:
+            compiled["SeriesDescription"] = _compile_regex("series_description", self.series_description)
+        if self.tag is not None and self.regex is not None:
+            tag = tag_for_keyword(self.tag)
+            if tag is None or dictionary_VR(tag) == "SQ":
+                raise ValueError(f"tag {self.tag!r} is not a DICOM keyword of a plain attribute")
+            compiled[self.tag] = _compile_regex(f"tag {self.tag}", self.regex)
+        self._compiled = compiled
+        return self
+
+    def patterns(self) -> dict[str, re.Pattern[str]]:
+        """Compiled patterns by DICOM keyword."""
+        return dict(self._compiled)
+
+    def describe(self) -> str:
+        return ", ".join(f"{k} {p.pattern!r}" for k, p in self._compiled.items())
+
+
 class RuleConfig(_Strict):
     """One routing rule; rules are tried in order and the first match wins unless it says
     ``continue: true``."""
@@ -185,6 +215,12 @@ class RuleConfig(_Strict):
         description="complete at once when ImagesInAcquisition (0020,1002) instances have arrived",
     )
     continue_: bool = Field(default=False, alias="continue")
+    channels: list[ChannelSelector] | None = Field(
+        default=None,
+        min_length=1,
+        description="multi-series input: the series of one study feeding each model input channel, "
+        "in channel order; the rule then runs once the study's matching series are complete",
+    )
     args: dict[str, Any] = Field(
         default_factory=dict, description="inference argument overrides (model spec default_args)"
     )
@@ -198,15 +234,74 @@ class RuleConfig(_Strict):
 _RULES_ADAPTER: TypeAdapter[list[RuleConfig]] = TypeAdapter(list[RuleConfig])
 
 
+def rule_problems(
+    rules: Sequence[RuleConfig],
+    *,
+    destinations: Mapping[str, Any] | None = None,
+    resolve_model: Callable[[str], object] | None = None,
+) -> list[str]:
+    """What is wrong with a list of rules as a whole, one line per problem, each naming its rule:
+    a name used twice, a destination not among ``destinations`` (when given), a model that
+    ``resolve_model`` (the model spec's resolver, when given) refuses. The one rules check: the
+    configuration runs it at load (without the model spec), :meth:`RuleSet.build
+    <dicom_node.pipeline.routing.RuleSet.build>` with the model spec."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for rule in rules:
+        if rule.name in seen:
+            problems.append(f"rule {rule.name!r}: duplicate rule name")
+        seen.add(rule.name)
+        if destinations is not None:
+            known = ", ".join(sorted(destinations)) or "none"
+            for dest in rule.destinations:
+                if dest not in destinations:
+                    problems.append(f"rule {rule.name!r}: unknown destination {dest!r} (configured: {known})")
+        if resolve_model is not None:
+            for model in rule.models:
+                try:
+                    resolve_model(model)
+                except Exception as exc:  # the catalog's own error type; reported, not swallowed
+                    problems.append(f"rule {rule.name!r}: model {model!r} not in the model spec: {exc}")
+    return problems
+
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d{1,2})$")
+
+
 class InferenceSection(_Strict):
-    device: Literal["auto", "cuda", "cpu"] = "auto"
-    predictor_cache_size: int = Field(default=4, ge=1, le=64)
-    workers: int = Field(default=1, ge=1, le=16, description="inference jobs run at once")
+    device: str | list[str] = Field(
+        default="auto",
+        description="auto, cpu, cuda, cuda:N, or a list of cuda:N devices: one inference worker per device",
+    )
+    predictor_cache_size: int = Field(default=4, ge=1, le=64, description="warm predictors kept per device")
+    workers: int = Field(default=1, ge=1, le=16, description="inference jobs run at once on each device")
     empty_result: Literal["empty_seg", "skip"] = Field(
         default="empty_seg",
         description="what to send when a model finds nothing: a SEG with empty segments, or nothing",
     )
     max_attempts: int = Field(default=2, ge=1, le=10)
+
+    @field_validator("device")
+    @classmethod
+    def _v_device(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else value
+        if not names:
+            raise ValueError("device: name at least one device")
+        for name in names:
+            if not _DEVICE_RE.fullmatch(name.strip().lower()):
+                raise ValueError(f"device {name!r}: use auto, cpu, cuda, cuda:N or a list of cuda:N")
+        if isinstance(value, list):
+            if any(n.strip().lower() in ("auto", "cpu", "cuda") for n in names) and len(names) > 1:
+                raise ValueError("a device list names cuda:N devices only (auto, cpu, cuda stand alone)")
+            normal = [n.strip().lower() for n in names]
+            if len(set(normal)) != len(normal):
+                raise ValueError(f"device list names a device twice: {value}")
+        return value
+
+    @property
+    def devices(self) -> list[str]:
+        """The devices, one inference worker (and predictor cache) each."""
+        return [self.device] if isinstance(self.device, str) else list(self.device)
 
 
 class SendingSection(_Strict):
@@ -244,17 +339,9 @@ class NodeConfig(_Strict):
     def _cross_check(self) -> NodeConfig:
         if self.rules and self.rules_file is not None:
             raise ValueError("give either 'rules' or 'rules_file', not both")
-        names = [r.name for r in self.rules]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate rule names: {', '.join(dupes)}")
-        for rule in self.rules:
-            unknown = [d for d in rule.destinations if d not in self.destinations]
-            if unknown:
-                raise ValueError(
-                    f"rule {rule.name!r}: unknown destination(s) {', '.join(unknown)}; "
-                    f"configured: {', '.join(sorted(self.destinations)) or 'none'}"
-                )
+        problems = rule_problems(self.rules, destinations=self.destinations)
+        if problems:
+            raise ValueError("\n".join(problems))
         if self.rules and self.model_spec is None:
             raise ValueError("rules need 'model_spec' (the model-serve-spec.yaml file)")
         return self
@@ -311,37 +398,13 @@ def _format_validation_error(source: Path | str, exc: ValidationError, data: Any
     return "\n".join(lines)
 
 
-class _StrictYAMLLoader(yaml.SafeLoader):
-    """Safe YAML loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:
-                continue  # unhashable key: the base class reports it
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r}",
-                    key_node.start_mark,
-                )
-        return super().construct_mapping(node, deep=deep)
-
-
 def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
-        return yaml.load(text, Loader=_StrictYAMLLoader)  # a SafeLoader subclass: no objects
+        return load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
 
@@ -379,9 +442,23 @@ def load_config(path: Path | str) -> NodeConfig:
     return config_from_mapping(data, base_dir=path.parent, source=path)
 
 
-def config_from_mapping(data: dict[str, Any], *, base_dir: Path, source: Path | None = None) -> NodeConfig:
-    """Validate a configuration given as a mapping (relative paths against ``base_dir``)."""
+SPEC_ENV = "MODEL_SERVE_SPEC"
+
+
+def config_from_mapping(
+    data: dict[str, Any],
+    *,
+    base_dir: Path,
+    source: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> NodeConfig:
+    """Validate a configuration given as a mapping (relative paths against ``base_dir``). Without a
+    ``model_spec`` key, ``$MODEL_SERVE_SPEC`` names the model spec (nnunet_serve's variable; a
+    relative path is relative to the working directory)."""
     where: Path | str = source if source is not None else "<config>"
+    from_env = (os.environ if environ is None else environ).get(SPEC_ENV)
+    if "model_spec" not in data and from_env:
+        data = {**data, "model_spec": str(Path(from_env).expanduser().resolve())}
     try:
         cfg = NodeConfig.model_validate(data)
     except ValidationError as exc:

@@ -25,7 +25,7 @@ from dicom_node.config import NodeConfig
 from dicom_node.errors import ConfigError, NodeError
 from dicom_node.net.receive import Receiver, ScpServer
 from dicom_node.pipeline.completion import CompletionLoop
-from dicom_node.pipeline.executors import build_executor
+from dicom_node.pipeline.executors import build_executors
 from dicom_node.pipeline.loop import Clock
 from dicom_node.pipeline.routing import RuleSet
 from dicom_node.pipeline.rules_watch import watch_config_rules
@@ -51,9 +51,10 @@ class _Stoppable(Protocol):
 
 
 class Node:
-    """One DICOM node (see the module docstring). ``executor`` replaces the one built from the config
-    (:func:`~dicom_node.pipeline.executors.build_executor`; tests, a remote executor) and stays the
-    caller's to close; the one built here is closed by :meth:`stop`. ``clock`` is the wall clock
+    """One DICOM node (see the module docstring). ``executor`` replaces the ones built from the config
+    (:func:`~dicom_node.pipeline.executors.build_executors`, one per device, each with its own
+    worker; tests, a remote executor) and stays the caller's to close; those built here are closed
+    by :meth:`stop`. ``clock`` is the wall clock
     used for journal times; ``retention_interval`` is the period of the retention sweep (the first
     runs after at most a minute)."""
 
@@ -68,7 +69,7 @@ class Node:
         self.config = config
         self.storage_dir = Path(config.node.storage_dir)
         self._executor = executor
-        self._built_executor: Executor | None = None  # built here from the config: closed by stop()
+        self._built_executors: list[Executor] = []  # built here from the config: closed by stop()
         self._clock = clock
         self._retention_interval = retention_interval
         self._rules_lock = threading.Lock()
@@ -76,7 +77,8 @@ class Node:
         self.journal: Journal | None = None
         self.spool: Spool | None = None
         self.sender: Sender | None = None
-        self.worker: Worker | None = None
+        self.worker: Worker | None = None  # the first of ``workers``
+        self.workers: list[Worker] = []  # one per device
         self.completion: CompletionLoop | None = None
         self.retention: RetentionService | None = None
         self.server: ScpServer | None = None
@@ -128,9 +130,11 @@ class Node:
             self._rules = RuleSet.from_config(cfg, catalog)
         except ConfigError as exc:
             raise ConfigError(f"{cfg.config_path or 'config'}: rules: {exc}") from exc
-        executor = self._executor
-        if executor is None and catalog is not None:
-            executor = self._built_executor = build_executor(cfg.inference, catalog)
+        executors: list[Executor] = []
+        if self._executor is not None:
+            executors = [self._executor]
+        elif catalog is not None:
+            executors = self._built_executors = build_executors(cfg.inference, catalog)
 
         self.sender = Sender(
             journal,
@@ -141,8 +145,8 @@ class Node:
             clock=self._clock,
         )
         self.sender.start()
-        if executor is not None:
-            self.worker = Worker(
+        for executor in executors:
+            worker = Worker(
                 journal,
                 executor,
                 storage_dir=self.storage_dir,
@@ -152,8 +156,10 @@ class Node:
                 threads=cfg.inference.workers,
                 clock=self._clock,
             )
-            self.worker.start()
-        else:
+            worker.start()
+            self.workers.append(worker)
+        self.worker = self.workers[0] if self.workers else None
+        if not executors:
             logger.info("no model spec: received series are filed and routed, nothing is inferred")
         self.completion = CompletionLoop(
             journal,
@@ -194,7 +200,7 @@ class Node:
     def stop(self, grace_seconds: float = 5.0) -> None:
         """Stop accepting, finish the store in progress, stop the threads, close the journal.
         Safe to call more than once and after a failed start."""
-        for part in (self.retention, self.worker, self.completion, self.sender):
+        for part in (self.retention, *self.workers, self.completion, self.sender):
             if part is not None:
                 part.request_stop()  # no new jobs or sends from here on
         if self.server is not None:
@@ -206,16 +212,17 @@ class Node:
             except Exception:
                 logger.exception("stopping %s failed", type(watcher).__name__)
         self._watchers = []
-        for part in (self.retention, self.completion, self.worker, self.sender):
+        for part in (self.retention, self.completion, *self.workers, self.sender):
             if part is not None:
                 part.stop()  # a running job gets a moment to finish; else it is recovered at start
         self.retention = self.completion = self.worker = self.sender = None
-        if self._built_executor is not None:
+        self.workers = []
+        for built in self._built_executors:
             try:
-                self._built_executor.close()
+                built.close()
             except Exception:
-                logger.exception("closing the executor failed")
-            self._built_executor = None
+                logger.exception("closing an executor failed")
+        self._built_executors = []
         if self.journal is not None:
             self.journal.close()
             self.journal = None
@@ -248,8 +255,8 @@ class Node:
             completion.wake()
 
     def _wake_workers(self) -> None:
-        if self.worker is not None:
-            self.worker.wake()
+        for worker in self.workers:
+            worker.wake()
 
     def _set_rules(self, rules: RuleSet) -> None:
         with self._rules_lock:

@@ -6,7 +6,9 @@ change is another's surprise), so each is set once, before any thread of ours ru
 
 - :func:`configure_process` (called by the ``dicom-node`` entry point and by :meth:`Node.start`):
   pynetdicom sends files given by path as their raw bytes (``STORE_SEND_CHUNKED_DATASET``, see
-  :func:`dicom_node.net.scu.use_raw_file_sending`), and nnU-Net's prints from worker threads are
+  :func:`dicom_node.net.scu.use_raw_file_sending`), streams received data sets to disk
+  (``STORE_RECV_CHUNKED_DATASET``, see :func:`dicom_node.net.receive.stream_received_datasets`), and
+  nnU-Net's prints from worker threads are
   captured per thread (:func:`inference.stdout_capture.install`);
 - building the in-process executor (:class:`inference.executor.InProcessExecutor`) sets torch's CPU
   threads and installs the same stdout capture, for programs that use it without the node.
@@ -14,6 +16,7 @@ change is another's surprise), so each is set once, before any thread of ours ru
 
 from __future__ import annotations
 
+from dicom_node.net.receive import stream_received_datasets
 from dicom_node.net.scu import use_raw_file_sending
 from inference import stdout_capture
 
@@ -22,4 +25,5 @@ def configure_process() -> None:
     """Make the process-wide settings the node relies on. Idempotent; call it from the main thread
     before starting threads."""
     use_raw_file_sending()
+    stream_received_datasets()
     stdout_capture.install()

@@ -1,21 +1,12 @@
-"""UID checks. Paths and records are built only from UIDs that pass :func:`require_uid`."""
+"""UID checks. Paths and records are built only from UIDs that pass :func:`require_uid`; what a valid UID
+is, is said once, in :func:`inference.uids.is_valid_uid`."""
 
 from __future__ import annotations
 
-import re
-
 from dicom_node.errors import InvalidUIDError
+from inference.uids import MAX_UID_LENGTH, is_valid_uid
 
-_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-MAX_UID_LENGTH = 64
-
-
-def is_valid_uid(value: object) -> bool:
-    """True for a DICOM UID safe to use as a path component: digits and dots, no empty
-    component, at most 64 characters."""
-    return (
-        isinstance(value, str) and 0 < len(value) <= MAX_UID_LENGTH and _UID_RE.fullmatch(value) is not None
-    )
+__all__ = ["MAX_UID_LENGTH", "is_valid_uid", "require_uid"]
 
 
 def require_uid(value: object, what: str) -> str:

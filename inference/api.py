@@ -69,8 +69,8 @@ class InferenceRequest(BaseModel):
 
 @dataclass(frozen=True)
 class OutputFile:
-    """A file written for a request. ``kind``: ``seg`` (deliverable DICOM), ``nifti_labels``,
-    ``nifti_probabilities`` or ``nifti_input``; UIDs only for DICOM outputs."""
+    """A file written for a request. ``kind``: ``seg`` or ``rtstruct`` (deliverable DICOM),
+    ``nifti_labels``, ``nifti_probabilities`` or ``nifti_input``; UIDs only for DICOM outputs."""
 
     path: Path
     kind: str

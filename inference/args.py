@@ -13,6 +13,21 @@ Per-stage lists: ``checkpoint_name``, ``proba_threshold``, ``min_confidence``, `
 ``null``): ``use_folds: [0, 1]`` means folds 0 and 1 for every stage, ``use_folds: [[0, 1], "all"]``
 means folds 0 and 1 for stage 0 and every fold for stage 1. A per-stage list of one value applies to
 every stage; otherwise its length must equal the number of stages.
+
+``crop_padding`` is an int (voxels per side), a float (fraction of the box size per side) or, as in
+nnunet_serve, a list of exactly three such values, one per axis in (x, y, z) order; per-stage values
+of it are then a list holding such values or ``null`` (``[null, [4, 4, 2]]``). A plain list of three
+numbers is always the per-axis form.
+
+Cascade keys (nnunet_serve's meaning, see :mod:`inference.cascade`): ``series_folders`` gives each
+stage's inputs (a list per stage, or one flat list for a single stage): a request series index,
+``from:<model>``, ``from:<model>=k``, ``from:<model>[k]``, or any other text, which stands for the
+next request series in order (nnunet_serve's folder names: the n-th such name is series n).
+``intersect_with`` / ``crop_from`` (per stage): ``from:<model>`` or ``from:<model>=k``, the mask the
+stage is intersected with / cropped to instead of the previous stage's output.
+``remove_objects_smaller_than`` (per stage): 26-connected components of a label with fewer voxels
+are removed (with ``proba_threshold``: replaces the fixed 10-voxel minimum). ``seg_each_stage``: a
+SEG (and the other DICOM outputs) for every stage, not only the last.
 """
 
 from __future__ import annotations
@@ -23,9 +38,12 @@ from typing import Any, Literal, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from inference.errors import ArgsError
+from inference.errors import ArgsError, InferenceError
+from inference.stage_inputs import parse_stage_input
 
 CascadeMode: TypeAlias = Literal["intersect", "crop"]
+Padding: TypeAlias = int | float | tuple[int | float, int | float, int | float] | None
+PaddingInput: TypeAlias = int | float | list[int | float] | None
 Folds: TypeAlias = list[int] | Literal["all"]
 ClassIdx: TypeAlias = int | list[int] | None
 
@@ -66,9 +84,35 @@ def _check_checkpoint(value: str) -> None:
         raise ValueError(f"checkpoint_name must be a file name ending in .pth, got {value!r}")
 
 
-def _check_padding(value: int | float | None) -> None:
-    if value is not None and value < 0:
-        raise ValueError(f"crop_padding must be >= 0, got {value}")
+def _check_padding(value: PaddingInput) -> None:
+    values = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and len(value) != 3:
+        raise ValueError(f"crop_padding per axis needs three values (x, y, z), got {value}")
+    for item in values:
+        if isinstance(item, list) or (item is not None and item < 0):
+            raise ValueError(f"crop_padding must be >= 0, got {value}")
+
+
+def _check_mask_ref(name: str, value: str | None) -> None:
+    if value is None:
+        return
+    try:
+        ref = parse_stage_input(value)
+    except InferenceError as exc:
+        raise ValueError(f"{name}: {exc}") from exc
+    if ref.model is None or ref.channel is not None:
+        raise ValueError(f"{name} must be from:<model> or from:<model>=k, got {value!r}")
+
+
+def _check_series_item(value: int | str) -> None:
+    if isinstance(value, str) and not value.strip().startswith("from:") and not value.strip().isdigit():
+        if not value.strip():
+            raise ValueError("series_folders entries must not be empty")
+        return  # a folder name: the next request series in order
+    try:
+        parse_stage_input(value)
+    except InferenceError as exc:
+        raise ValueError(f"series_folders: {exc}") from exc
 
 
 class StageArgs(BaseModel):
@@ -84,8 +128,11 @@ class StageArgs(BaseModel):
     min_confidence: float | None
     class_idx: tuple[int, ...] | None
     min_intersection: float
-    crop_padding: int | float | None
+    crop_padding: Padding
     cascade_mode: CascadeMode
+    remove_objects_smaller_than: int | None
+    intersect_with: str | None
+    crop_from: str | None
     save_proba_map: bool
     save_nifti_inputs: bool
     save_nifti_output: bool
@@ -108,8 +155,13 @@ class InferenceArgs(BaseModel):
     min_confidence: float | list[float | None] | None = None
     class_idx: ClassIdx | list[ClassIdx] = None
     min_intersection: float | list[float] = 0.1
-    crop_padding: int | float | list[int | float | None] | None = None
+    crop_padding: int | float | list[int | float] | list[PaddingInput] | None = None
     cascade_mode: CascadeMode | list[CascadeMode] = "intersect"
+    remove_objects_smaller_than: int | list[int | None] | None = None
+    intersect_with: str | list[str | None] | None = None
+    crop_from: str | list[str | None] | None = None
+    series_folders: list[list[int | str]] | list[int | str] | None = None
+    seg_each_stage: bool = False
     save_proba_map: bool = False
     save_nifti_inputs: bool = False
     save_nifti_output: bool = False
@@ -154,9 +206,42 @@ class InferenceArgs(BaseModel):
     @field_validator("crop_padding")
     @classmethod
     def _v_padding(cls, value: Any) -> Any:
-        for item in _as_stages(value):
+        for item in _per_stage_padding(value):
             _check_padding(item)
         return value
+
+    @field_validator("remove_objects_smaller_than")
+    @classmethod
+    def _v_min_objects(cls, value: Any) -> Any:
+        for item in _as_stages(value):
+            if item is not None and item < 1:
+                raise ValueError(f"remove_objects_smaller_than must be >= 1 voxel, got {item}")
+        return value
+
+    @field_validator("intersect_with", "crop_from")
+    @classmethod
+    def _v_mask_refs(cls, value: Any, info: Any) -> Any:
+        for item in _as_stages(value):
+            _check_mask_ref(info.field_name, item)
+        return value
+
+    @field_validator("series_folders")
+    @classmethod
+    def _v_series_folders(cls, value: Any) -> Any:
+        for stage in series_folder_lists(value) or []:
+            if not stage:
+                raise ValueError("series_folders: a stage needs at least one input")
+            for item in stage:
+                _check_series_item(item)
+        return value
+
+    def stage_inputs(self) -> list[list[int | str]] | None:
+        """``series_folders`` as one input list per stage, folder names replaced by series
+        indexes (the n-th name of a stage is series n)."""
+        lists = series_folder_lists(self.series_folders)
+        if lists is None:
+            return None
+        return [_placeholders_to_series(stage) for stage in lists]
 
     @field_validator("bvalue_for_filtering")
     @classmethod
@@ -211,8 +296,11 @@ class InferenceArgs(BaseModel):
             min_confidence=picked["min_confidence"],
             class_idx=(class_idx,) if isinstance(class_idx, int) else _tuple_or_none(class_idx),
             min_intersection=picked["min_intersection"],
-            crop_padding=picked["crop_padding"],
+            crop_padding=tuple(padding) if isinstance(padding := picked["crop_padding"], list) else padding,
             cascade_mode=picked["cascade_mode"],
+            remove_objects_smaller_than=picked["remove_objects_smaller_than"],
+            intersect_with=picked["intersect_with"],
+            crop_from=picked["crop_from"],
             save_proba_map=self.save_proba_map,
             save_nifti_inputs=self.save_nifti_inputs,
             save_nifti_output=self.save_nifti_output,
@@ -229,8 +317,11 @@ class InferenceArgs(BaseModel):
             "proba_threshold": _as_stages(self.proba_threshold),
             "min_confidence": _as_stages(self.min_confidence),
             "min_intersection": _as_stages(self.min_intersection),
-            "crop_padding": _as_stages(self.crop_padding),
+            "crop_padding": _per_stage_padding(self.crop_padding),
             "cascade_mode": _as_stages(self.cascade_mode),
+            "remove_objects_smaller_than": _as_stages(self.remove_objects_smaller_than),
+            "intersect_with": _as_stages(self.intersect_with),
+            "crop_from": _as_stages(self.crop_from),
         }
 
 
@@ -244,6 +335,39 @@ def _as_stages(value: T | list[T]) -> list[T]:
             raise ValueError("a per-stage list needs at least one value")
         return value
     return [value]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _per_stage_padding(value: Any) -> list[Any]:
+    """A list of three numbers is one per-axis padding; any other list is per stage."""
+    if isinstance(value, list) and len(value) == 3 and all(_is_number(v) for v in value):
+        return [value]
+    return _as_stages(value)
+
+
+def series_folder_lists(value: Any) -> list[list[int | str]] | None:
+    """``series_folders`` as a list per stage (a flat list is one stage)."""
+    if value is None:
+        return None
+    if value and all(isinstance(item, list) for item in value):
+        return [list(item) for item in value]
+    return [list(value)]  # the type allows no mix of lists and plain entries
+
+
+def _placeholders_to_series(stage: list[int | str]) -> list[int | str]:
+    out: list[int | str] = []
+    position = 0
+    for item in stage:
+        text = item.strip() if isinstance(item, str) else None
+        if text is not None and not text.startswith("from:") and not text.isdigit():
+            out.append(position)
+            position += 1
+        else:
+            out.append(item)
+    return out
 
 
 def _per_stage_folds(value: Folds | list[Folds]) -> list[Folds]:
@@ -306,6 +430,23 @@ def parse_args(values: Mapping[str, Any] | None, *, where: str = "inference argu
         return InferenceArgs.model_validate(data)
     except ValidationError as exc:
         raise ArgsError(f"{where}: {describe_validation_error(exc)}") from exc
+
+
+def args_problems(values: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """Every problem of ``values`` as ``(key, message)``: unknown keys and invalid values, each key
+    on its own (fields are validated independently, so checking them one by one is exact)."""
+    problems: list[tuple[str, str]] = []
+    known = sorted(InferenceArgs.model_fields)
+    for key, value in dict(values or {}).items():
+        if key not in InferenceArgs.model_fields:
+            problems.append((str(key), f"unknown parameter; known: {', '.join(known)}"))
+            continue
+        try:
+            InferenceArgs.model_validate({key: value})
+        except ValidationError as exc:
+            message = describe_validation_error(exc)
+            problems.append((key, message.removeprefix(f"{key}: ")))
+    return problems
 
 
 def merge(

@@ -21,64 +21,27 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from inference.args import StageArgs
-from inference.errors import PredictionError
-from inference.postprocess import PostprocessOptions, intersect_components, postprocess
-from inference.predictors import Prediction
+from inference.args import Padding, StageArgs
+from inference.errors import ArgsError, PredictionError
+from inference.postprocess import (
+    MIN_COMPONENT_VOXELS,
+    PostprocessOptions,
+    intersect_components,
+    postprocess,
+    remove_small_objects,
+)
+from inference.stage_inputs import StageInput, parse_stage_input
+
+if TYPE_CHECKING:  # predictors imports torch; planning stays importable without it
+    from inference.predictors import Prediction
 
 logger = logging.getLogger(__name__)
-
-_FROM = re.compile(r"from:(?P<model>[^=\[\]\s]+)(?:=(?P<label>\d+)|\[(?P<channel>\d+)\])?")
-
-
-@dataclass(frozen=True)
-class StageInput:
-    """One input channel of a stage: a request series (``series``) or an earlier model's output."""
-
-    series: int | None = None
-    model: str | None = None
-    label: int | None = None
-    channel: int | None = None
-
-    def __str__(self) -> str:
-        if self.series is not None:
-            return str(self.series)
-        suffix = f"={self.label}" if self.label is not None else ""
-        suffix += f"[{self.channel}]" if self.channel is not None else ""
-        return f"from:{self.model}{suffix}"
-
-
-def parse_stage_input(item: str | int) -> StageInput:
-    """``0``/``"0"`` (request series index) or ``from:<model>``, ``from:<model>=k``,
-    ``from:<model>[k]``."""
-    if isinstance(item, bool):
-        raise PredictionError(f"invalid stage input {item!r}")
-    if isinstance(item, int):
-        if item < 0:
-            raise PredictionError(f"invalid stage input {item}: series indexes start at 0")
-        return StageInput(series=item)
-    text = item.strip()
-    if text.isdigit():
-        return StageInput(series=int(text))
-    match = _FROM.fullmatch(text)
-    if match is None:
-        raise PredictionError(
-            f"invalid stage input {item!r}: use a series index, from:<model>, from:<model>=k "
-            "or from:<model>[k]"
-        )
-    label, channel = match["label"], match["channel"]
-    return StageInput(
-        model=match["model"],
-        label=None if label is None else int(label),
-        channel=None if channel is None else int(channel),
-    )
 
 
 @dataclass(frozen=True)
@@ -177,8 +140,50 @@ def plan_stages(
                 planned.append(
                     Stage(model=source, inputs=tuple(feed), args=stage_args(source, None), inserted=True)
                 )
-        planned.append(Stage(model=model, inputs=tuple(resolved), args=stage_args(model, index)))
+        args = _canonical_mask_refs(model, index, stage_args(model, index), planned, canonical)
+        planned.append(Stage(model=model, inputs=tuple(resolved), args=args))
     return _mark_probabilities(planned, save_probabilities)
+
+
+def _canonical_mask_refs(
+    model: str, index: int, args: StageArgs, planned: list[Stage], canonical: Callable[[str], str]
+) -> StageArgs:
+    """``intersect_with`` / ``crop_from`` checked (an earlier stage, the matching cascade mode) and
+    written with the model's id."""
+    update: dict[str, str] = {}
+    for key, mode in (("intersect_with", "intersect"), ("crop_from", "crop")):
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if args.cascade_mode != mode:
+            raise ArgsError(
+                f"stage {index} ({model}): {key} needs cascade_mode {mode!r}, not {args.cascade_mode!r}",
+                key=key,
+            )
+        ref = parse_stage_input(value)
+        assert ref.model is not None  # validated with the arguments
+        source = canonical(ref.model)
+        if not any(stage.model == source for stage in planned):
+            raise ArgsError(
+                f"stage {index} ({model}): {key} {value!r} names no earlier stage of the cascade", key=key
+            )
+        update[key] = str(StageInput(model=source, label=ref.label))
+    return args.model_copy(update=update) if update else args
+
+
+def _mask_of(
+    stage: Stage, key: str, previous: StageResult | None, results: Sequence[StageResult]
+) -> np.ndarray | None:
+    """The mask a stage is cropped to / intersected with: its ``crop_from`` / ``intersect_with``
+    output, else the previous stage's foreground."""
+    value = getattr(stage.args, key)
+    if value is None:
+        return None if previous is None else previous.labels > 0
+    ref = parse_stage_input(value)
+    source = next((r for r in reversed(results) if r.stage.model == ref.model), None)
+    if source is None:  # plan_stages guarantees this cannot happen
+        raise PredictionError(f"{key} {value}: model {ref.model} has not run")
+    return source.labels == ref.label if ref.label is not None else source.labels > 0
 
 
 def _mark_probabilities(stages: list[Stage], save_probabilities: bool) -> list[Stage]:
@@ -221,13 +226,15 @@ def _input_array(item: StageInput, series: Sequence[np.ndarray], results: list[S
     return source.labels.astype(np.float32)
 
 
-def crop_box(mask: np.ndarray, padding: int | float | None) -> tuple[slice, ...] | None:
+def crop_box(mask: np.ndarray, padding: Padding) -> tuple[slice, ...] | None:
     """Bounding box of ``mask`` grown by ``padding`` (int: voxels per side; float: fraction of the
-    box size per side), clipped to the array; None when the mask is empty."""
+    box size per side; three such values: one per axis, (x, y, z)), clipped to the array; None when
+    the mask is empty."""
     if not mask.any():
         return None
+    per_axis = tuple(reversed(padding)) if isinstance(padding, tuple) else (padding,) * mask.ndim
     box: list[slice] = []
-    for axis in range(mask.ndim):
+    for axis, padding in enumerate(per_axis):
         other = tuple(a for a in range(mask.ndim) if a != axis)
         present = np.flatnonzero(mask.any(axis=other))
         low, high = int(present[0]), int(present[-1]) + 1
@@ -242,6 +249,8 @@ def crop_box(mask: np.ndarray, padding: int | float | None) -> tuple[slice, ...]
 
 
 def _paste(prediction: Prediction, box: tuple[slice, ...], shape: tuple[int, ...]) -> Prediction:
+    from inference.predictors import Prediction
+
     labels = np.zeros(shape, dtype=prediction.labels.dtype)
     labels[box] = prediction.labels
     probs = None
@@ -257,18 +266,22 @@ def run_stage(
     spacing_xyz: Sequence[float],
     previous: StageResult | None,
     runner: StageRunner,
+    results: Sequence[StageResult] = (),
 ) -> StageResult:
-    """Predict one stage, apply its post-processing, then its cascade mode against ``previous``."""
+    """Predict one stage, apply its post-processing, then its cascade mode against ``previous``'s
+    mask (or the ``crop_from`` / ``intersect_with`` output among ``results``)."""
     args = stage.args
     shape = tuple(images[0].shape)
     warnings: list[str] = []
-    prev_mask = None if previous is None else previous.labels > 0
-    if previous is not None and prev_mask is not None and args.cascade_mode == "crop":
-        box = crop_box(prev_mask, args.crop_padding)
+    crop_mask = _mask_of(stage, "crop_from", previous, results) if args.cascade_mode == "crop" else None
+    prev_mask = (
+        _mask_of(stage, "intersect_with", previous, results) if args.cascade_mode == "intersect" else None
+    )
+    if previous is not None and crop_mask is not None:
+        box = crop_box(crop_mask, args.crop_padding)
         if box is None:
-            message = (
-                f"model {stage.model} not run: previous stage {previous.stage.model} found nothing to crop to"
-            )
+            what = args.crop_from or f"previous stage {previous.stage.model}"
+            message = f"model {stage.model} not run: {what} found nothing to crop to"
             logger.info(message)
             warnings.append(message)
             return StageResult(stage, np.zeros(shape, dtype=np.uint8), None, warnings)
@@ -277,11 +290,17 @@ def run_stage(
         prediction = _paste(runner(stage, cropped, spacing_xyz, stage.probabilities), box, shape)
     else:
         prediction = runner(stage, images, spacing_xyz, stage.probabilities)
+    smaller = args.remove_objects_smaller_than
     options = PostprocessOptions(
-        proba_threshold=args.proba_threshold, min_confidence=args.min_confidence, class_idx=args.class_idx
+        proba_threshold=args.proba_threshold,
+        min_confidence=args.min_confidence,
+        class_idx=args.class_idx,
+        min_size=MIN_COMPONENT_VOXELS if smaller is None else smaller - 1,
     )
     labels = postprocess(prediction.labels, prediction.probabilities, options)
-    if prev_mask is not None and args.cascade_mode == "intersect":
+    if smaller is not None and args.proba_threshold is None:
+        labels = remove_small_objects(labels, smaller)
+    if previous is not None and prev_mask is not None:
         labels = intersect_components(labels, prev_mask, args.min_intersection)
     return StageResult(stage, labels, prediction.probabilities, warnings)
 
@@ -294,5 +313,5 @@ def run_cascade(
     for index, stage in enumerate(stages):
         images = [_input_array(item, series, results) for item in stage.inputs]
         previous = results[-1] if index > 0 else None
-        results.append(run_stage(stage, images, spacing_xyz, previous, runner))
+        results.append(run_stage(stage, images, spacing_xyz, previous, runner, results))
     return results

@@ -25,7 +25,7 @@ import importlib.resources
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
@@ -267,7 +267,3 @@ def _csv_rgb(text: str | None) -> RGB | None:
     if not all(0 <= v <= 255 for v in (r, g, b)):
         return None
     return (r, g, b)
-
-
-def with_color(coding: SegmentCoding, color: RGB | None) -> SegmentCoding:
-    return coding if color is None else replace(coding, color=color)

@@ -24,7 +24,7 @@ from pydicom.sr.coding import Code
 from inference.args import describe_validation_error
 from inference.codes import standard_category
 from inference.errors import SpecError
-from inference.segments import RGB, AlgorithmInfo, OutputFields, SegmentCoding, SegmentSpec
+from inference.segments import RGB, OutputFields, SegmentCoding, SegmentSpec
 
 logger = logging.getLogger(__name__)
 
@@ -179,10 +179,3 @@ def _segment(item: _SegmentAttributes) -> SegmentSpec:
         tracking_uid=item.TrackingUniqueIdentifier,
         color=color,
     )
-
-
-def algorithm_from_template(template: DcmqiTemplate, version: str) -> AlgorithmInfo | None:
-    """The algorithm a template names, or ``None`` when it names none."""
-    if template.algorithm_name is None:
-        return None
-    return AlgorithmInfo(name=template.algorithm_name, version=version, type=template.algorithm_type)

@@ -2,8 +2,11 @@
 
 ``select_device`` turns "auto" | "cpu" | "cuda" | "cuda:N" into a ``torch.device``. A
 ``DeviceGate`` belongs to one device: it lets a fixed number of jobs (one by default) run on it at
-a time and, on a GPU, admits a job only when ``torch.cuda.mem_get_info`` reports at least the
-model's ``min_mem`` free (else :class:`InsufficientGpuMemoryError`, which callers may retry later).
+a time and, on a GPU, admits a job only when the model's ``min_mem`` is available: the free memory
+``torch.cuda.mem_get_info`` reports plus what the job's own model already holds there (its weights,
+loaded by an earlier job, count towards ``min_mem``); when that is short, the caller may release
+memory (the predictor cache drops its other, idle predictors) and the gate measures again. Still
+short: :class:`InsufficientGpuMemoryError`, which callers may retry later.
 Gates are plain objects owned by whoever runs inference (the predictor cache); there is no global.
 """
 
@@ -110,26 +113,55 @@ class DeviceGate:
         free, _total = self._mem_info(self.device)
         return free / MIB
 
-    def admit(self, min_mem_mib: float | None, *, what: str = "job") -> None:
-        """Raise :class:`InsufficientGpuMemoryError` when the GPU has less than ``min_mem_mib`` MiB
-        free. Nothing to check on the CPU or without a requirement."""
+    def admit(
+        self,
+        min_mem_mib: float | None,
+        *,
+        what: str = "job",
+        held_mib: float = 0.0,
+        release: Callable[[], int] | None = None,
+    ) -> None:
+        """Raise :class:`InsufficientGpuMemoryError` unless free memory plus ``held_mib`` (what the
+        job's model already holds on the device) reaches ``min_mem_mib``. When short, ``release``
+        (returns how many things it freed) is called once and the memory measured again. Nothing
+        to check on the CPU or without a requirement."""
         if not self.is_cuda or not min_mem_mib:
             return
         free = self.free_mib()
         assert free is not None
-        if free < min_mem_mib:
-            raise InsufficientGpuMemoryError(
-                f"{what} needs {min_mem_mib:.0f} MiB of free GPU memory on {self.device} "
-                f"but only {free:.0f} MiB are free; try again later"
+        if free + held_mib < min_mem_mib and release is not None and release() > 0:
+            before, free = free, self.free_mib() or 0.0
+            logger.info(
+                "%s: released idle predictors on %s (%.0f -> %.0f MiB free)", what, self.device, before, free
             )
-        logger.debug("%s admitted on %s (%.0f MiB free, %.0f needed)", what, self.device, free, min_mem_mib)
+        if free + held_mib < min_mem_mib:
+            held = f" plus {held_mib:.0f} MiB its model already holds" if held_mib else ""
+            raise InsufficientGpuMemoryError(
+                f"{what} needs {min_mem_mib:.0f} MiB of GPU memory on {self.device} "
+                f"but only {free:.0f} MiB are free{held}; try again later"
+            )
+        logger.debug(
+            "%s admitted on %s (%.0f MiB free, %.0f held, %.0f needed)",
+            what,
+            self.device,
+            free,
+            held_mib,
+            min_mem_mib,
+        )
 
     @contextmanager
-    def job(self, min_mem_mib: float | None = None, *, what: str = "job") -> Iterator[None]:
-        """Hold one of the device's job slots (waiting for it) and check free memory once inside,
-        so the memory measured is not about to be taken by a job already admitted."""
+    def job(
+        self,
+        min_mem_mib: float | None = None,
+        *,
+        what: str = "job",
+        held_mib: float = 0.0,
+        release: Callable[[], int] | None = None,
+    ) -> Iterator[None]:
+        """Hold one of the device's job slots (waiting for it) and check memory once inside (see
+        :meth:`admit`), so the memory measured is not about to be taken by a job already admitted."""
         with self._slots:
-            self.admit(min_mem_mib, what=what)
+            self.admit(min_mem_mib, what=what, held_mib=held_mib, release=release)
             try:
                 yield
             finally:

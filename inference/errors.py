@@ -47,4 +47,9 @@ class PhantomError(InferenceError, ValueError):
 
 
 class ArgsError(InferenceError):
-    """Inference arguments (request parameters or a model's default_args) are invalid."""
+    """Inference arguments (request parameters or a model's default_args) are invalid. ``key``: the
+    parameter at fault, when one is."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key

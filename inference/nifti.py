@@ -9,13 +9,12 @@ to a temporary name and renamed, so a reader never sees half a file.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from inference.atomic import atomic_path
 from inference.errors import InferenceError
 from inference.volume import Geometry
 
@@ -50,14 +49,7 @@ def write_nifti(array: np.ndarray, geometry: Geometry, path: Path) -> Path:
     image.header.set_xyzt_units("mm")
     image.set_qform(image.affine, code=1)
     image.set_sform(image.affine, code=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".nii.gz", dir=path.parent)
-    os.close(handle)
-    try:
-        nib.save(image, tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=".nii.gz") as temp:  # nibabel picks the format by the extension
+        nib.save(image, temp)
     logger.debug("wrote %s %s", path, data.shape)
     return path

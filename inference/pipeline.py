@@ -23,11 +23,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from inference.api import InferenceRequest, InferenceResult, OutputFile
-from inference.args import InferenceArgs, StageArgs, merge, parse_args
-from inference.cascade import Stage, StageResult, StageRunner, plan_stages, run_cascade
+from inference.args import StageArgs, merge
+from inference.bvalues import closest_b_value_filter
+from inference.cascade import Stage, StageResult, StageRunner, run_cascade
 from inference.errors import InferenceError, PredictionError
 from inference.nifti import write_nifti
 from inference.predictors import Prediction, PredictorCache
+from inference.request_check import plan_request, seg_each_stage
 from inference.series import SourceSeries, load_series
 from inference.spec import ModelCatalog, ResolvedModel
 from inference.volume import Geometry, Volume
@@ -135,38 +137,17 @@ class Pipeline:
 
     # ------------------------------------------------------------------ planning
 
-    def _stage_args_factory(
-        self, request_args: InferenceArgs, raw: dict[str, Any]
-    ) -> Callable[[str, int | None], StageArgs]:
-        per_stage = set(request_args.stage_counts())
-        shared = {k: v for k, v in raw.items() if k not in per_stage}
-
-        def stage_args(model_id: str, index: int | None) -> StageArgs:
-            model = self.catalog.resolve(model_id)
-            if index is None:
-                merged = merge(model.default_args, shared)
-                return merged.for_stage(0)
-            return merge(model.default_args, raw).for_stage(index)
-
-        return stage_args
-
     def plan(self, request: InferenceRequest) -> list[Stage]:
         """Resolve models and arguments into stages; raises before any file is read."""
-        request_args = parse_args(request.args, where="request arguments")
-        request_args.check_stages(len(request.models))
-        stages = plan_stages(
+        stages = plan_request(
+            self.catalog,
             request.models,
+            request.args,
             n_series=len(request.inputs),
-            channels=lambda m: len(self.catalog.resolve(m).channel_names),
-            canonical=lambda m: self.catalog.resolve(m).id,
-            stage_args=self._stage_args_factory(request_args, dict(request.args)),
             stage_inputs=request.stage_inputs,
             save_probabilities=request.nifti_probabilities,
         )
         for stage in stages:
-            self.catalog.resolve(stage.model).check_stage(stage.args)
-            if stage.args.save_rt_struct_output:
-                raise PredictionError(f"model {stage.model}: RTSTRUCT output is not supported; use the SEG")
             if self.catalog.resolve(stage.model).totalseg is not None:
                 _check_totalseg_stage(stage, stages)
         return stages
@@ -244,7 +225,8 @@ class Pipeline:
         result.empty = final.empty
         request.output_dir.mkdir(parents=True, exist_ok=True)
         last = len(done.results) - 1
-        for index in range(last + 1) if request.seg_each_stage else [last]:
+        each = request.seg_each_stage or seg_each_stage(self.catalog, request.models, request.args)
+        for index in range(last + 1) if each else [last]:
             result.outputs.extend(self._write_seg(done, index, request))
         result.timings["seg_write"] = time.perf_counter() - t
         result.outputs.extend(self._write_nifti(request, done))
@@ -263,41 +245,90 @@ class Pipeline:
         return result
 
     def _load(self, request: InferenceRequest) -> list[SourceSeries]:
+        """Each input series as a volume; with ``bvalue_for_filtering`` (the request's, else the first
+        model's default), a series holding several b-values keeps the closest one's images."""
+        target = merge(
+            self.catalog.resolve(request.models[0]).default_args, request.args
+        ).bvalue_for_filtering
         sources = []
         for index, files in enumerate(request.inputs):
             if not files:
                 raise InferenceError(f"input {index} lists no files")
-            sources.append(load_series([Path(f) for f in files]))
+            paths = [Path(f) for f in files]
+            select, note = closest_b_value_filter(paths, target) if target is not None else (None, None)
+            source = load_series(paths, select=select)
+            if note:
+                logger.info("input %d, series %s: %s", index, source.series_uid, note)
+                source.warnings.append(f"series {source.series_uid}: {note}")
+            sources.append(source)
         return sources
 
     def _write_seg(self, done: Segmentation, index: int, request: InferenceRequest) -> list[OutputFile]:
-        """Build and write stage ``index``'s SEG (none for an empty result with ``skip``)."""
-        from inference.seg import build_seg, write_seg
+        """Stage ``index``'s DICOM outputs: its SEG (none for an empty result with ``skip``), an
+        RTSTRUCT with ``save_rt_struct_output``, a FRACTIONAL SEG of its probabilities with
+        ``save_proba_map``."""
+        from inference.rtstruct import build_rtstruct
+        from inference.seg import build_seg, reference_other_series, write_seg
+        from inference.seg_fractional import build_fractional_seg
 
         stage_result = done.results[index]
+        args = stage_result.stage.args
         model = self.catalog.resolve(stage_result.stage.model)
         source = done.sources[0]
         variant = uid_variant(done.stages, index, lambda m: self.catalog.resolve(m).default_args.for_stage(0))
-        dataset = build_seg(
-            stage_result.labels,
-            source.headers,
-            model,
-            empty_result=request.empty_result,
-            frame_order=source.frame_order,
-            uid_variant=variant,
-        )
-        if dataset is None:
+        if stage_result.empty and request.empty_result == "skip":
+            logger.info("model %s, series %s: empty result, no DICOM output", model.id, source.series_uid)
             return []
-        suffix = f"-{stage_result.stage.args.suffix}" if stage_result.stage.args.suffix else ""
-        path = write_seg(dataset, request.output_dir / f"seg-{model.id}{suffix}.dcm")
-        return [
-            OutputFile(
-                path=path,
-                kind="seg",
-                sop_instance_uid=str(dataset.SOPInstanceUID),
-                sop_class_uid=str(dataset.SOPClassUID),
+        name = f"{model.id}-{args.suffix}" if args.suffix else model.id
+        datasets = [
+            (
+                "seg",
+                f"seg-{name}.dcm",
+                build_seg(
+                    stage_result.labels,
+                    source.headers,
+                    model,
+                    empty_result=request.empty_result,
+                    frame_order=source.frame_order,
+                    uid_variant=variant,
+                    other_series=[other.headers for other in done.sources[1:]],
+                ),
             )
         ]
+        if args.save_rt_struct_output:
+            rtstruct = build_rtstruct(
+                stage_result.labels,
+                done.reference,
+                source.headers,
+                model,
+                frame_order=source.frame_order,
+                uid_variant=variant,
+            )
+            datasets.append(("rtstruct", f"rtstruct-{name}.dcm", rtstruct))
+        if args.save_proba_map and stage_result.probabilities is not None:
+            fractional = build_fractional_seg(
+                stage_result.probabilities,
+                source.headers,
+                model,
+                frame_order=source.frame_order,
+                uid_variant=variant,
+            )
+            reference_other_series(fractional, [other.headers for other in done.sources[1:]])
+            datasets.append(("seg", f"seg-{name}-probabilities.dcm", fractional))
+        outputs = []
+        for kind, filename, dataset in datasets:
+            if dataset is None:
+                continue
+            path = write_seg(dataset, request.output_dir / filename)
+            outputs.append(
+                OutputFile(
+                    path=path,
+                    kind=kind,
+                    sop_instance_uid=str(dataset.SOPInstanceUID),
+                    sop_class_uid=str(dataset.SOPClassUID),
+                )
+            )
+        return outputs
 
     def _write_nifti(self, request: InferenceRequest, done: Segmentation) -> list[OutputFile]:
         outputs: list[OutputFile] = []

@@ -109,6 +109,20 @@ def candidates(
     return lut[labelled]
 
 
+def remove_small_objects(labels: np.ndarray, min_voxels: int) -> np.ndarray:
+    """Zero the 26-connected components of each label that have fewer than ``min_voxels`` voxels."""
+    out = labels.copy()
+    for value in np.unique(labels):
+        if value == 0:
+            continue
+        labelled, count = components(labels == value)
+        sizes = np.bincount(labelled.ravel(), minlength=count + 1)
+        small = sizes < min_voxels
+        small[0] = False
+        out[small[labelled]] = 0
+    return out
+
+
 def intersect_components(
     labels: np.ndarray, reference: np.ndarray, min_intersection: float = DEFAULT_MIN_INTERSECTION
 ) -> np.ndarray:

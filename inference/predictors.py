@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inference.device import DeviceGate, select_device
+from inference.device import MIB, DeviceGate, select_device
 from inference.errors import InsufficientGpuMemoryError, PredictionError, SpecError
 from inference.stdout_capture import captured
 
@@ -126,6 +126,8 @@ class WarmPredictor:
         self.mirror_axes: tuple[int, ...] | None = (
             None if predictor.allowed_mirroring_axes is None else tuple(predictor.allowed_mirroring_axes)
         )
+        #: bytes of the network's weights on the device (0 on the CPU): memory min_mem already covers
+        self.device_bytes: int = _device_bytes(predictor) if key.device.startswith("cuda") else 0
 
     @property
     def num_channels(self) -> int:
@@ -185,6 +187,14 @@ class WarmPredictor:
                 labels=np.asarray(labels), probabilities=np.asarray(probs).astype(dtype, copy=False)
             )
         return Prediction(labels=np.asarray(result))
+
+
+def _device_bytes(predictor: Any) -> int:
+    network = getattr(predictor, "network", None)
+    if network is None:
+        return 0
+    tensors = [*network.parameters(), *network.buffers()]
+    return int(sum(t.numel() * t.element_size() for t in tensors))
 
 
 class PredictorCache:
@@ -298,7 +308,12 @@ class PredictorCache:
         ``min_mem_mib`` of free memory was seen)."""
         warm = self.get(model_dir, folds, checkpoint)
         started = time.perf_counter()
-        with self.gate.job(min_mem_mib, what=f"model {warm.key.model_dir}"):
+        with self.gate.job(
+            min_mem_mib,
+            what=f"model {warm.key.model_dir}",
+            held_mib=warm.device_bytes / MIB,
+            release=lambda: self.evict_others(warm.key),
+        ):
             result = warm.predict(
                 images,
                 spacing_xyz,
@@ -316,6 +331,17 @@ class PredictorCache:
             tile_step_size,
         )
         return result
+
+    def evict_others(self, keep: PredictorKey) -> int:
+        """Drop every cached predictor but ``keep`` (to make room on the device); how many."""
+        with self._lock:
+            dropped = [k for k in self._entries if k != keep]
+            for key in dropped:
+                del self._entries[key]
+        if dropped:
+            logger.info("evicted %d idle predictor(s) from %s to make room", len(dropped), self.device)
+            self._release_memory()
+        return len(dropped)
 
     def _hit(self, key: PredictorKey) -> WarmPredictor | None:
         entry = self._entries.get(key)

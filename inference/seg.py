@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -44,6 +42,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.sr.coding import Code
 
+from inference.atomic import atomic_write
 from inference.colors import derived_rgb, to_cielab
 from inference.errors import SegWriteError
 from inference.spec import ResolvedModel
@@ -224,8 +223,10 @@ def build_seg(
     frame_order: Sequence[int] | None = None,
     uid_variant: str | None = None,
     content_datetime: dt.datetime | None = None,
+    other_series: Sequence[Sequence[Dataset]] = (),
 ) -> Dataset | None:
     """A DICOM SEG for ``labels`` ((z, y, x), label values of ``model``) over ``source_headers``.
+    ``other_series``: headers of further input series (extra channels), referenced too.
 
     ``source_headers``: one dataset per label slice, in label-map order (PixelData removed), or ONE
     enhanced multi-frame dataset whose frame ``frame_order[k]`` (default ``k``) is label slice ``k``.
@@ -294,6 +295,7 @@ def build_seg(
             f"model {model.id!r}, series {source_series_uid}: highdicom could not build the SEG: {exc}"
         ) from exc
     _finish(seg, model, source_series_uid, uid_variant, when, first)
+    reference_other_series(seg, other_series)
     logger.info(
         "model %s, series %s: SEG %s with %d frame(s), segments present: %s",
         model.id,
@@ -303,6 +305,38 @@ def build_seg(
         ", ".join(str(v) for v in present) or "none",
     )
     return seg
+
+
+def reference_other_series(dataset: Dataset, other_series: Sequence[Sequence[Dataset]]) -> None:
+    """Add the instances of further input series to the Common Instance Reference of ``dataset``
+    (``ReferencedSeriesSequence``; series of another study under
+    ``StudiesContainingOtherReferencedInstancesSequence``)."""
+    referenced = {str(item.SeriesInstanceUID) for item in dataset.get("ReferencedSeriesSequence", [])}
+    for headers in other_series:
+        if not headers or str(headers[0].SeriesInstanceUID) in referenced:
+            continue
+        first = headers[0]
+        item = Dataset()
+        item.SeriesInstanceUID = first.SeriesInstanceUID
+        instances = []
+        for header in {str(h.SOPInstanceUID): h for h in headers}.values():
+            ref = Dataset()
+            ref.ReferencedSOPClassUID = header.SOPClassUID
+            ref.ReferencedSOPInstanceUID = header.SOPInstanceUID
+            instances.append(ref)
+        item.ReferencedInstanceSequence = instances
+        referenced.add(str(first.SeriesInstanceUID))
+        if str(first.StudyInstanceUID) == str(dataset.StudyInstanceUID):
+            if "ReferencedSeriesSequence" not in dataset:
+                dataset.ReferencedSeriesSequence = []
+            dataset.ReferencedSeriesSequence.append(item)
+        else:
+            study = Dataset()
+            study.StudyInstanceUID = first.StudyInstanceUID
+            study.ReferencedSeriesSequence = [item]
+            if "StudiesContainingOtherReferencedInstancesSequence" not in dataset:
+                dataset.StudiesContainingOtherReferencedInstancesSequence = []
+            dataset.StudiesContainingOtherReferencedInstancesSequence.append(study)
 
 
 def _finish(
@@ -345,52 +379,9 @@ def _finish(
 
 
 def write_seg(dataset: Dataset, path: str | Path) -> Path:
-    """Write ``dataset`` as a DICOM file atomically: temp file in the same folder, fsync, rename,
-    fsync of the folder. A reader never sees a partial file."""
+    """Write ``dataset`` as a DICOM file atomically and durably (:func:`inference.atomic.atomic_write`).
+    A reader never sees a partial file."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            dataset.save_as(stream, enforce_file_format=True)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    directory = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    with atomic_write(target) as stream:
+        dataset.save_as(stream, enforce_file_format=True)
     return target
-
-
-def read_seg_labelmap(
-    seg_path: str | Path, source_headers: Sequence[Dataset], frame_order: Sequence[int] | None = None
-) -> np.ndarray:
-    """Read a SEG back with highdicom as a (z, y, x) uint16 label map in the source geometry (segment
-    number = label value), slice k matching ``source_headers[k]`` (or frame ``frame_order[k]`` of one
-    multi-frame header). For tests and round trips."""
-    seg = hd.seg.segread(str(seg_path))
-    first = source_headers[0]
-    frames = int(first.get("NumberOfFrames", 1) or 1)
-    if len(source_headers) == 1 and frames > 1:
-        order = list(frame_order) if frame_order is not None else list(range(frames))
-        pixels = seg.get_pixels_by_source_frame(
-            str(first.SOPInstanceUID),
-            source_frame_numbers=[f + 1 for f in order],
-            combine_segments=True,
-            assert_missing_frames_are_empty=True,
-            dtype=np.uint16,
-        )
-    else:
-        pixels = seg.get_pixels_by_source_instance(
-            [str(h.SOPInstanceUID) for h in source_headers],
-            combine_segments=True,
-            assert_missing_frames_are_empty=True,
-            dtype=np.uint16,
-        )
-    return np.asarray(pixels, dtype=np.uint16)

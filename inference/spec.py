@@ -53,7 +53,6 @@ from inference.segments import (
     SegmentSpec,
 )
 from inference.spec_schema import (
-    IGNORED_ARG_KEYS,
     IGNORED_MODEL_KEYS,
     IGNORED_TOP_KEYS,
     CodeInput,
@@ -68,6 +67,8 @@ from inference.spec_segments import (
     segments_from_labels,
     with_tracking_uids,
 )
+from inference.stage_inputs import parse_stage_input
+from inference.strict_yaml import load_yaml
 from inference.totalseg_tasks import TotalSegTask, describe, parse_options, resolve_task, weights_root
 
 logger = logging.getLogger(__name__)
@@ -116,16 +117,23 @@ class ResolvedModel:
                 return tuple(sorted(numbered))
             if checkpoint_name in self.folds.get("all", ()):
                 return ("all",)
-            raise ArgsError(f"model {self.id!r}: no fold folder holds {checkpoint_name} ({self.model_dir})")
+            raise ArgsError(
+                f"model {self.id!r}: no fold folder holds {checkpoint_name} ({self.model_dir})",
+                key="checkpoint_name",
+            )
         selected: list[Fold] = []
         for fold in use_folds:
             if fold not in self.folds:
                 have = ", ".join(str(f) for f in self.folds)
-                raise ArgsError(f"model {self.id!r}: fold {fold} not found in {self.model_dir} (have {have})")
+                raise ArgsError(
+                    f"model {self.id!r}: fold {fold} not found in {self.model_dir} (have {have})",
+                    key="use_folds",
+                )
             if checkpoint_name not in self.folds[fold]:
                 have = ", ".join(self.folds[fold]) or "none"
                 raise ArgsError(
-                    f"model {self.id!r}: fold_{fold} has no {checkpoint_name} (checkpoints there: {have})"
+                    f"model {self.id!r}: fold_{fold} has no {checkpoint_name} (checkpoints there: {have})",
+                    key="checkpoint_name",
                 )
             selected.append(fold)
         return tuple(selected)
@@ -158,30 +166,13 @@ class ModelCatalog:
         return self.models[model_id]
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A YAML loader that rejects duplicate mapping keys (a silent override is a config bug)."""
-
-
-def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    result: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in result:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        result[key] = loader.construct_object(value_node, deep=True)
-    return result
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"model spec {path} cannot be read: {exc.strerror or exc}") from exc
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"model spec {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -217,8 +208,22 @@ def load_model_spec(
             raise SpecError(f"model {entry.id!r}: id used twice in {spec_path}")
         models[entry.id] = _resolve(entry, spec_path, model_folder, env, book)
     aliases = _aliases(models, top.aliases)
+    _check_default_refs(models, aliases)
     logger.info("loaded %d model(s) from %s: %s", len(models), spec_path, ", ".join(models))
     return ModelCatalog(models=models, aliases=aliases, spec_path=spec_path, model_folder=model_folder)
+
+
+def _check_default_refs(models: dict[str, ResolvedModel], aliases: dict[str, str]) -> None:
+    """``from:<model>`` in a model's default ``series_folders`` / ``intersect_with`` / ``crop_from``
+    must name a model of the spec."""
+    for model in models.values():
+        args = model.default_args
+        refs = [item for stage in args.stage_inputs() or [] for item in stage if isinstance(item, str)]
+        refs += [v for v in (args.intersect_with, args.crop_from) if isinstance(v, str)]
+        for ref in refs:
+            name = parse_stage_input(ref).model
+            if name is not None and name not in models and name not in aliases:
+                raise SpecError(f"model {model.id!r}: default_args {ref!r} names no model of the spec")
 
 
 def _model_folder(spec_path: Path, configured: str, env: Mapping[str, str]) -> Path:
@@ -294,7 +299,7 @@ def _resolve(
     segments, template_output, template_algorithm = _segments(mid, meta, spec_path, labels, task, book)
     algorithm = _algorithm(mid, meta, template_algorithm, task, folder.fingerprint, folder.path.name)
     version = _version(meta, task, folder.fingerprint)
-    default_args = _default_args(entry, task)
+    default_args = _default_args(entry, task, channels_from_dataset(folder.dataset_json))
     model = ResolvedModel(
         id=mid,
         name=entry.name or mid,
@@ -415,11 +420,8 @@ def _output(meta: MetadataInput, template: OutputFields | None) -> OutputFields:
     return OutputFields(**values)
 
 
-def _default_args(entry: ModelInput, task: TotalSegTask | None) -> InferenceArgs:
+def _default_args(entry: ModelInput, task: TotalSegTask | None, channels: dict[int, str]) -> InferenceArgs:
     raw = dict(entry.default_args or {})
-    for key in sorted(IGNORED_ARG_KEYS & set(raw)):
-        logger.warning("model %r: default_args.%s is ignored here (inputs come from routing)", entry.id, key)
-        raw.pop(key)
     if task is not None:
         # TotalSegmentator's own settings: its folds, its sliding-window step, no TTA.
         raw.setdefault("use_folds", list(task.folds) if task.folds else "all")
@@ -429,6 +431,12 @@ def _default_args(entry: ModelInput, task: TotalSegTask | None) -> InferenceArgs
         args = parse_args(raw, where="default_args")
     except ArgsError as exc:
         raise SpecError(f"model {entry.id!r}: invalid {exc}") from exc
+    inputs = args.stage_inputs()
+    if inputs is not None and (len(inputs) != 1 or len(inputs[0]) != len(channels)):
+        raise SpecError(
+            f"model {entry.id!r}: invalid default_args.series_folders: one list of {len(channels)} input(s) "
+            f"(the model's channels) expected, got {args.series_folders}"
+        )
     if args.stage_counts():
         fields = ", ".join(args.stage_counts())
         raise SpecError(

@@ -1,8 +1,8 @@
 """The schema of model-serve-spec.yaml (pydantic), and its JSON-schema export.
 
 Keys are nnunet_serve's. A few keys nnunet_serve accepts but that mean nothing here are tolerated
-and ignored with a warning (:data:`IGNORED_TOP_KEYS`, :data:`IGNORED_MODEL_KEYS`,
-:data:`IGNORED_ARG_KEYS`); any other unknown key is an error naming it.
+and ignored with a warning (:data:`IGNORED_TOP_KEYS`, :data:`IGNORED_MODEL_KEYS`); any other
+unknown key is an error naming it.
 
 Segment entries (``metadata.segment_names[]``): a string is a segment name; a dict may give
 
@@ -28,7 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 IGNORED_TOP_KEYS = frozenset({"load_timeout_min"})
 IGNORED_MODEL_KEYS = frozenset({"is_totalseg", "tta"})
-IGNORED_ARG_KEYS = frozenset({"series_folders"})
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
 
@@ -140,16 +139,6 @@ class ModelInput(BaseModel):
         return value
 
 
-class SpecDocument(BaseModel):
-    """The whole file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model_folder: str = Field(min_length=1, description="relative paths are relative to this file's folder")
-    aliases: dict[str, str] = Field(default_factory=dict, description="extra alias -> model id")
-    models: list[ModelInput] = Field(min_length=1)
-
-
 class SpecHeader(BaseModel):
     """The top level with ``models`` unchecked: models are validated one by one to name the bad one."""
 
@@ -158,13 +147,3 @@ class SpecHeader(BaseModel):
     model_folder: str = Field(min_length=1)
     aliases: dict[str, str] = Field(default_factory=dict)
     models: list[Any] = Field(min_length=1)
-
-
-def spec_json_schema() -> dict[str, Any]:
-    """JSON schema of model-serve-spec.yaml (``default_args`` keys: see ``InferenceArgs``)."""
-    from inference.args import InferenceArgs
-
-    schema = SpecDocument.model_json_schema()
-    schema.setdefault("$defs", {})["InferenceArgs"] = InferenceArgs.model_json_schema()
-    schema["title"] = "model-serve-spec.yaml"
-    return schema

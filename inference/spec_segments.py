@@ -35,6 +35,7 @@ def segments_from_labels(
     """One segment per label, coded by the label's name (no metadata given); names without a code get
     ``fallback`` (with a warning) when given, else are an error."""
     segments: dict[int, SegmentSpec] = {}
+    missing: list[str] = []
     for value, name in labels.items():
         coding = codebook.lookup(name)
         if coding is None and fallback is not None:
@@ -48,11 +49,14 @@ def segments_from_labels(
             )
             coding = fallback
         if coding is None:
-            raise SpecError(
-                f"model {model_id!r}: no SNOMED CT code found for {what} {name!r} (value {value}); "
-                "describe it in metadata.segment_names with a code"
-            )
+            missing.append(f"{name!r} (value {value})")
+            continue
         segments[value] = SegmentSpec(label_value=value, label=name, coding=coding)
+    if missing:
+        raise SpecError(
+            f"model {model_id!r}: no SNOMED CT code found for {len(missing)} {what}(s): "
+            f"{', '.join(missing)}; describe them in metadata.segment_names with a code"
+        )
     return segments
 
 
@@ -69,6 +73,7 @@ def segments_from_entries(
             f"{len(labels)} labels ({_label_list(labels)})"
         )
     segments: dict[int, SegmentSpec] = {}
+    missing: list[str] = []
     for position, raw in enumerate(entries, start=1):
         try:
             entry = SegmentEntry(name=raw) if isinstance(raw, str) else raw
@@ -89,7 +94,15 @@ def segments_from_entries(
                 f"{where} says dataset_label {entry.dataset_label!r} but dataset.json names label value "
                 f"{value} {labels[value]!r}"
             )
+        if entry.code is None and entry.type is None and codebook.lookup(entry.name) is None:
+            missing.append(f"segment_names[{position - 1}] {entry.name!r}")
+            continue
         segments[value] = _segment(where, entry, value, codebook)
+    if missing:
+        raise SpecError(
+            f"model {model_id!r}: no SNOMED CT code found for {len(missing)} segment name(s): "
+            f"{', '.join(missing)}; give each code: {{value, scheme, meaning}} (or an SCT code value)"
+        )
     return dict(sorted(segments.items()))
 
 

@@ -1,4 +1,5 @@
-"""Deterministic DICOM UIDs: the same inputs always give the same UID.
+"""DICOM UIDs: the one validity check (:func:`is_valid_uid`, used by the node for every UID that builds a
+path or a record, and by the engine) and deterministic UIDs: the same inputs always give the same UID.
 
 ``derive_uid(*parts)`` = ``"2.25."`` + the decimal value of the first 128 bits of SHA-256 over the parts.
 Each part is encoded as its UTF-8 length, a colon and its UTF-8 bytes, so ``("ab", "c")`` and
@@ -13,7 +14,7 @@ import re
 
 UID_ROOT = "2.25."
 MAX_UID_LENGTH = 64
-_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*", re.ASCII)
 
 
 def derive_uid(*parts: str) -> str:
@@ -32,8 +33,10 @@ def derive_uid(*parts: str) -> str:
 
 
 def is_valid_uid(value: object) -> bool:
-    """True for a syntactically valid DICOM UID: digits and dots, no empty component, no leading
-    zero in a component (other than a lone "0"), at most 64 characters."""
+    """True for a UID safe to use as a path component and in a record: ASCII digits and dots, no
+    empty component, at most 64 characters. A component with a leading zero is accepted: PS3.5 9.1
+    forbids it, but senders use such UIDs and refusing them would refuse their data; the UIDs we
+    make never have one."""
     return (
         isinstance(value, str) and 0 < len(value) <= MAX_UID_LENGTH and _UID_RE.fullmatch(value) is not None
     )

@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 from dicom_node.errors import ConfigError, DeliveryError
-from dicom_node.net.dimse_status import describe, is_success
+from dicom_node.net.ae_titles import ae_title_argument
+from dicom_node.net.dimse_status import SUCCESS, describe
 from dicom_node.net.peers import Peer
 from dicom_node.net.scu import echo
 
@@ -22,7 +23,12 @@ def register(subparsers: Any) -> None:
         description="Open an association to AE@HOST:PORT, send a C-ECHO and print the answer.",
     )
     parser.add_argument("peer", metavar="AE@HOST:PORT", help="the peer, e.g. NNUNET@127.0.0.1:11112")
-    parser.add_argument("--calling-ae", default=DEFAULT_CALLING_AE, help="our AE title (default %(default)s)")
+    parser.add_argument(
+        "--calling-ae",
+        default=DEFAULT_CALLING_AE,
+        type=ae_title_argument,
+        help="our AE title (default %(default)s)",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per step (default %(default)s)")
     parser.set_defaults(func=run)
 
@@ -41,4 +47,4 @@ def run(args: argparse.Namespace) -> int:
         return 1
     elapsed_ms = (time.monotonic() - start) * 1000
     print(f"C-ECHO {peer}: 0x{status:04X} {describe(status)} ({elapsed_ms:.0f} ms)")
-    return 0 if is_success(status) else 1
+    return 0 if status == SUCCESS else 1

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,15 @@ from inference.series import group_series_files
 logger = logging.getLogger(__name__)
 
 SPEC_NAME = "model-serve-spec.yaml"
+SPEC_ENV = "MODEL_SERVE_SPEC"
 
 
-def default_spec(cwd: Path | None = None) -> Path:
-    """``./model-serve-spec.yaml`` when present, else the one shipped in the package (the demo model)."""
+def default_spec(cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """``$MODEL_SERVE_SPEC`` when set, else ``./model-serve-spec.yaml`` when present, else the one
+    shipped in the package (the demo model)."""
+    from_env = (os.environ if environ is None else environ).get(SPEC_ENV)
+    if from_env:
+        return Path(from_env).expanduser().resolve()
     local = (cwd or Path.cwd()) / SPEC_NAME
     return local if local.is_file() else demo_model_spec()
 
@@ -65,7 +72,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--output", required=True, type=Path, metavar="DIR", help="folder for the results")
     parser.add_argument(
-        "--spec", type=Path, default=None, help=f"model spec (default: ./{SPEC_NAME}, else the bundled one)"
+        "--spec",
+        type=Path,
+        default=None,
+        help=f"model spec (default: ${SPEC_ENV}, else ./{SPEC_NAME}, else the bundled one)",
     )
     parser.add_argument("--folds", nargs="+", default=None, metavar="F", help="fold numbers, or 'all'")
     parser.add_argument("--checkpoint", default=None, metavar="NAME", help="e.g. checkpoint_best.pth")

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from dicom_node.config import NodeConfig, load_config, load_rules_file
-from dicom_node.errors import ConfigError
+from dicom_node.errors import ConfigError, UnreadableDatasetError
 from dicom_node.pipeline.routing import RuleSet, SeriesFacts, dicom_text
+from dicom_node.storage.header import read_routing_header
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,8 @@ def scan_headers(folder: Path) -> tuple[list[_Series], list[Path]]:
         for name in sorted(files):
             path = Path(root) / name
             try:
-                ds = dcmread(path, stop_before_pixels=True)
-            except Exception as exc:  # anything unreadable is reported as skipped, with the reason logged
+                ds = read_routing_header(path)  # as completion reads it
+            except (OSError, UnreadableDatasetError) as exc:  # reported as skipped, the reason logged
                 logger.debug("skipping %s: %s", path, exc)
                 skipped.append(path)
                 continue

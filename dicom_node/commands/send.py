@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dicom_node.errors import ConfigError
+from dicom_node.net.ae_titles import ae_title_argument
 from dicom_node.net.dimse_status import describe
 from dicom_node.net.peers import Peer
 from dicom_node.net.scu import SendResult, iter_files, send_files
@@ -28,7 +29,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
     parser.add_argument("--to", required=True, metavar="AE@HOST:PORT", help="the receiving peer")
-    parser.add_argument("--calling-ae", default=DEFAULT_CALLING_AE, help="our AE title (default %(default)s)")
+    parser.add_argument(
+        "--calling-ae",
+        default=DEFAULT_CALLING_AE,
+        type=ae_title_argument,
+        help="our AE title (default %(default)s)",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per step (default %(default)s)")
     parser.set_defaults(func=run)
 

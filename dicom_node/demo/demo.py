@@ -40,6 +40,7 @@ from dicom_node.demo.store_receiver import ReceivedInstance, StoreReceiver
 from dicom_node.errors import DemoError, NodeError
 from dicom_node.net.peers import Peer
 from dicom_node.storage.journal import JobState
+from inference.atomic import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ def run_demo(options: DemoOptions, progress: Progress | None = None) -> DemoRepo
 
     with StoreReceiver(workdir / "received", ae_title=RECEIVER_AE) as receiver:
         config_path = workdir / "node.yaml"
-        config_path.write_text(yaml.safe_dump(node_config(options, receiver.port), sort_keys=False))
+        write_text_atomic(config_path, yaml.safe_dump(node_config(options, receiver.port), sort_keys=False))
         try:
             config = load_config(config_path)
         except NodeError as exc:
@@ -308,5 +309,5 @@ def run_demo(options: DemoOptions, progress: Progress | None = None) -> DemoRepo
         dciodvfy_warnings=None if check.dciodvfy is None else len(check.dciodvfy.warnings),
         problems=list(check.problems),
     )
-    (workdir / "summary.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    write_text_atomic(workdir / "summary.json", json.dumps(report.to_json(), indent=2) + "\n")
     return report

@@ -44,11 +44,6 @@ def segment_colors(seg: Dataset) -> dict[int, RGB]:
     return colors
 
 
-def segment_labels(seg: Dataset) -> dict[int, str]:
-    """Segment number -> ``SegmentLabel``."""
-    return {int(item.SegmentNumber): str(item.SegmentLabel) for item in seg.get("SegmentSequence", [])}
-
-
 def window_to_uint8(image: np.ndarray, center: float, width: float) -> np.ndarray:
     """Map HU to grey levels 0-255 with a linear window."""
     low = center - width / 2.0

@@ -9,7 +9,7 @@ It is deliberately simple (a PACS stand-in, not the node's receiver): each C-STO
 from __future__ import annotations
 
 import logging
-import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +21,9 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from dicom_node.net.receive import received_path, require_streamed_receive
 from dicom_node.uids import is_valid_uid
+from inference.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ class StoreReceiver:
 
     def start(self) -> StoreReceiver:
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        require_streamed_receive()  # the data set is read from pynetdicom's file
         ae = AE(ae_title=self.ae_title)
         ae.supported_contexts = AllStoragePresentationContexts
         ae.add_supported_context(Verification)
@@ -97,10 +100,8 @@ class StoreReceiver:
             logger.warning("store receiver: refusing instance with invalid UID %r", sop_uid)
             return _CANNOT_UNDERSTAND
         path = self.out_dir / f"{sop_uid}.dcm"
-        tmp = path.with_suffix(".part")
-        with tmp.open("wb") as fh:
-            fh.write(event.encoded_dataset())
-        os.replace(tmp, path)
+        with received_path(event).open("rb") as src, atomic_write(path) as out:
+            shutil.copyfileobj(src, out)  # the data set as pynetdicom streamed it to disk
         item = ReceivedInstance(sop_uid, sop_class, path, time.time(), str(event.assoc.requestor.ae_title))
         with self._cond:
             self._received.append(item)

@@ -1,57 +1,78 @@
-"""Named DIMSE status codes used by the node (PS3.7 Annex C, PS3.4 B.2.3), in one place."""
+"""The DIMSE statuses and association outcomes the node uses, named once; their meaning and wording
+come from pynetdicom (:mod:`pynetdicom.status`, :mod:`pynetdicom.pdu`), not from copies of its tables.
+
+C-STORE failures follow PS3.4 B.2.3 as pynetdicom's own storescp uses them: 0xA7xx "Refused: Out of
+Resources" when *we* cannot keep the data (disk full, a write/fsync/rename error, the journal cannot
+commit: the sender should retry later), 0xA9xx and 0xCxxx only when the *data* is at fault.
+"""
 
 from __future__ import annotations
 
 from typing import Final
 
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu_primitives import A_ABORT, A_ASSOCIATE, A_P_ABORT
+from pynetdicom.status import (
+    STATUS_SUCCESS,
+    STATUS_WARNING,
+    STORAGE_SERVICE_CLASS_STATUS,
+    code_to_category,
+)
+
 SUCCESS: Final = 0x0000
 
 # C-STORE failures (PS3.4 Table B.2-1)
-OUT_OF_RESOURCES: Final = 0xA700
+OUT_OF_RESOURCES: Final = 0xA700  # disk full, below the reserve, or an I/O error filing the data
+OUT_OF_RESOURCES_UNEXPECTED: Final = 0xA701  # the journal could not commit, or another failure of ours
 DATASET_DOES_NOT_MATCH_SOP_CLASS: Final = 0xA900
 CANNOT_UNDERSTAND: Final = 0xC000
 # 0xC001-0xC0FF are "cannot understand" too; we use the sub-codes to say what was wrong.
 CANNOT_UNDERSTAND_INVALID_UID: Final = 0xC001
 CANNOT_UNDERSTAND_MISSING_ATTRIBUTE: Final = 0xC002
 CANNOT_UNDERSTAND_UNREADABLE: Final = 0xC003
-PROCESSING_FAILURE: Final = 0x0110  # general failure (PS3.7 C.4.2)
 
-# C-STORE warnings
-COERCION_OF_DATA_ELEMENTS: Final = 0xB000
-ELEMENTS_DISCARDED: Final = 0xB006
-DATASET_DOES_NOT_MATCH_SOP_CLASS_WARNING: Final = 0xB007
-
-# A-ASSOCIATE-RJ reasons (PS3.8 9.3.4), service-user source
+# A-ASSOCIATE-RJ (PS3.8 9.3.4): we reject permanently, as the service user, for these reasons
+REJECT_PERMANENT: Final = 0x01
+REJECT_SOURCE_SERVICE_USER: Final = 0x01
 REJECT_CALLING_AE_NOT_RECOGNIZED: Final = 0x03
 REJECT_CALLED_AE_NOT_RECOGNIZED: Final = 0x07
-REJECT_NO_REASON: Final = 0x01
 
 
-def is_success(status: int) -> bool:
-    return status == SUCCESS
-
-
-def is_warning(status: int) -> bool:
-    return (
-        status
-        in (0x0001, COERCION_OF_DATA_ELEMENTS, ELEMENTS_DISCARDED, DATASET_DOES_NOT_MATCH_SOP_CLASS_WARNING)
-        or (status & 0xF000) == 0xB000
-    )
+def is_stored(status: int) -> bool:
+    """The peer kept the instance: success, or a warning (stored with changes)."""
+    return code_to_category(status) in (STATUS_SUCCESS, STATUS_WARNING)
 
 
 def describe(status: int) -> str:
-    """A short human-readable description of a status code."""
-    names = {
-        SUCCESS: "Success",
-        OUT_OF_RESOURCES: "Refused: out of resources",
-        DATASET_DOES_NOT_MATCH_SOP_CLASS: "Error: data set does not match SOP class",
-        CANNOT_UNDERSTAND: "Error: cannot understand",
-        CANNOT_UNDERSTAND_INVALID_UID: "Error: cannot understand (invalid UID)",
-        CANNOT_UNDERSTAND_MISSING_ATTRIBUTE: "Error: cannot understand (missing attribute)",
-        CANNOT_UNDERSTAND_UNREADABLE: "Error: cannot understand (unreadable data set)",
-        PROCESSING_FAILURE: "Failure: processing failure",
-        COERCION_OF_DATA_ELEMENTS: "Warning: coercion of data elements",
-        ELEMENTS_DISCARDED: "Warning: elements discarded",
-        DATASET_DOES_NOT_MATCH_SOP_CLASS_WARNING: "Warning: data set does not match SOP class",
-    }
-    return names.get(status, f"status 0x{status:04X}")
+    """pynetdicom's category and text for a C-STORE (or C-ECHO) status, e.g. ``"Failure: Refused:
+    Out of Resources"``; a code it does not know is shown by its category alone."""
+    category = code_to_category(status)
+    if status == SUCCESS:
+        return category
+    entry = STORAGE_SERVICE_CLASS_STATUS.get(status)
+    return f"{category}: {entry[1]}" if entry else category
+
+
+def rejection_text(result: int, source: int, reason: int) -> str:
+    """An A-ASSOCIATE-RJ in pynetdicom's words, e.g. ``"Rejected Permanent by Service User: Called AE
+    title not recognised"``."""
+    rj = A_ASSOCIATE()
+    rj.result = result
+    rj.result_source = source
+    rj.diagnostic = reason
+    return describe_rejection(rj)
+
+
+def describe_rejection(rj: A_ASSOCIATE) -> str:
+    """The text of a received (or sent) A-ASSOCIATE-RJ primitive."""
+    return f"{rj.result_str} by {rj.source_str}: {rj.reason_str}"
+
+
+def describe_abort(primitive: A_ABORT | A_P_ABORT) -> str:
+    """An A-ABORT or A-P-ABORT in pynetdicom's words, e.g. ``"DUL service-user"`` or ``"DUL
+    service-provider: Unexpected PDU"``."""
+    pdu = A_ABORT_RQ()
+    pdu.from_primitive(primitive)
+    if pdu.source == 0x02:
+        return f"{pdu.source_str}: {pdu.reason_str}"
+    return pdu.source_str

@@ -6,9 +6,8 @@ import re
 from dataclasses import dataclass
 
 from dicom_node.errors import ConfigError
+from dicom_node.net.ae_titles import check_ae_title
 
-# printable ASCII without backslash, like the config's AE title check
-_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
 _HOST_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)$")
 
 
@@ -21,12 +20,10 @@ class Peer:
     port: int
 
     def __post_init__(self) -> None:
-        if not _AE_RE.match(self.ae_title) or not self.ae_title.strip():
-            raise ConfigError(
-                f"invalid AE title {self.ae_title!r}: 1-16 printable ASCII characters, no backslash"
-            )
-        if self.ae_title != self.ae_title.strip():
-            object.__setattr__(self, "ae_title", self.ae_title.strip())
+        try:
+            object.__setattr__(self, "ae_title", check_ae_title(self.ae_title))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if not self.host or not _HOST_RE.match(self.host):
             raise ConfigError(f"invalid host {self.host!r} for peer {self.ae_title}")
         if not 1 <= self.port <= 65535:

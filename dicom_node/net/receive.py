@@ -5,15 +5,20 @@ our AE titles, the calling-AE allow-list, the wake-up callbacks) and the per-ass
 pynetdicom state of its own. :class:`ScpServer` builds the pynetdicom AE from the node configuration and
 runs a PDU-guarded association server (:mod:`dicom_node.net.pdu_guard`).
 
-C-STORE: the data set is parsed only up to (0020,1002) from the bytes as received, checked (UIDs valid
+C-STORE: pynetdicom streams the data set into a temp file as it arrives (:func:`stream_received_datasets`:
+memory per association stays one PDU, whatever the instance's size); the handler parses it only up to
+(0020,1002), checks it (UIDs valid
 and equal to the command's), filed durably and journaled, and only then answered 0x0000. Failures get
-specific statuses with an ErrorComment (see :func:`status_for`); nothing here raises into pynetdicom
-(whose generic answer would be 0xC211).
+specific statuses with an ErrorComment (see :func:`status_for`): 0xA9xx/0xCxxx when the data is at
+fault, 0xA7xx (out of resources, retry later) when we could not keep it; nothing here raises into
+pynetdicom (whose generic answer would be 0xC211). Rejections and aborts are logged and journaled in
+pynetdicom's words (:mod:`dicom_node.net.dimse_status`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -26,6 +31,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 
 from dicom_node.config import NodeSection
 from dicom_node.errors import (
@@ -40,7 +46,7 @@ from dicom_node.errors import (
 from dicom_node.net import dimse_status as st
 from dicom_node.net.contexts import supported_contexts
 from dicom_node.net.pdu_guard import GuardedAssociationServer, PduLimits
-from dicom_node.storage.header import InstanceHeader, read_header, read_part10_layout
+from dicom_node.storage.header import InstanceHeader, read_part10_header
 from dicom_node.storage.ingest import Ingestor, Origin
 from dicom_node.storage.journal import Journal
 
@@ -57,17 +63,19 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int, str, str], ...] = (
     (CannotUnderstandError, st.CANNOT_UNDERSTAND, "warning", "store_rejected"),
     (DatasetMismatchError, st.DATASET_DOES_NOT_MATCH_SOP_CLASS, "warning", "store_rejected"),
     (OutOfResourcesError, st.OUT_OF_RESOURCES, "error", "store_refused"),
-    (StorageError, st.CANNOT_UNDERSTAND, "error", "store_failed"),
+    # a write, fsync or rename failed: our fault, not the data's (pynetdicom's storescp answers so too)
+    (StorageError, st.OUT_OF_RESOURCES, "error", "store_failed"),
 )
 
 
 def status_for(exc: BaseException) -> tuple[int, str, str]:
     """(status, journal level, journal kind) answering a C-STORE that raised ``exc``; anything
-    unexpected is a 0xC000 failure recorded as ``store_failed``."""
+    unexpected (the journal could not commit, a bug of ours) is 0xA701, recorded as ``store_failed``:
+    the sender should retry, its data is not known to be bad."""
     for cls, status, level, kind in _STATUS_BY_ERROR:
         if isinstance(exc, cls):
             return status, level, kind
-    return st.CANNOT_UNDERSTAND, "error", "store_failed"
+    return st.OUT_OF_RESOURCES_UNEXPECTED, "error", "store_failed"
 
 
 def status_dataset(status: int, comment: str = "") -> Dataset:
@@ -94,6 +102,7 @@ class AssociationInfo:
     started: float = field(default_factory=time.monotonic)
     stored: int = 0
     failed: int = 0
+    abort: str = ""  # who aborted and why, in pynetdicom's words, once an A-(P-)ABORT arrived
 
 
 class Receiver:
@@ -127,8 +136,8 @@ class Receiver:
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_RELEASED, self.handle_released),
+            (evt.EVT_ACSE_RECV, self.handle_acse_received),
             (evt.EVT_ABORTED, self.handle_aborted),
-            (evt.EVT_CONN_CLOSE, self.handle_closed),
         ]
 
     # ------------------------------------------------------------------ associations
@@ -147,9 +156,7 @@ class Receiver:
         reason = self.check_association(called, calling)
         if reason is None:
             return
-        what = (
-            "called AE not ours" if reason == st.REJECT_CALLED_AE_NOT_RECOGNIZED else "calling AE not allowed"
-        )
+        what = st.rejection_text(st.REJECT_PERMANENT, st.REJECT_SOURCE_SERVICE_USER, reason)
         peer = _peer_text(assoc)
         logger.warning("rejecting association %s -> %s from %s: %s", calling, called, peer, what)
         try:
@@ -158,8 +165,8 @@ class Receiver:
             )
         except Exception:
             logger.exception("cannot record the rejection in the journal")
-        # permanent, service-user: pynetdicom skips its own negotiation once the association is rejected
-        assoc.acse.send_reject(0x01, 0x01, reason)
+        # pynetdicom skips its own negotiation once the association is rejected
+        assoc.acse.send_reject(st.REJECT_PERMANENT, st.REJECT_SOURCE_SERVICE_USER, reason)
         evt.trigger(assoc, evt.EVT_REJECTED, {})
         assoc.kill()
 
@@ -168,6 +175,10 @@ class Receiver:
         called, calling = _requested_titles(assoc)
         info = AssociationInfo(uuid.uuid4().hex, called, calling, _peer_text(assoc))
         with self._lock:
+            # an association normally leaves on EVT_RELEASED or EVT_ABORTED (the connection closes
+            # before the latter, so EVT_CONN_CLOSE cannot be the cue); drop any that ended otherwise
+            for ended in [a for a in self._assocs if not a.is_alive()]:
+                del self._assocs[ended]
             self._assocs[assoc] = info
         logger.info(
             "association %s accepted: %s -> %s from %s",
@@ -210,19 +221,28 @@ class Receiver:
             except Exception:
                 logger.exception("on_released callback failed for %s", info.association_id)
 
-    def handle_aborted(self, event: Event) -> None:
-        info = self._forget(event.assoc)
-        if info is not None:
-            logger.warning(
-                "association %s from %s aborted after %d stored, %d failed",
-                info.association_id,
-                info.calling_ae,
-                info.stored,
-                info.failed,
-            )
+    def handle_acse_received(self, event: Event) -> None:
+        primitive = event.primitive  # type: ignore[attr-defined]
+        if isinstance(primitive, A_ABORT | A_P_ABORT):
+            with self._lock:
+                info = self._assocs.get(event.assoc)
+            if info is not None:
+                info.abort = st.describe_abort(primitive)
 
-    def handle_closed(self, event: Event) -> None:
-        self._forget(event.assoc)
+    def handle_aborted(self, event: Event) -> None:
+        _discard_partial_dataset(event.assoc)
+        info = self._forget(event.assoc)
+        if info is None:
+            return
+        message = (
+            f"association {info.association_id} {info.calling_ae} -> {info.called_ae} from {info.peer}"
+            f" aborted ({info.abort or 'by this node'}) after {info.stored} stored, {info.failed} failed"
+        )
+        logger.warning("%s", message)
+        try:
+            self.journal.log_event("warning", "association_aborted", message)
+        except Exception:
+            logger.exception("cannot record the abort in the journal")
 
     def pdu_refused(self, peer: tuple[Any, ...], pdu_type: int, length: int) -> None:
         """The PDU guard aborted a connection (it has logged why); note it in the journal."""
@@ -260,23 +280,13 @@ class Receiver:
 
     def _store(self, event: Event, transfer_syntax: str, origin: Origin) -> InstanceHeader:
         request = cast(C_STORE, event.request)
-        chunked = _chunked_path(event)
-        if chunked is not None:  # pynetdicom wrote the data set to a temp file (chunked receive)
-            with open(chunked, "rb") as fp:
-                layout = read_part10_layout(fp)
-                header = read_header(fp, transfer_syntax).validated()
-                _check_matches_command(header, request)
-                fp.seek(layout.dataset_offset)
-                self.ingestor.ingest(header, transfer_syntax, fp, origin)
-            return header
-        data = request.DataSet
-        if data is None:
-            raise MissingAttributeError("C-STORE request without a data set")
-        data.seek(0)
-        header = read_header(data, transfer_syntax).validated()
-        _check_matches_command(header, request)
-        with data.getbuffer() as view:  # the received bytes, not a copy
-            self.ingestor.ingest(header, transfer_syntax, view, origin)
+        received = received_path(event)
+        with open(received, "rb") as fp:
+            _, header = read_part10_header(fp)  # pynetdicom's meta names the context's syntax
+            header.validated()
+            _check_matches_command(header, request)
+            # copied kernel-side behind our own file meta; pynetdicom deletes its file afterwards
+            self.ingestor.ingest(header, transfer_syntax, fp, origin)
         return header
 
     def _failure(self, exc: Exception, info: AssociationInfo, command_uid: str) -> Dataset:
@@ -310,12 +320,26 @@ def _check_matches_command(header: InstanceHeader, request: Any) -> None:
         )
 
 
-def _chunked_path(event: Event) -> Path | None:
+def received_path(event: Event) -> Path:
+    """The file pynetdicom streamed this C-STORE's data set into (see :func:`stream_received_datasets`)."""
+    path = cast(C_STORE, event.request)._dataset_path
+    if not isinstance(path, Path):
+        raise StorageError("pynetdicom did not stream the data set to a file (receive setting off)")
+    return path
+
+
+def _discard_partial_dataset(assoc: Any) -> None:
+    """Delete the temp file of a data set whose association ended before it was complete: pynetdicom
+    removes the file once the C-STORE handler ran, but never one abandoned half-way."""
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    partial = getattr(message, "_data_set_file", None)
+    if partial is None:
+        return
     try:
-        path = event.dataset_path
-    except AttributeError:
-        return None
-    return Path(path) if path else None
+        partial.close()
+        os.unlink(partial.name)
+    except OSError as exc:
+        logger.warning("cannot remove the partial data set %s: %s", getattr(partial, "name", "?"), exc)
 
 
 def _requested_titles(assoc: Any) -> tuple[str, str]:
@@ -352,10 +376,22 @@ def build_ae(node: NodeSection) -> AE:
     return ae
 
 
-def set_chunked_receive(enabled: bool) -> None:
-    """pynetdicom keeps this switch in a module-wide setting; the node sets it once at start-up.
-    When on, pynetdicom writes each received data set to a temp file instead of memory."""
-    _config.STORE_RECV_CHUNKED_DATASET = enabled
+def stream_received_datasets() -> None:
+    """Make pynetdicom stream every received C-STORE data set into a temp file (in the system temp
+    folder, ``TMPDIR``) instead of memory, so an instance of any size costs the receiver one PDU of
+    memory, not its size. pynetdicom has no size threshold: the switch is module-wide and all or
+    nothing, and every SCP in the process (the node's, the demo's store receiver) reads the data set
+    from that file. Set once at start-up (:func:`dicom_node.process.configure_process`)."""
+    _config.STORE_RECV_CHUNKED_DATASET = True
+
+
+def require_streamed_receive() -> None:
+    """Refuse to start an SCP whose data sets pynetdicom would hold in memory."""
+    if not _config.STORE_RECV_CHUNKED_DATASET:
+        raise RuntimeError(
+            "pynetdicom would hold received data sets in memory: call "
+            "dicom_node.process.configure_process() once at start-up"
+        )
 
 
 class ScpServer:
@@ -368,6 +404,7 @@ class ScpServer:
         self.receiver = receiver
         self.host = node.host if host is None else host
         self._port = node.port if port is None else port
+        require_streamed_receive()
         self.ae = build_ae(node)
         self._server: GuardedAssociationServer | None = None
         self._thread: threading.Thread | None = None

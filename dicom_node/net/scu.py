@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from pynetdicom import AE, _config
+from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
+from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_node.errors import CannotUnderstandError, DeliveryError, InvalidUIDError
-from dicom_node.net.dimse_status import is_success, is_warning
+from dicom_node.net.dimse_status import describe_abort, describe_rejection, is_stored
 from dicom_node.net.peers import Peer
 from dicom_node.storage.header import read_part10_layout
 
@@ -43,7 +45,7 @@ class SendResult(NamedTuple):
     @property
     def ok(self) -> bool:
         """Stored: success, or a warning (stored with changes)."""
-        return self.status is not None and (is_success(self.status) or is_warning(self.status))
+        return self.status is not None and is_stored(self.status)
 
 
 @dataclass(frozen=True)
@@ -94,30 +96,44 @@ def _make_ae(calling_ae: str, timeout: float) -> AE:
     return ae
 
 
-def _failure_reason(assoc: object) -> str:
-    if getattr(assoc, "is_rejected", False):
-        rj = getattr(getattr(assoc, "acceptor", None), "primitive", None)
-        if rj is not None:
-            return (
-                f"association rejected (result 0x{rj.result:02X}, source 0x{rj.result_source:02X},"
-                f" reason 0x{rj.diagnostic:02X})"
-            )
-        return "association rejected"
-    if getattr(assoc, "is_aborted", False):
-        # pynetdicom also reports a refused or failed connection as aborted
-        return "association aborted (or connection refused)"
-    return "no association (peer unreachable or not answering)"
+class _Link(NamedTuple):
+    """An association and what the peer's A-(P-)ABORT said, should one arrive."""
+
+    assoc: Association
+    abort: list[str]
+
+    def failure(self) -> str:
+        """Why the association is not (or no longer) usable, in pynetdicom's words."""
+        assoc = self.assoc
+        if assoc.is_rejected:
+            rj = assoc.acceptor.primitive
+            if rj is not None:
+                return f"association rejected: {describe_rejection(rj)}"
+            return "association rejected"
+        if assoc.is_aborted:
+            if self.abort:
+                return f"association aborted: {self.abort[-1]}"
+            # pynetdicom also reports a refused or failed connection as aborted
+            return "association aborted (or connection refused)"
+        return "no association (peer unreachable or not answering)"
 
 
-def _associate(ae: AE, peer: Peer) -> Association:
+def _associate(ae: AE, peer: Peer) -> _Link:
     """Associate and switch Nagle's algorithm off on the connection: pynetdicom writes a C-STORE
     as separate PDUs (command, then data set), and with Nagle the second waits ~40 ms for the
     peer's delayed ACK - 50 ms per small instance instead of a few."""
-    assoc = ae.associate(*peer.address, ae_title=peer.ae_title)
+    aborts: list[str] = []
+
+    def on_acse(event: Event) -> None:
+        primitive = event.primitive  # type: ignore[attr-defined]
+        if isinstance(primitive, A_ABORT | A_P_ABORT):
+            aborts.append(describe_abort(primitive))
+
+    assoc = ae.associate(*peer.address, ae_title=peer.ae_title, evt_handlers=[(evt.EVT_ACSE_RECV, on_acse)])
     sock = assoc.dul.socket.socket if assoc.is_established and assoc.dul.socket is not None else None
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return assoc
+    return _Link(assoc, aborts)
 
 
 def echo(peer: Peer, calling_ae: str = "DICOMNODE", timeout: float = 30.0) -> int:
@@ -125,16 +141,17 @@ def echo(peer: Peer, calling_ae: str = "DICOMNODE", timeout: float = 30.0) -> in
     response."""
     ae = _make_ae(calling_ae, timeout)
     ae.add_requested_context(Verification)
-    assoc = _associate(ae, peer)
+    link = _associate(ae, peer)
+    assoc = link.assoc
     if not assoc.is_established:
-        raise DeliveryError(f"C-ECHO to {peer}: {_failure_reason(assoc)}")
+        raise DeliveryError(f"C-ECHO to {peer}: {link.failure()}")
     try:
         rsp = assoc.send_c_echo()
     finally:
         if assoc.is_established:
             assoc.release()
     if "Status" not in rsp:
-        raise DeliveryError(f"C-ECHO to {peer}: no response ({_failure_reason(assoc)})")
+        raise DeliveryError(f"C-ECHO to {peer}: no response ({link.failure()})")
     return int(rsp.Status)
 
 
@@ -213,16 +230,17 @@ def _send_batch(
     ae = _make_ae(calling_ae, timeout)
     for sop_class, syntax in sorted({(p.sop_class, p.transfer_syntax) for _, p in batch}):
         ae.add_requested_context(sop_class, syntax)
-    assoc = _associate(ae, peer)
+    link = _associate(ae, peer)
+    assoc = link.assoc
     if not assoc.is_established:
-        reason = _failure_reason(assoc)
+        reason = link.failure()
         for index, item in batch:
             done(index, SendResult(item.path, None, reason))
         return
     try:
         for index, item in batch:
             if not assoc.is_established:
-                done(index, SendResult(item.path, None, _failure_reason(assoc)))
+                done(index, SendResult(item.path, None, link.failure()))
                 continue
             try:
                 rsp = assoc.send_c_store(item.path)
@@ -234,7 +252,7 @@ def _send_batch(
                 comment = str(rsp.get("ErrorComment", "") or "")
                 done(index, SendResult(item.path, status, comment))
             else:
-                done(index, SendResult(item.path, None, f"no response: {_failure_reason(assoc)}"))
+                done(index, SendResult(item.path, None, f"no response: {link.failure()}"))
     finally:
         if assoc.is_established:
             assoc.release()

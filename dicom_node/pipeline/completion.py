@@ -26,12 +26,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
+from dicom_node.errors import UnreadableDatasetError
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
 from dicom_node.pipeline.routing import RuleSet, SeriesFacts, job_specs, routing_settings
+from dicom_node.storage.header import read_routing_header
 from dicom_node.storage.journal import DueSeries, InstanceRow, JobSpec, SeriesRow, Trigger
 from dicom_node.storage.journal.event_log import EventLog
 
@@ -189,8 +189,10 @@ class CompletionLoop(LoopService):
         for row in self._journal.instances_of_series(series_uid):
             path = self._storage_dir / row.path
             try:
-                return dcmread(path, stop_before_pixels=True), ""
-            except (OSError, InvalidDicomError, ValueError, EOFError) as exc:
+                return read_routing_header(path), ""
+            except OSError as exc:
                 problem = f"cannot read the header of {path}: {exc}"
-                logger.warning("series %s: %s", series_uid, problem)
+            except UnreadableDatasetError as exc:
+                problem = str(exc)
+            logger.warning("series %s: %s", series_uid, problem)
         return None, problem

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from dicom_node.config import NodeConfig, RuleConfig
+from dicom_node.config import NodeConfig, RuleConfig, rule_problems
 from dicom_node.errors import ConfigError
 from dicom_node.storage.journal import JobSpec
 
@@ -156,7 +156,18 @@ def check_rule(rule: RuleConfig, facts: SeriesFacts) -> tuple[ConditionFailure, 
         actual = facts.value(name)
         if pattern.fullmatch(actual) is None:
             failures.append(ConditionFailure(name, pattern.pattern, actual))
+    if rule.channels and channel_of(rule, facts) is None:
+        wanted = " | ".join(c.describe() for c in rule.channels)
+        failures.append(ConditionFailure("channels", wanted, facts.series_description))
     return tuple(failures)
+
+
+def channel_of(rule: RuleConfig, facts: SeriesFacts) -> int | None:
+    """The first of ``rule.channels`` the series fits (None: none, or the rule has no channels)."""
+    for index, selector in enumerate(rule.channels or []):
+        if all(p.fullmatch(facts.tag(keyword)) for keyword, p in selector.patterns().items()):
+            return index
+    return None
 
 
 def route(facts: SeriesFacts, rules: Sequence[RuleConfig] | RuleSet) -> RoutingDecision:
@@ -209,9 +220,42 @@ def routing_settings(decision: RoutingDecision) -> RoutingSettings:
 def job_specs(rules: Sequence[RuleConfig]) -> list[JobSpec]:
     """One journal job per matched rule."""
     return [
-        JobSpec(rule_name=r.name, models=list(r.models), destinations=list(r.destinations), args=dict(r.args))
+        JobSpec(rule_name=r.name, models=list(r.models), destinations=list(r.destinations), args=job_args(r))
         for r in rules
     ]
+
+
+#: The job argument that carries a rule's channel selectors to the worker (not an inference argument).
+CHANNELS_ARG = "channels"
+
+
+def job_args(rule: RuleConfig) -> dict[str, Any]:
+    """A job's stored arguments: the rule's inference arguments, plus its channel selectors."""
+    args = dict(rule.args)
+    if rule.channels:
+        args[CHANNELS_ARG] = [c.model_dump(exclude_none=True) for c in rule.channels]
+    return args
+
+
+def _resolves(catalog: ModelResolver, name: str) -> bool:
+    try:
+        catalog.resolve(name)
+    except Exception:  # the catalog's own error type; rule_problems reports it
+        return False
+    return True
+
+
+def rule_args_problems(rule: RuleConfig, catalog: ModelResolver) -> list[str]:
+    """What is wrong with a rule's inference arguments for the models it names, one line per
+    argument at fault (see :mod:`inference.request_check`). Needs a real model catalog; a stand-in
+    resolver (tests of routing alone) checks nothing here."""
+    from inference.request_check import request_problems
+    from inference.spec import ModelCatalog
+
+    if not isinstance(catalog, ModelCatalog):
+        return []
+    n_series = len(rule.channels) if rule.channels else 1
+    return [p.describe() for p in request_problems(catalog, rule.models, rule.args, n_series=n_series)]
 
 
 @dataclass(frozen=True)
@@ -230,27 +274,16 @@ class RuleSet:
         destinations: Mapping[str, Any] | None = None,
     ) -> RuleSet:
         """Validate ``rules``: unique names, destinations among ``destinations`` (when given), every
-        model id/alias resolvable by ``catalog`` (when given). Raises :class:`ConfigError` listing
+        model id/alias resolvable by ``catalog`` (when given) and the rule's ``args`` valid for those
+        models (:func:`rule_args_problems`). Raises :class:`ConfigError` listing
         every problem, one per line, each naming the rule."""
-        problems: list[str] = []
-        seen: set[str] = set()
-        for rule in rules:
-            if rule.name in seen:
-                problems.append(f"rule {rule.name!r}: duplicate rule name")
-            seen.add(rule.name)
-            if destinations is not None:
-                for dest in rule.destinations:
-                    if dest not in destinations:
-                        known = ", ".join(sorted(destinations)) or "none"
-                        problems.append(
-                            f"rule {rule.name!r}: unknown destination {dest!r} (configured: {known})"
-                        )
-            if catalog is not None:
-                for model in rule.models:
-                    try:
-                        catalog.resolve(model)
-                    except Exception as exc:  # the catalog's own error type; reported, not swallowed
-                        problems.append(f"rule {rule.name!r}: model {model!r} not in the model spec: {exc}")
+        problems = rule_problems(
+            rules, destinations=destinations, resolve_model=None if catalog is None else catalog.resolve
+        )
+        if catalog is not None:  # the inference arguments of rules whose models all resolve
+            for rule in rules:
+                if all(_resolves(catalog, m) for m in rule.models):
+                    problems.extend(f"rule {rule.name!r}: {p}" for p in rule_args_problems(rule, catalog))
         if problems:
             raise ConfigError("\n".join(problems))
         return cls(tuple(rules))

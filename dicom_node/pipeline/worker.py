@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
-from dicom_node.storage.journal import DeliverySpec, InstanceRow, JobOutput, JobRow, JobState
+from dicom_node.pipeline.routing import CHANNELS_ARG
+from dicom_node.pipeline.study_inputs import MissingChannel, StudyIncomplete, StudyNotQuiet, study_inputs
+from dicom_node.storage.journal import DeliverySpec, InstanceRow, JobOutput, JobRow, JobState, SeriesRow
 from dicom_node.storage.journal.event_log import EventLog
 from inference.api import Executor, InferenceRequest, InferenceResult, RetryLater
 
@@ -38,6 +40,8 @@ class WorkerJournal(EventLog, Protocol):
     def claim_job(self, now: float) -> JobRow | None: ...
     def next_job_time(self) -> float | None: ...
     def instances_of_series(self, series_uid: str) -> list[InstanceRow]: ...
+    def get_series(self, series_uid: str) -> SeriesRow | None: ...
+    def series_of_study(self, study_uid: str) -> list[SeriesRow]: ...
     def retry_job(self, job_id: int, *, error: str, not_before: float | None = ...) -> None: ...
 
     def finish_job(
@@ -103,9 +107,29 @@ class Worker(LoopService):
             last = job.error or "none recorded (the node may have stopped or died during the job)"
             self._fail(job, f"gave up after {job.attempts - 1} attempt(s); last error: {last}")
             return
-        instances = self._journal.instances_of_series(series_uid)
-        paths = [self._storage_dir / row.path for row in instances]
-        if not paths:
+        args = dict(job.args)
+        selectors = args.pop(CHANNELS_ARG, None)
+        if selectors is not None:
+            try:
+                study = study_inputs(
+                    self._journal, series_uid, job.rule_name, selectors, self._storage_dir, self._clock()
+                )
+            except StudyIncomplete as exc:
+                self._defer(job, str(exc))
+                return
+            except StudyNotQuiet as exc:
+                self._journal.retry_job(job_id, error=str(exc), not_before=exc.until)
+                self.wake()
+                return
+            except MissingChannel as exc:
+                self._fail(job, str(exc))
+                return
+            inputs = study.paths
+            for note in study.warnings:
+                self._journal.log_event("warning", "job_warning", note, series_uid=series_uid, job_id=job_id)
+        else:
+            inputs = [[self._storage_dir / row.path for row in self._journal.instances_of_series(series_uid)]]
+        if not inputs[0]:
             self._fail(job, f"series {series_uid} has no instances in the journal")
             return
         output_dir = self._storage_dir / "outputs" / series_uid / f"job-{job_id}"
@@ -113,17 +137,17 @@ class Worker(LoopService):
             shutil.rmtree(output_dir)  # left by an attempt that did not finish
         output_dir.mkdir(parents=True)
         request = InferenceRequest(
-            inputs=[paths],
+            inputs=inputs,
             models=list(job.models),
-            args=dict(job.args),
+            args=args,
             output_dir=output_dir,
             empty_result=self._empty_result,
         )
         logger.info(
-            "job %d: series %s (%d instances), models %s, rule %s, attempt %d",
+            "job %d: series %s (%s instances), models %s, rule %s, attempt %d",
             job_id,
             series_uid,
-            len(paths),
+            "+".join(str(len(i)) for i in inputs),
             "+".join(job.models),
             job.rule_name,
             job.attempts,
@@ -203,6 +227,17 @@ class Worker(LoopService):
         )
         if delay <= 0:
             self.wake()
+
+    def _defer(self, job: JobRow, reason: str) -> None:
+        """A study job whose study is still arriving: closed without outputs (the job made when the
+        last series completes runs the study)."""
+        now = self._clock()
+        self._journal.finish_job(job.id, state=JobState.DONE, now=now, error=None)
+        message = f"job {job.id} (rule {job.rule_name}) left to a later series: {reason}"
+        self._journal.log_event(
+            "info", "job_deferred", message, series_uid=job.series_uid, job_id=job.id, now=now
+        )
+        logger.info("%s", message)
 
     def _fail(self, job: JobRow, error: str) -> None:
         job_id = job.id

@@ -16,7 +16,6 @@ Hidden files and folders (names starting with ``.``, e.g. rsync's temp files) ar
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import queue
@@ -44,8 +43,9 @@ from dicom_node.errors import (
     OutOfResourcesError,
     StorageError,
 )
-from dicom_node.storage.header import read_header, read_part10_layout
+from dicom_node.storage.header import read_part10_header
 from dicom_node.storage.ingest import Ingestor, Origin
+from inference.atomic import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ class DropFolder:
         """Read, check and file one file; remove it when filed, move it to ``rejected`` when it is
         not usable. Returns whether it was filed."""
         try:
-            data = path.read_bytes()
+            fp = path.open("rb")
         except FileNotFoundError:
             return False
         except OSError as exc:
@@ -264,13 +264,10 @@ class DropFolder:
             return False
         rel = path.relative_to(self.incoming).as_posix()
         try:
-            fp = io.BytesIO(data)
-            layout = read_part10_layout(fp)
-            header = read_header(fp, layout.transfer_syntax).validated()
-            with memoryview(data) as view:
-                self.ingestor.ingest(
-                    header, layout.transfer_syntax, view[layout.dataset_offset :], self.origin
-                )
+            with fp:  # streamed from the file: a large instance is never held whole in memory
+                layout, header = read_part10_header(fp)
+                header.validated()
+                self.ingestor.ingest(header, layout.transfer_syntax, fp, self.origin)
         except (CannotUnderstandError, InvalidUIDError) as exc:
             self._reject(path, rel, str(exc))
             return False
@@ -295,7 +292,7 @@ class DropFolder:
             os.replace(path, target)
         except FileNotFoundError:
             return
-        target.with_name(target.name + ".reason.txt").write_text(f"{rel}: {reason}\n", encoding="utf-8")
+        write_text_atomic(target.with_name(target.name + ".reason.txt"), f"{rel}: {reason}\n")
         logger.warning("drop folder: rejected %s: %s", rel, reason)
         self._log_event("warning", "dropfolder_rejected", f"{rel}: {reason}")
 

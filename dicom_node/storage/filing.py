@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from pydicom.filereader import dcmread
-
 from dicom_node.errors import InvalidUIDError, OutOfResourcesError, StorageError
+from dicom_node.storage.header import read_part10_header
 from dicom_node.storage.journal import InstanceRecord, Journal
 from dicom_node.uids import require_uid
+from inference.atomic import fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +87,6 @@ def _copy_file(fd: int, src: BinaryIO) -> None:
             offset += sent
     while chunk := src.read(_COPY_CHUNK):
         _write_all(fd, chunk)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -222,7 +214,7 @@ class Spool:
         to_sync = {directory}
         to_sync.update(d.parent for d in new_dirs)
         for d in sorted(to_sync, key=lambda p: len(p.parts), reverse=True):
-            _fsync_dir(d)
+            fsync_dir(d)
 
     # ------------------------------------------------------------------ removing and recovery
 
@@ -260,8 +252,8 @@ class Spool:
         """Start-up repair: delete stale temp files and record spool files the journal does not know
         (the journal may lose its last transactions on power loss; the files were fsynced first).
 
-        Each unknown file is read up to its pixel data. Files that cannot be read are left in place
-        and logged as events."""
+        Each unknown file's header is read as the receiver reads it (up to (0020,1002)). Files that
+        cannot be read are left in place and logged as events."""
         stats = {"tmp_removed": self.clean_tmp(), "recorded": 0, "unreadable": 0}
         known = journal.known_paths()
         for relpath in self.iter_files():
@@ -269,7 +261,7 @@ class Spool:
                 continue
             try:
                 record = self._record_from_file(relpath)
-            except (OSError, InvalidUIDError, StorageError, ValueError) as exc:
+            except (OSError, InvalidUIDError, StorageError) as exc:
                 stats["unreadable"] += 1
                 message = f"spool file {relpath} not recorded: {exc}"
                 logger.error("%s", message)
@@ -291,37 +283,28 @@ class Spool:
 
     def _record_from_file(self, relpath: str) -> InstanceRecord:
         path = self.path_of(relpath)
-        try:
-            ds = dcmread(path, stop_before_pixels=True)
-        except Exception as exc:  # pydicom raises many kinds on malformed files
-            raise StorageError(f"cannot read: {exc}") from exc
-        st = path.stat()
-        meta = ds.file_meta
-        sop = require_uid(str(ds.get("SOPInstanceUID", "")), "SOP Instance UID")
-        study = require_uid(str(ds.get("StudyInstanceUID", "")), "Study Instance UID")
-        series = require_uid(str(ds.get("SeriesInstanceUID", "")), "Series Instance UID")
-        sop_class = require_uid(str(ds.get("SOPClassUID", "")), "SOP Class UID")
-        count = ds.get("ImagesInAcquisition")
-        try:
-            expected = int(count) if count not in (None, "") else None
-        except (TypeError, ValueError):
-            expected = None
+        with path.open("rb") as fp:
+            layout, header = read_part10_header(fp)  # as the receiver read it
+            header.validated()
+            size = os.fstat(fp.fileno()).st_size
+            received_at = os.fstat(fp.fileno()).st_mtime
+        meta = layout.file_meta
         return InstanceRecord(
-            sop_instance_uid=sop,
-            sop_class_uid=sop_class,
-            series_uid=series,
-            study_uid=study,
-            transfer_syntax=str(meta.get("TransferSyntaxUID", "")),
+            sop_instance_uid=header.sop_instance_uid,
+            sop_class_uid=header.sop_class_uid,
+            series_uid=header.series_uid,
+            study_uid=header.study_uid,
+            transfer_syntax=layout.transfer_syntax,
             path=relpath,
-            size=st.st_size,
+            size=size,
             # filing writes the AE titles into the file meta, so they survive a lost journal row
             called_ae=str(meta.get("ReceivingApplicationEntityTitle", "") or "").strip(),
             calling_ae=str(meta.get("SendingApplicationEntityTitle", "") or "").strip(),
             association_id=None,
-            received_at=st.st_mtime,
-            modality=str(ds.get("Modality", "") or ""),
-            series_description=str(ds.get("SeriesDescription", "") or ""),
-            expected_count=expected if expected and expected > 0 else None,
+            received_at=received_at,
+            modality=header.modality,
+            series_description=header.series_description,
+            expected_count=header.expected_count,
         )
 
 

@@ -1,8 +1,11 @@
-"""Read the few leading attributes filing and routing need, without touching pixel data.
+"""The one place that reads instance headers, without touching pixel data.
 
-Used for C-STORE datasets (raw bytes as sent), drop-folder files and the spool reconciliation. Parsing
-stops at (0020,1002) Images in Acquisition: every attribute read here lies before it, and nothing past it
-(pixel data included) is parsed. Only the listed tags are read; other values are skipped by seeking.
+:func:`read_part10_header` reads the few leading attributes filing needs from a Part 10 file: the
+C-STORE handler (pynetdicom's streamed file), the drop folder and the spool reconciliation all use it,
+so they parse UIDs, texts and the expected count the same way. Parsing stops at (0020,1002) Images
+in Acquisition: every attribute read there lies before it, and nothing past it (pixel data
+included) is parsed; other values are skipped by seeking. :func:`read_routing_header` reads every
+attribute before the pixel data, for rules that match any tag (completion, ``rules explain``).
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ from __future__ import annotations
 import io
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_dataset, read_preamble
+from pydicom.filereader import dcmread, read_dataset, read_preamble
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
@@ -183,3 +187,23 @@ def read_part10_layout(fp: BinaryIO) -> Part10Layout:
 
 def _stop_after_meta(tag: BaseTag, vr: str | None, length: int) -> bool:
     return tag.group != 0x0002
+
+
+def read_part10_header(fp: BinaryIO) -> tuple[Part10Layout, InstanceHeader]:
+    """The layout and the (not yet validated) header of the Part 10 file at ``fp``'s start; leaves
+    ``fp`` at the start of the data set. Raises :class:`UnreadableDatasetError`."""
+    layout = read_part10_layout(fp)
+    header = read_header(fp, layout.transfer_syntax)
+    fp.seek(layout.dataset_offset)
+    return layout, header
+
+
+def read_routing_header(path: Path) -> Dataset:
+    """Every attribute of the Part 10 file at ``path`` before its pixel data (rules may match any
+    tag). Raises :class:`UnreadableDatasetError`, or OSError when the file cannot be opened."""
+    try:
+        return dcmread(path, stop_before_pixels=True)
+    except OSError:
+        raise
+    except Exception as exc:  # pydicom raises many kinds on malformed input
+        raise UnreadableDatasetError(f"cannot read the header of {path}: {exc}") from exc

@@ -73,7 +73,7 @@ def test_unknown_model_and_destination_are_listed_one_per_line(tmp_path: Path) -
     assert len(errors) == 1 and "rule 'mr': model 'spleen' not in the model spec" in errors[0]
     text = CONFIG.replace("[archive]", "[archive, cloud]")
     errors, _, _ = validate(write(tmp_path, text), stub_loader([]))
-    assert any("rule 'mr': unknown destination(s) cloud" in e for e in errors)
+    assert any("rule 'mr': unknown destination 'cloud'" in e for e in errors)
 
 
 def test_broken_model_spec_is_an_error(tmp_path: Path) -> None:

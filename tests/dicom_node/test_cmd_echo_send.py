@@ -32,7 +32,7 @@ def test_echo_ok(node: Node, capsys: pytest.CaptureFixture[str]) -> None:
 def test_echo_rejected_says_why(node: Node, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["echo", f"WRONG@127.0.0.1:{node.port}"]) == 1
     err = capsys.readouterr().err
-    assert "FAILED C-ECHO to WRONG@" in err and "reason 0x07" in err
+    assert "FAILED C-ECHO to WRONG@" in err and "Called AE title not recognised" in err
 
 
 def test_echo_bad_peer_string(capsys: pytest.CaptureFixture[str]) -> None:

@@ -235,3 +235,9 @@ def test_default_spec_is_the_working_folder_one_else_the_bundled(tmp_path: Path)
     local = tmp_path / "model-serve-spec.yaml"
     local.write_text("models: []\n")
     assert default_spec(tmp_path) == local
+
+
+def test_model_serve_spec_variable_names_the_spec(tmp_path: Path) -> None:
+    (tmp_path / "model-serve-spec.yaml").write_text("models: []\n")
+    chosen = tmp_path / "elsewhere.yaml"
+    assert default_spec(tmp_path, environ={"MODEL_SERVE_SPEC": str(chosen)}) == chosen

@@ -10,7 +10,8 @@ from dicom_node.uids import MAX_UID_LENGTH, is_valid_uid, require_uid
 
 LONGEST = "2.25." + "1" * (MAX_UID_LENGTH - 5)
 
-VALID = ["0", "1", "1.2", "1.2.840.10008.5.1.4.1.1.2", "2.25.0", LONGEST]
+# "1.02.3": a leading zero breaks PS3.5 9.1, but senders use such UIDs and their data is still filed
+VALID = ["0", "1", "1.2", "1.2.840.10008.5.1.4.1.1.2", "2.25.0", "1.02.3", LONGEST]
 
 INVALID = [
     "",

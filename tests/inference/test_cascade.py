@@ -21,7 +21,7 @@ from inference.cascade import (
     plan_stages,
     run_cascade,
 )
-from inference.errors import PredictionError
+from inference.errors import ArgsError, PredictionError
 from inference.predictors import Prediction
 
 SHAPE = (8, 10, 12)
@@ -321,3 +321,107 @@ def test_each_stage_uses_its_own_arguments() -> None:
     expected = np.zeros(SHAPE, dtype=np.uint8)
     expected[2:5, 2:5, 2:5] = 1  # 27 voxels > 10, probability 0.9 >= 0.5, inside the organ
     np.testing.assert_array_equal(results[1].labels, expected)
+
+
+def test_crop_padding_per_axis_is_x_y_z() -> None:
+    mask = box_mask(SHAPE, slice(2, 4), slice(3, 6), slice(4, 8))
+    # x gets 3, y 1, z 0 voxels per side
+    assert crop_box(mask, (3, 1, 0)) == (slice(2, 4), slice(2, 7), slice(1, 11))
+    stage = InferenceArgs(crop_padding=[3, 1, 0]).for_stage(0)
+    assert stage.crop_padding == (3, 1, 0)
+    per_stage = InferenceArgs(crop_padding=[None, [3, 1, 0]])
+    assert per_stage.stage_counts() == {"crop_padding": 2}
+    assert per_stage.for_stage(1).crop_padding == (3, 1, 0) and per_stage.for_stage(0).crop_padding is None
+
+
+def three_stage_runner() -> tuple[FakeRunner, np.ndarray, np.ndarray, np.ndarray]:
+    """organ finds a big box (label 1) holding a small box (label 2); lesion finds two blobs, one
+    inside the small box, one inside the big box only."""
+    organ = np.zeros(SHAPE, dtype=np.uint8)
+    organ[0:6, 0:8, 0:10] = 1
+    organ[1:3, 1:3, 1:3] = 2
+    in_small = box_mask(SHAPE, slice(1, 3), slice(1, 3), slice(1, 3))
+    in_big = box_mask(SHAPE, slice(4, 6), slice(5, 7), slice(6, 9))
+
+    def lesion(images: list[np.ndarray]) -> Prediction:
+        full = np.zeros(images[0].shape, dtype=np.uint8)
+        if images[0].shape == SHAPE:
+            full[in_small | in_big] = 1
+        return Prediction(labels=full)
+
+    runner = FakeRunner({"organ": lambda im: Prediction(labels=organ), "lesion": lesion, "other": lesion})
+    return runner, organ, in_small, in_big
+
+
+def plan3(**values: Any) -> list[Stage]:
+    return plan_stages(
+        ["organ", "other", "lesion"],
+        n_series=1,
+        channels=identity_channels({"organ": 1, "lesion": 1, "other": 1}),
+        canonical=canonical,
+        stage_args=lambda m, i: InferenceArgs(**values).for_stage(i or 0),
+    )
+
+
+def test_intersect_with_names_the_mask_instead_of_the_previous_stage() -> None:
+    runner, _, in_small, in_big = three_stage_runner()
+    # lesion intersected with organ's label 2, not with "other" (the stage just before)
+    stages = plan3(intersect_with=[None, None, "from:organ-alias=2"], min_intersection=0.5)
+    assert stages[2].args.intersect_with == "from:organ=2"
+    results = run_cascade(stages, [np.zeros(SHAPE, np.float32)], SPACING, runner)
+    np.testing.assert_array_equal(results[2].labels, in_small.astype(np.uint8))
+    np.testing.assert_array_equal(results[1].labels, (in_small | in_big).astype(np.uint8))
+
+
+def test_crop_from_names_the_mask_to_crop_to() -> None:
+    runner, _, _, _ = three_stage_runner()
+    stages = plan3(cascade_mode="crop", crop_from=[None, None, "from:organ=2"])
+    run_cascade(stages, [np.zeros(SHAPE, np.float32)], SPACING, runner)
+    assert runner.calls[-1].model == "lesion" and runner.calls[-1].shapes == [(2, 2, 2)]
+
+
+def test_mask_references_must_be_earlier_stages_of_the_matching_mode() -> None:
+    with pytest.raises(ArgsError, match="intersect_with 'from:lesion' names no earlier stage"):
+        plan3(intersect_with=[None, "from:lesion", None])
+    with pytest.raises(ArgsError, match="crop_from needs cascade_mode 'crop'"):
+        plan3(crop_from="from:organ")
+    with pytest.raises(ValueError, match="from:<model> or from:<model>=k"):
+        InferenceArgs(intersect_with="from:organ[1]")
+
+
+def test_remove_objects_smaller_than_in_argmax_and_threshold_modes() -> None:
+    labels = np.zeros(SHAPE, dtype=np.uint8)
+    labels[0:2, 0:2, 0:2] = 1  # 8 voxels
+    labels[5:7, 5:8, 5:8] = 1  # 18 voxels
+    labels[0, 9, 11] = 2  # 1 voxel
+    probs = np.stack([labels == 0, labels == 1, labels == 2]).astype(np.float32)
+    runner = FakeRunner({"organ": lambda im: Prediction(labels=labels, probabilities=probs)})
+
+    def run(**values: Any) -> np.ndarray:
+        stages = plan_stages(
+            ["organ"],
+            n_series=1,
+            channels=identity_channels({"organ": 1}),
+            canonical=canonical,
+            stage_args=lambda m, i: args(**values),
+        )
+        return run_cascade(stages, [np.zeros(SHAPE, np.float32)], SPACING, runner)[0].labels
+
+    np.testing.assert_array_equal(
+        run(remove_objects_smaller_than=9),
+        np.where(labels == 1, labels, 0) * (np.arange(SHAPE[0]) >= 5)[:, None, None],
+    )
+    np.testing.assert_array_equal(run(remove_objects_smaller_than=2), np.where(labels == 1, 1, 0))
+    # with a threshold it replaces the fixed minimum (components of <= 10 voxels dropped)
+    assert run(proba_threshold=0.5).sum() == 18
+    assert run(proba_threshold=0.5, remove_objects_smaller_than=1).sum() == 18 + 8 + 2
+
+
+def test_series_folders_map_stages_and_folder_names() -> None:
+    given = InferenceArgs(series_folders=[["t2", "adc"], ["1", "from:organ=2"]])
+    assert given.stage_inputs() == [[0, 1], ["1", "from:organ=2"]]
+    assert InferenceArgs(series_folders=["ct", "from:organ"]).stage_inputs() == [[0, "from:organ"]]
+    with pytest.raises(ValueError, match="valid list"):
+        InferenceArgs(series_folders=[["ct"], "late"])
+    with pytest.raises(ValueError, match="invalid stage input"):
+        InferenceArgs(series_folders=[["from:organ=x"]])

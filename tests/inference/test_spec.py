@@ -12,7 +12,6 @@ import pytest
 
 from inference.errors import ArgsError, SpecError, UnknownModelError
 from inference.spec import ModelCatalog, load_model_spec
-from inference.spec_schema import spec_json_schema
 from tests.support.fake_model import make_model_folder, write_spec
 
 LIVER_DIR = "Dataset001_Liver/nnUNetTrainer__nnUNetPlans__3d_fullres"
@@ -341,7 +340,16 @@ def test_default_args_and_nnunet_serve_keys(root: Path, caplog: pytest.LogCaptur
     with pytest.raises(ArgsError, match="fold 3 not found"):
         m.select_folds((3,), "checkpoint_final.pth")
     ignored = " ".join(r.getMessage() for r in caplog.records)
-    assert "series_folders" in ignored and "is_totalseg" in ignored and "load_timeout_min" in ignored
+    assert "is_totalseg" in ignored and "load_timeout_min" in ignored
+    # series_folders is honoured: a folder name stands for the next request series
+    assert m.default_args.stage_inputs() == [[0]]
+
+
+def test_default_series_folders_are_checked(root: Path) -> None:
+    message = spec_error(root, model(default_args={"series_folders": ["ct", "late"]}))
+    assert "series_folders: one list of 1 input(s)" in message
+    message = spec_error(root, model(default_args={"series_folders": ["from:spleen=1"]}))
+    assert "'from:spleen=1' names no model of the spec" in message
 
 
 def test_unknown_keys_are_errors(root: Path) -> None:
@@ -377,12 +385,3 @@ def test_version_changes_with_retraining_not_with_copying(root: Path) -> None:
     assert load(copy, model()).resolve("liver").version == first
     make_model_folder(root / "models" / LIVER_DIR, seed=1)  # "retrained": other weights
     assert load(root, model()).resolve("liver").version != first
-
-
-def test_json_schema_export() -> None:
-    schema = spec_json_schema()
-    assert schema["title"] == "model-serve-spec.yaml"
-    assert set(schema["required"]) == {"model_folder", "models"}
-    assert "use_folds" in schema["$defs"]["InferenceArgs"]["properties"]
-    assert "segment_names" in schema["$defs"]["MetadataInput"]["properties"]
-    json.dumps(schema)  # serialisable

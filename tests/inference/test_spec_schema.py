@@ -1,5 +1,6 @@
 """The spec's pydantic models on their own: the field rules test_spec does not reach (segment colours
-and labels, model ids and aliases, content labels) and that unknown keys are refused everywhere."""
+and labels, model ids and aliases, content labels) and that unknown keys are refused everywhere. A
+refusal is checked by the field it names (pydantic's wording is pydantic's); our own messages in full."""
 
 from __future__ import annotations
 
@@ -38,11 +39,11 @@ def test_segment_entry_accepts_the_documented_forms() -> None:
         ({"label": 65536}, "an integer label is a label value, 1-65535, got 65536"),
         ({"label": ""}, "label text must have 1-64 characters"),
         ({"label": "x" * 65}, "label text must have 1-64 characters"),
-        ({"number": 0}, "number: Input should be greater than or equal to 1"),
-        ({"name": "x" * 65}, "name: String should have at most 64 characters"),
+        ({"number": 0}, "number: "),
+        ({"name": "x" * 65}, "name: "),
         (
             {"colour": (1, 2, 3)},
-            "colour: Extra inputs are not permitted",
+            "colour: ",
         ),  # a misspelt key is an error, not ignored
     ],
 )
@@ -57,7 +58,7 @@ def test_model_ids(model_id: str) -> None:
 
 @pytest.mark.parametrize("model_id", ["", "-liver", ".hidden", "with space", "a/b", "x" * 65, "lébér"])
 def test_bad_model_ids(model_id: str) -> None:
-    assert problem(ModelInput, id=model_id, rel_path="D").startswith("id: String should match pattern")
+    assert problem(ModelInput, id=model_id, rel_path="D").startswith("id: ")
 
 
 def test_aliases_must_not_be_blank() -> None:
@@ -69,11 +70,9 @@ def test_aliases_must_not_be_blank() -> None:
 
 def test_metadata_fields() -> None:
     assert MetadataInput(content_label="LIVER_SEG 1").content_label == "LIVER_SEG 1"
-    assert problem(MetadataInput, content_label="liver").startswith(
-        "content_label: String should match"
-    )  # CS: upper case only
+    assert problem(MetadataInput, content_label="liver").startswith("content_label: ")  # CS: upper case only
     assert problem(MetadataInput, content_label="A" * 17).startswith("content_label: ")
-    assert problem(MetadataInput, segment_names=[]).startswith("segment_names: List should have at least 1")
+    assert problem(MetadataInput, segment_names=[]).startswith("segment_names: ")
     assert problem(MetadataInput, algorithm_type="MANUAL").startswith("algorithm_type: ")
     assert problem(MetadataInput, series_number=-1).startswith("series_number: ")
 
@@ -81,12 +80,6 @@ def test_metadata_fields() -> None:
 def test_header_needs_a_folder_and_models() -> None:
     header = SpecHeader(model_folder="models", models=[{"anything": 1}])
     assert header.models == [{"anything": 1}] and header.aliases == {}
-    assert problem(SpecHeader, model_folder="models", models=[]).startswith(
-        "models: List should have at least 1"
-    )
-    assert problem(SpecHeader, model_folder="", models=[{}]).startswith(
-        "model_folder: String should have at least 1"
-    )
-    assert (
-        problem(SpecHeader, model_folder="m", models=[{}], extra=1) == "extra: Extra inputs are not permitted"
-    )
+    assert problem(SpecHeader, model_folder="models", models=[]).startswith("models: ")
+    assert problem(SpecHeader, model_folder="", models=[{}]).startswith("model_folder: ")
+    assert problem(SpecHeader, model_folder="m", models=[{}], extra=1).startswith("extra: ")

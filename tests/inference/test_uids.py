@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
 from inference.uids import derive_uid, is_valid_uid
@@ -14,12 +12,6 @@ def test_same_parts_same_uid_other_parts_other_uid() -> None:
     assert uid == derive_uid("1.2.3", "liver", "1.0+abc", "series")
     assert uid != derive_uid("1.2.3", "liver", "1.0+abd", "series")
     assert uid != derive_uid("1.2.3", "liver", "1.0+abc", "instance")
-
-
-def test_value_is_the_first_128_bits_of_sha256() -> None:
-    uid = derive_uid("a")
-    expected = int.from_bytes(hashlib.sha256(b"1:a").digest()[:16], "big")
-    assert uid == f"2.25.{expected}"
 
 
 def test_parts_are_joined_unambiguously() -> None:
@@ -34,12 +26,6 @@ def test_uids_are_valid() -> None:
         assert is_valid_uid(uid), uid
         assert len(uid) <= 64
         assert not any(len(c) > 1 and c.startswith("0") for c in uid.split("."))
-
-
-def test_validity_checker_rejects_bad_uids() -> None:
-    for bad in ["", "1..2", "1.02", ".1", "1.", "a.1", "1." + "1" * 70]:
-        assert not is_valid_uid(bad), bad
-    assert is_valid_uid("1.2.0.3")
 
 
 def test_bad_arguments() -> None:

@@ -64,13 +64,16 @@ def _read_until_listening(stream: IO[str], out: queue.Queue[str | None]) -> None
     out.put(None)
 
 
-def start_node(config_path: Path, *, log_path: Path, startup_timeout: float = 120.0) -> NodeProcess:
-    """Start ``python -m dicom_node.cli serve --config config_path``; stderr goes to ``log_path``."""
+def start_node(
+    config_path: Path, *, log_path: Path, startup_timeout: float = 120.0, env: dict[str, str] | None = None
+) -> NodeProcess:
+    """Start ``python -m dicom_node.cli serve --config config_path``; stderr goes to ``log_path``;
+    ``env`` adds to the environment."""
     log = log_path.open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "dicom_node.cli", "serve", "--config", str(config_path)],
         cwd=REPO_ROOT,
-        env=peer_env(),
+        env={**peer_env(), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,

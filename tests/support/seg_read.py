@@ -1,13 +1,16 @@
 """An independent reader for the SEGs we write: each frame is placed in the source grid by its own
 Image Position (Patient) and orientation, not by references, so a SEG that references the right
-instances but sits in the wrong place in patient space fails."""
+instances but sits in the wrong place in patient space fails. :func:`read_seg_labelmap` reads by
+references instead, with highdicom."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 
 from inference.volume import Geometry
 
@@ -53,3 +56,31 @@ def seg_labels_on_grid(path: Path, geometry: Geometry, *, tolerance_mm: float = 
         assert not (labels[k][mask] > 0).any(), f"frame {index + 1}: segments overlap on slice {k}"
         labels[k][mask] = segment
     return labels
+
+
+def read_seg_labelmap(
+    seg_path: str | Path, source_headers: Sequence[Dataset], frame_order: Sequence[int] | None = None
+) -> np.ndarray:
+    """Read a SEG back with highdicom as a (z, y, x) uint16 label map in the source geometry (segment
+    number = label value), slice k matching ``source_headers[k]`` (or frame ``frame_order[k]`` of one
+    multi-frame header)."""
+    seg = hd.seg.segread(str(seg_path))
+    first = source_headers[0]
+    frames = int(first.get("NumberOfFrames", 1) or 1)
+    if len(source_headers) == 1 and frames > 1:
+        order = list(frame_order) if frame_order is not None else list(range(frames))
+        pixels = seg.get_pixels_by_source_frame(
+            str(first.SOPInstanceUID),
+            source_frame_numbers=[f + 1 for f in order],
+            combine_segments=True,
+            assert_missing_frames_are_empty=True,
+            dtype=np.uint16,
+        )
+    else:
+        pixels = seg.get_pixels_by_source_instance(
+            [str(h.SOPInstanceUID) for h in source_headers],
+            combine_segments=True,
+            assert_missing_frames_are_empty=True,
+            dtype=np.uint16,
+        )
+    return np.asarray(pixels, dtype=np.uint16)

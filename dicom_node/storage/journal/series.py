@@ -109,10 +109,6 @@ class SeriesOps(JournalBase):
         old_path = old["path"] if old is not None and old["path"] != rec.path else None
         return RecordOutcome(replaced=old is not None, old_path=old_path, late=had_job)
 
-    def has_instance(self, sop_instance_uid: str) -> bool:
-        rows = self._query("SELECT 1 FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,))
-        return bool(rows)
-
     def known_paths(self) -> set[str]:
         """Relative paths of every recorded instance (for the start-up spool reconciliation)."""
         return {r["path"] for r in self._query("SELECT path FROM instances")}
@@ -127,6 +123,13 @@ class SeriesOps(JournalBase):
     def get_series(self, series_uid: str) -> SeriesRow | None:
         rows = self._query("SELECT * FROM series WHERE series_uid = ?", (series_uid,))
         return series_row(rows[0]) if rows else None
+
+    def series_of_study(self, study_uid: str) -> list[SeriesRow]:
+        """Every series of a study, first received first."""
+        rows = self._query(
+            "SELECT * FROM series WHERE study_uid = ? ORDER BY first_received, series_uid", (study_uid,)
+        )
+        return [series_row(r) for r in rows]
 
     def list_series(self, limit: int = 100) -> list[SeriesRow]:
         rows = self._query("SELECT * FROM series ORDER BY last_received DESC LIMIT ?", (limit,))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.status import code_to_category
 
 from dicom_node.net import dimse_status as st
 from dicom_node.net.peers import Peer
@@ -238,7 +240,9 @@ def test_wrong_called_ae_is_rejected_with_reason_7(node: Node) -> None:
     assert "Called AE Title Not Recognized" in proc.stderr
     assert echo(node.port) == 0
     events = node.journal.recent_events(level="warning")
-    assert any(e.kind == "association_rejected" and "SOMEONEELSE" in e.message for e in events)
+    rejected = [e.message for e in events if e.kind == "association_rejected"]
+    # the journal says why in pynetdicom's words, not as bare codes
+    assert rejected and all("SOMEONEELSE" in m and "Called AE title not recognised" in m for m in rejected)
 
 
 @pytest.mark.dcmtk
@@ -323,8 +327,8 @@ def test_oversized_pdu_is_refused_before_its_body(node: Node) -> None:
     finally:
         sock.close()
     assert echo(node.port) == 0
-    event = node.journal.recent_events(level="warning")[0]
-    assert event.kind == "pdu_refused" and str(64 * 1024 * 1024) in event.message
+    (event,) = [e for e in node.journal.recent_events(level="warning") if e.kind == "pdu_refused"]
+    assert str(64 * 1024 * 1024) in event.message
 
 
 def test_oversized_pdu_body_is_not_buffered(node: Node) -> None:
@@ -390,19 +394,51 @@ def test_connection_closed_mid_header_is_harmless(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------- faults and limits
 
 
-def test_filing_fault_answers_c000_and_records_store_failed(node: Node) -> None:
-    """A real I/O fault: the spool's temp folder replaced by a file, so no temp file can be made."""
+def test_filing_fault_answers_out_of_resources_not_cannot_understand(node: Node) -> None:
+    """A real I/O fault (the spool's temp folder replaced by a file, so no temp file can be made) is
+    the node's problem, not the data's: 0xA7xx tells the sender to retry, as pynetdicom's storescp does."""
     tmp_dir = node.storage / "spool" / ".tmp"
     tmp_dir.rmdir()
     tmp_dir.write_text("in the way")
     (rsp,) = send_datasets(node.port, [make_ct()])
-    assert rsp.Status == st.CANNOT_UNDERSTAND
+    assert code_to_category(rsp.Status) == "Failure" and 0xA700 <= rsp.Status <= 0xA7FF, hex(rsp.Status)
     assert "cannot write" in rsp.ErrorComment
     assert node.spool_files() == []
     assert node.journal.counts().instances == 0
     event = node.journal.recent_events(level="error")[0]
-    assert event.kind == "store_failed" and "0xC000" in event.message
+    assert event.kind == "store_failed" and f"0x{rsp.Status:04X}" in event.message
     assert echo(node.port) == 0
+
+
+def test_journal_commit_failure_answers_out_of_resources(node: Node) -> None:
+    """The journal refuses the insert (a real SQLite error, raised by a trigger planted from another
+    connection): the sender is told to retry (0xA7xx); the filed copy waits for reconciliation."""
+    with sqlite3.connect(node.storage / "journal.sqlite") as other:
+        other.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON instances BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    (rsp,) = send_datasets(node.port, [make_ct()])
+    assert 0xA700 <= rsp.Status <= 0xA7FF, hex(rsp.Status)
+    assert node.journal.counts().instances == 0
+    event = node.journal.recent_events(level="error")[0]
+    assert event.kind == "store_failed" and "refused" in event.message
+    assert echo(node.port) == 0
+
+
+def test_peer_abort_is_journaled_with_its_source(node: Node) -> None:
+    ae = AE(ae_title="ABORTER")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="NNUNET")
+    assert assoc.is_established
+    assoc.abort()
+
+    def aborted() -> list[str]:
+        events = node.journal.recent_events(level="warning")
+        return [e.message for e in events if e.kind == "association_aborted"]
+
+    wait_for(lambda: bool(aborted()), timeout=10, what="the abort in the journal")
+    (message,) = aborted()
+    assert "ABORTER" in message and "DUL service-user" in message
 
 
 def test_association_limit(tmp_path: Path) -> None:

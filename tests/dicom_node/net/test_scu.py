@@ -62,7 +62,9 @@ def test_echo_and_send_to_dcmtk_storescp_bit_preserving(tmp_path: Path) -> None:
 
 
 def test_echo_failures_say_why(node: Node) -> None:
-    with pytest.raises(DeliveryError, match=r"rejected .*reason 0x07"):
+    with pytest.raises(
+        DeliveryError, match=r"rejected: Rejected Permanent by Service User: Called AE title not recognised"
+    ):
         echo(Peer("NOTTHERE", "127.0.0.1", node.port), "SCU", timeout=10)
     closed = Peer("NNUNET", "127.0.0.1", 1)
     with pytest.raises(DeliveryError, match=re.escape("C-ECHO to NNUNET@127.0.0.1:1")):
@@ -122,7 +124,7 @@ def test_associations_have_nagle_off(node: Node) -> None:
 
     ae = AE(ae_title="SCU")
     ae.add_requested_context(Verification)
-    assoc = _associate(ae, Peer("NNUNET", "127.0.0.1", node.port))
+    assoc = _associate(ae, Peer("NNUNET", "127.0.0.1", node.port)).assoc
     try:
         assert assoc.is_established
         assert assoc.dul.socket.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
 
-from dicom_node.config import RuleConfig
+from dicom_node.config import RuleConfig, config_from_mapping
 from dicom_node.errors import ConfigError
 from dicom_node.pipeline.routing import RuleSet, SeriesFacts, job_specs, route, routing_settings
 from dicom_node.storage.journal import JobSpec
@@ -194,3 +195,20 @@ def test_ruleset_is_immutable_and_routes() -> None:
     assert len(rules) == 1
     with pytest.raises(ConfigError, match="duplicate rule name"):
         RuleSet.build([rule("a"), rule("a")])
+
+
+def test_config_load_and_ruleset_refuse_the_same_rules_alike() -> None:
+    """One rules check: what the configuration refuses at load, RuleSet.build refuses in the same words."""
+    rules = [rule("a", destinations=["lost"]), rule("a"), rule("b")]
+    with pytest.raises(ConfigError) as built:
+        RuleSet.build(rules, destinations={"pacs": object()})
+    data = {
+        "model_spec": "spec.yaml",
+        "destinations": {"pacs": {"ae_title": "PACS", "host": "h", "port": 104}},
+        "rules": [r.model_dump(by_alias=True) for r in rules],
+    }
+    with pytest.raises(ConfigError) as loaded:
+        config_from_mapping(data, base_dir=Path("."))
+    problems = str(built.value).splitlines()
+    assert len(problems) == 2
+    assert all(p in str(loaded.value) for p in problems)

@@ -19,7 +19,8 @@ from dicom_node.storage.filing import Spool
 from dicom_node.storage.header import InstanceHeader
 from dicom_node.storage.ingest import Ingestor, Origin
 from dicom_node.storage.journal import Journal
-from tests.support.instances import dataset_bytes, make_ct
+from tests.support.instances import dataset_bytes, make_ct, send_datasets
+from tests.support.scp import running_node
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -230,3 +231,33 @@ def test_reconcile_logs_unreadable_files(tmp_path: Path) -> None:
     assert bad.exists()
     events = journal.recent_events(level="error")
     assert events and events[0].kind == "reconcile_failed"
+
+
+def test_reconciliation_rebuilds_the_row_the_receiver_wrote(tmp_path: Path) -> None:
+    """Both read the header with the same reader: an Images in Acquisition written "3.0" (seen
+    from modalities) is 3 for both, not 3 for one and unknown for the other."""
+    storage = tmp_path / "storage"
+    ds = make_ct(Modality="CT", SeriesDescription="chest")
+    ds.add_new(0x00201002, "IS", "3.0")
+    with running_node(storage) as node:
+        (rsp,) = send_datasets(node.port, [ds])
+        assert rsp is not None and rsp.Status == 0
+        (received,) = node.journal.instances_of_series(ds.SeriesInstanceUID)
+        received_series = node.journal.get_series(ds.SeriesInstanceUID)
+    for name in ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm"):
+        (storage / name).unlink(missing_ok=True)
+    journal = Journal(storage / "journal.sqlite")
+    assert Spool(storage).reconcile(journal)["recorded"] == 1
+    (rebuilt,) = journal.instances_of_series(ds.SeriesInstanceUID)
+    rebuilt_series = journal.get_series(ds.SeriesInstanceUID)
+    journal.close()
+    fields = ["sop_instance_uid", "sop_class_uid", "study_uid", "path", "size", "transfer_syntax"]
+    assert {f: getattr(rebuilt, f) for f in [*fields, "called_ae", "calling_ae"]} == {
+        f: getattr(received, f) for f in [*fields, "called_ae", "calling_ae"]
+    }
+    assert received_series is not None and rebuilt_series is not None
+    series_fields = ["modality", "series_description", "expected_count"]
+    assert {f: getattr(rebuilt_series, f) for f in series_fields} == {
+        f: getattr(received_series, f) for f in series_fields
+    }
+    assert received_series.expected_count == 3

@@ -6,13 +6,34 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import generate_uid
+from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID, generate_uid
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
 from dicom_node.storage.filing import Spool
 from dicom_node.storage.header import InstanceHeader
-from dicom_node.storage.ingest import Ingestor, Origin, encode_file_meta, encode_file_meta_pydicom
+from dicom_node.storage.ingest import Ingestor, Origin, encode_file_meta
 from dicom_node.storage.journal import Journal
 from tests.support.instances import dataset_bytes, make_ct
+
+
+def encode_file_meta_pydicom(header: InstanceHeader, transfer_syntax: str, origin: Origin) -> bytes:
+    """The file meta of a spool file as pydicom writes it: the oracle for the node's own encoder."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(header.sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(header.sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
+    meta.SourceApplicationEntityTitle = origin.called_ae
+    meta.SendingApplicationEntityTitle = origin.calling_ae
+    meta.ReceivingApplicationEntityTitle = origin.called_ae
+    buf = DicomBytesIO()
+    buf.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buf, meta, enforce_standard=True)
+    return buf.getvalue()
 
 
 @pytest.mark.parametrize(
