@@ -205,3 +205,18 @@ def test_known_tasks_include_multi_part_and_fast_modes() -> None:
     tasks = set(known_tasks())
     assert {"total", "total_mr", "total_fast", "total_fastest", "liver_segments", "body_fast"} <= tasks
     assert "body_fastest" not in tasks
+
+
+def test_probability_outputs_are_refused_before_any_pixel_is_read(tmp_path: Path, weights: Path) -> None:
+    from inference.errors import PredictionError
+    from inference.executor import InferenceRequest, InProcessExecutor
+
+    catalog = load_model_spec(
+        spec(tmp_path, totalseg_task="total_fast"), environ={"TOTALSEG_WEIGHTS_PATH": str(weights)}
+    )
+    executor = InProcessExecutor(catalog, device="cpu")
+    request = InferenceRequest(
+        inputs=[[tmp_path / "missing.dcm"]], models=["x"], args={"proba_threshold": 0.5}, output_dir=tmp_path
+    )
+    with pytest.raises(PredictionError, match="label map, not probabilities"):
+        executor.run(request)
