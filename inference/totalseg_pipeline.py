@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,10 @@ def segment(
             mask = np.isin(rough, task.crop.rois).astype(np.uint8)
         crop_mask = nib.Nifti1Image(mask, original.affine)
         addon = task.crop.addon_mm
-    labels = predict_image(task.main, original, predict, crop_mask=crop_mask, addon_mm=addon)
+    # Hand the only reference to the main run, so the float64 copy is freed before nnU-Net runs.
+    pending = [original]
+    del original
+    labels = predict_image(task.main, pending.pop(), predict, crop_mask=crop_mask, addon_mm=addon)
     if task.roi_subset is not None:
         labels *= np.isin(labels, list(task.labels)).astype(np.uint8)
     return np.ascontiguousarray(labels.transpose(2, 1, 0))
@@ -90,24 +94,29 @@ def predict_image(
     from totalsegmentator.resampling import change_spacing
 
     image = nib.Nifti1Image(original.get_fdata(), original.affine)
+    reference = _Grid(tuple(original.shape), np.array(original.affine))
+    del original  # the caller may have handed over its last reference (see segment)
     bbox = None
     if crop_mask is not None:
         if crop_mask.get_fdata().sum() == 0:
             logger.info("TotalSegmentator %s: the crop mask is empty; empty result", run.task_name)
-            return np.zeros(original.shape, dtype=np.uint8)
+            return np.zeros(reference.shape, dtype=np.uint8)
         image, bbox = crop_to_mask(image, crop_mask, addon=list(addon_mm or (0, 0, 0)), dtype=np.int32)
     image = as_closest_canonical(image)
-    canonical_shape = image.shape
+    canonical_shape, canonical_affine = image.shape, np.array(image.affine)
     if run.resample is not None:
         resampled = change_spacing(image, list(run.resample), order=1, dtype=np.int32, nr_cpus=1)
     else:
         resampled = image
+    del image
     data = np.asarray(resampled.dataobj, dtype=np.float32)
-    spacing = tuple(float(z) for z in resampled.header.get_zooms()[:3])
-    assert len(spacing) == 3
-    labels = _predict_parts(run, data, (spacing[0], spacing[1], spacing[2]), predict)
+    zooms = [float(z) for z in resampled.header.get_zooms()[:3]]
+    resampled_affine = np.array(resampled.affine)
+    del resampled  # nnU-Net gets only ``data``: no other copy of the volume stays alive meanwhile
+    labels = _predict_parts(run, data, (zooms[0], zooms[1], zooms[2]), predict)
+    del data
 
-    prediction = _postprocess(run, nib.Nifti1Image(labels, resampled.affine))
+    prediction = _postprocess(run, nib.Nifti1Image(labels, resampled_affine))
     if run.resample is not None:
         prediction = change_spacing(
             prediction,
@@ -116,12 +125,20 @@ def predict_image(
             order=0,
             dtype=np.uint8,
             nr_cpus=1,
-            force_affine=image.affine,
+            force_affine=canonical_affine,
         )
-    prediction = undo_canonical(prediction, original)
+    prediction = undo_canonical(prediction, reference)
     if bbox is not None:
-        prediction = undo_crop(prediction, original, bbox)
+        prediction = undo_crop(prediction, reference, bbox)
     return np.asarray(prediction.get_fdata()).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """What ``undo_canonical`` / ``undo_crop`` read of the original image: its shape and affine."""
+
+    shape: tuple[int, ...]
+    affine: np.ndarray
 
 
 def _slabs(data: np.ndarray, run: TaskRun) -> list[tuple[slice, slice]]:
