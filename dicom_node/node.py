@@ -25,7 +25,7 @@ from dicom_node.config import NodeConfig
 from dicom_node.errors import ConfigError, NodeError
 from dicom_node.net.receive import Receiver, ScpServer
 from dicom_node.pipeline.completion import CompletionLoop
-from dicom_node.pipeline.executors import build_executors
+from dicom_node.pipeline.executors import build_executors, worker_threads
 from dicom_node.pipeline.loop import Clock
 from dicom_node.pipeline.routing import RuleSet
 from dicom_node.pipeline.rules_watch import watch_config_rules
@@ -153,7 +153,7 @@ class Node:
                 empty_result=cfg.inference.empty_result,
                 max_attempts=cfg.inference.max_attempts,
                 on_deliveries=self.sender.wake,
-                threads=cfg.inference.workers,
+                threads=worker_threads(cfg.inference),
                 clock=self._clock,
             )
             worker.start()

@@ -9,15 +9,23 @@ never does. Building the in-process executor is also where its process-wide sett
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dicom_node.config import InferenceSection
+from dicom_node.config import InferenceSection, RayExecutorConfig
 from dicom_node.errors import ConfigError
 from inference.api import Executor
 from inference.errors import InferenceError
 
 if TYPE_CHECKING:
     from inference.spec import ModelCatalog
+
+
+def worker_threads(settings: InferenceSection) -> int:
+    """Worker threads an executor needs: ``workers`` in process; with Ray, one per job in flight
+    on the cluster (such a thread only waits for its job's answer)."""
+    executor = settings.executor
+    return executor.max_in_flight if isinstance(executor, RayExecutorConfig) else settings.workers
 
 
 def build_executor(settings: InferenceSection, catalog: ModelCatalog, device: str | None = None) -> Executor:
@@ -33,7 +41,10 @@ def build_executor(settings: InferenceSection, catalog: ModelCatalog, device: st
 
 
 def build_executors(settings: InferenceSection, catalog: ModelCatalog) -> list[Executor]:
-    """One executor (predictor cache, device gate) per configured device."""
+    """One executor (predictor cache, device gate) per configured device; with ``kind: ray`` one
+    executor for the whole cluster."""
+    if isinstance(settings.executor, RayExecutorConfig):
+        return [_ray_executor(settings, settings.executor, catalog)]
     built: list[Executor] = []
     try:
         for device in settings.devices:
@@ -43,3 +54,26 @@ def build_executors(settings: InferenceSection, catalog: ModelCatalog) -> list[E
             executor.close()
         raise
     return built
+
+
+def _ray_executor(settings: InferenceSection, ray: RayExecutorConfig, catalog: ModelCatalog) -> Executor:
+    """Predictor actors on a Ray cluster (no ray import here: the executor's bridge process has it)."""
+    from inference.ray_executor import RayExecutor, RaySettings
+
+    return RayExecutor(
+        RaySettings(
+            spec_path=Path(catalog.spec_path),
+            address=ray.address,
+            actors=ray.actors,
+            num_cpus_per_actor=ray.num_cpus_per_actor,
+            num_gpus_per_actor=ray.num_gpus_per_actor,
+            memory_mb_per_actor=ray.memory_mb_per_actor,
+            predictor_cache_size=settings.predictor_cache_size,
+            max_in_flight=ray.max_in_flight,
+            max_actor_attempts=ray.max_actor_attempts,
+            data=ray.data,
+            connect_timeout_seconds=ray.connect_timeout_seconds,
+            actor_start_timeout_seconds=ray.actor_start_timeout_seconds,
+            retry_delay_seconds=ray.retry_delay_seconds,
+        )
+    )
