@@ -47,17 +47,18 @@ def node_child(args: argparse.Namespace) -> None:
     executor = InProcessExecutor(Path(args.spec), device=args.device, max_models=8)
     files = sorted(Path(args.dicom).glob("*.dcm"))
     request = InferenceRequest(inputs=[files], models=["ts"], output_dir=Path(args.out))
-    executor.run(request)
+    result = executor.run(request)
     cold = time.perf_counter() - started
     warm = []
     for _ in range(args.repeats):
         t = time.perf_counter()
         result = executor.run(request)
         warm.append(time.perf_counter() - t)
-    labels = executor._pipeline.segment(request).labels
-    np.save(Path(args.out) / "labels.npy", labels)
+    if warm:
+        np.save(Path(args.out) / "labels.npy", executor._pipeline.segment(request).labels)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"cold": cold, "warm": min(warm), "timings": result.timings, "peak_mib": peak}))
+    timings = result.timings
+    print(json.dumps({"cold": cold, "warm": min(warm, default=None), "timings": timings, "peak_mib": peak}))
 
 
 def measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -82,7 +83,7 @@ def main() -> None:
     parser.add_argument("--spacing", type=float, nargs=3, default=(0.8, 0.8, 1.5), help="(x, y, z) mm")
     parser.add_argument("--task", default="total", help="a multi-part task: total or total_mr")
     parser.add_argument("--patch", type=int, default=64, help="stand-in models' patch size (cube)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="warm runs (0: cold run only)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-command", action="store_true", help="time the node only")
     parser.add_argument("--child-node", action="store_true", help=argparse.SUPPRESS)
@@ -131,7 +132,8 @@ def main() -> None:
         raise SystemExit(f"node run failed:\n{proc.stderr[-3000:]}")
     node = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = [("node, cold (fresh process, DICOM in, SEG out)", node["cold"], node["peak_mib"])]
-    rows.append(("node, warm (DICOM in, SEG out)", node["warm"], None))
+    if node["warm"] is not None:
+        rows.append(("node, warm (DICOM in, SEG out)", node["warm"], None))
 
     command_seconds = None
     if not args.skip_command:
@@ -152,7 +154,7 @@ def main() -> None:
     for name, seconds, peak in rows:
         print(f"{name:60s} {seconds:9.2f} {'' if peak is None else f'{peak:13.0f}'}")
     print(f"node warm stages: {json.dumps({k: round(v, 2) for k, v in node['timings'].items()})}")
-    if command_seconds is not None:
+    if command_seconds is not None and node["warm"] is not None:
         print(f"ratio command / node warm: {command_seconds / node['warm']:.2f}x")
         import nibabel as nib
 
