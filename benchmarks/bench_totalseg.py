@@ -153,7 +153,7 @@ def main() -> None:
     print(f"\n{'run':60s} {'seconds':>9s} {'peak RSS MiB':>13s}")
     for name, seconds, peak in rows:
         print(f"{name:60s} {seconds:9.2f} {'' if peak is None else f'{peak:13.0f}'}")
-    print(f"node warm stages: {json.dumps({k: round(v, 2) for k, v in node['timings'].items()})}")
+    print(f"node stages (last run): {json.dumps({k: round(v, 2) for k, v in node['timings'].items()})}")
     if command_seconds is not None and node["warm"] is not None:
         print(f"ratio command / node warm: {command_seconds / node['warm']:.2f}x")
         import nibabel as nib
