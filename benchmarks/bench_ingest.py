@@ -42,6 +42,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from dicom_node.config import NodeSection
+from dicom_node.net import fastpath
 from dicom_node.net.receive import Receiver, ScpServer
 from dicom_node.process import configure_process
 from dicom_node.storage.filing import Spool
@@ -51,6 +52,7 @@ from dicom_node.storage.journal import Journal
 
 STORESCU = "/usr/bin/storescu"
 STORESCP = "/usr/bin/storescp"
+NODE_CPU_MS: list[float] = []  # CPU ms per instance of the last node run (benchmark bookkeeping)
 
 
 def peer_env() -> dict[str, str]:
@@ -107,15 +109,55 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def send(port: int, files: list[Path], called: str) -> float:
-    """storescu all files over one association; returns seconds."""
-    cmd = [STORESCU, "-aec", called, "127.0.0.1", str(port), *map(str, files)]
+def send(port: int, files: list[Path], called: str, associations: int = 1) -> float:
+    """storescu all files, split over ``associations`` storescu processes sending at once (one
+    association each); returns seconds until the last one exits."""
+    shares = [files[i::associations] for i in range(associations)]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env=peer_env(), capture_output=True, text=True)
+    procs = [
+        subprocess.Popen(
+            [STORESCU, "-aec", called, "127.0.0.1", str(port), *map(str, share)],
+            env=peer_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for share in shares
+    ]
+    outputs = [p.communicate() for p in procs]
     elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"storescu failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        if proc.returncode != 0:
+            raise RuntimeError(f"storescu failed ({proc.returncode}): {err[-2000:]}")
     return elapsed
+
+
+def run_durable_loop(files: list[Path], work: Path) -> float:
+    """The floor for durable filing without a network: each file's bytes written to a temp file,
+    fsynced, renamed into one folder, and the folder fsynced (what the spool does per instance)."""
+    out = work / "durable"
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "tmp").mkdir(parents=True)
+    (out / "files").mkdir()
+    datas = [p.read_bytes() for p in files]
+    start = time.perf_counter()
+    for i, data in enumerate(datas):
+        tmp = out / "tmp" / f"{i}.part"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, out / "files" / f"{i}.dcm")
+        dfd = os.open(out / "files", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    return time.perf_counter() - start
 
 
 def run_storescp(files: list[Path], work: Path) -> float:
@@ -183,7 +225,14 @@ class ThreadProfiler:
         return out.getvalue()
 
 
-def run_node(files: list[Path], work: Path, *, fsync: bool, profiler: ThreadProfiler | None = None) -> float:
+def run_node(
+    files: list[Path],
+    work: Path,
+    *,
+    fsync: bool,
+    associations: int = 1,
+    profiler: ThreadProfiler | None = None,
+) -> float:
     storage = work / "node"
     shutil.rmtree(storage, ignore_errors=True)
     section = NodeSection(
@@ -196,9 +245,13 @@ def run_node(files: list[Path], work: Path, *, fsync: bool, profiler: ThreadProf
     try:
         if profiler is not None:
             with profiler:
-                elapsed = send(server.port, files, "NNUNET")
+                elapsed = send(server.port, files, "NNUNET", associations)
         else:
-            elapsed = send(server.port, files, "NNUNET")
+            cpu = time.process_time()
+            elapsed = send(server.port, files, "NNUNET", associations)
+            # this process is the node: its CPU time per instance is steadier than the rate on a
+            # loaded machine
+            NODE_CPU_MS.append(1000 * (time.process_time() - cpu) / len(files))
         recorded = journal.counts().instances
         if recorded != len(files):
             raise RuntimeError(f"node journaled {recorded} of {len(files)} instances")
@@ -249,22 +302,68 @@ def main() -> None:
 
         configs: dict[str, Callable[[], float]] = {
             "dcmtk storescp": lambda: run_storescp(files, work),
+            "durable write loop": lambda: run_durable_loop(files, work),
             "node, fsync on": lambda: run_node(files, work, fsync=True),
+            "node, fsync on, 4 assocs": lambda: run_node(files, work, fsync=True, associations=4),
             "node, fsync off": lambda: run_node(files, work, fsync=False),
+            "node, fsync off, 4 assocs": lambda: run_node(files, work, fsync=False, associations=4),
             "handler only, fsync on": lambda: run_handler_only(files, work, fsync=True),
             "handler only, fsync off": lambda: run_handler_only(files, work, fsync=False),
         }
+
+        def shipped(fsync: bool) -> float:
+            saved = fastpath.SUPPORTED_VERSIONS
+            fastpath.SUPPORTED_VERSIONS = ()  # pynetdicom's own polling reactors and 4 KiB reads
+            try:
+                return run_node(files, work, fsync=fsync)
+            finally:
+                fastpath.SUPPORTED_VERSIONS = saved
+
+        configs["node, fsync off, no fast path"] = lambda: shipped(False)
+
         times: dict[str, list[float]] = {name: [] for name in configs}
+        cpu_ms: dict[str, list[float]] = {name: [] for name in configs}
         for _ in range(args.repeats):
             for name, run in configs.items():
+                NODE_CPU_MS.clear()
                 times[name].append(run())
+                cpu_ms[name].extend(NODE_CPU_MS)
 
         base = len(files) / statistics.median(times["dcmtk storescp"])
-        print(f"{'receiver':28s} {'inst/s':>8s} {'MB/s':>7s} {'vs storescp':>12s}   runs (s)")
+        head = f"{'receiver':30s} {'inst/s':>8s} {'MB/s':>7s} {'vs storescp':>12s} {'CPU ms/inst':>12s}"
+        print(f"{head}   runs (s)")
         for name, values in times.items():
             rate = len(files) / statistics.median(values)
             runs = " ".join(f"{v:.2f}" for v in values)
-            print(f"{name:28s} {rate:8.1f} {rate * mb / len(files):7.1f} {rate / base:12.2f}   {runs}")
+            cpu = f"{statistics.median(cpu_ms[name]):.2f}" if cpu_ms[name] else ""
+            row = f"{name:30s} {rate:8.1f} {rate * mb / len(files):7.1f} {rate / base:12.2f} {cpu:>12s}"
+            print(f"{row}   {runs}")
+
+        def rate(name: str) -> float:
+            return len(files) / statistics.median(times[name])
+
+        print("\ngoals (issue 13), each a ratio of rates measured above in this run:")
+        goals = [
+            ("node fsync on / dcmtk storescp (goal >= 0.5)", rate("node, fsync on") / base, 0.5),
+            (
+                "node 4 assocs / 1 assoc, fsync on (goal >= 2)",
+                rate("node, fsync on, 4 assocs") / rate("node, fsync on"),
+                2.0,
+            ),
+            (
+                "node fsync on / durable write loop (goal >= 0.8)",
+                rate("node, fsync on") / rate("durable write loop"),
+                0.8,
+            ),
+            (
+                "node 4 assocs fsync on / durable write loop (goal >= 0.8)",
+                rate("node, fsync on, 4 assocs") / rate("durable write loop"),
+                0.8,
+            ),
+        ]
+        for label, value, goal in goals:
+            print(f"  {label:58s} {value:6.2f}  {'met' if value >= goal else 'NOT met'}")
+        print(f"  load average during the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
         if args.profile:
             profiler = ThreadProfiler()

@@ -11,6 +11,7 @@ import importlib.util
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,9 +30,12 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from dicom_node.errors import ConfigError
 from dicom_node.net.ae_titles import check_ae_title
+from dicom_node.net.peers import is_valid_host
+from dicom_node.net.tls import ClientTls, ServerTls, client_context, server_context
 from inference.strict_yaml import load_yaml
 
 AETitle = Annotated[str, Field(min_length=1, max_length=16)]
+IPNetwork = IPv4Network | IPv6Network  # an address is a network of one (10.0.0.5 = 10.0.0.5/32)
 
 
 class _Strict(BaseModel):
@@ -47,9 +51,32 @@ class NodeSection(_Strict):
     storage_dir: Path = Path("./var")
     allowed_calling_aes: list[AETitle] = Field(default_factory=list)
     max_associations: int = Field(default=10, ge=1, le=1000)
-    acse_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_pending_connections: int = Field(
+        default=8,
+        ge=1,
+        le=1000,
+        description="connections that have not sent their association request yet, in total; more are"
+        " closed at once",
+    )
+    max_pending_per_peer: int = Field(default=4, ge=1, le=1000, description="the same, from one peer address")
+    acse_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="a connection's association request must be complete this long after connecting",
+    )
     dimse_timeout_seconds: float = Field(default=30.0, gt=0)
-    network_timeout_seconds: float = Field(default=60.0, gt=0)
+    network_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="idle associations are aborted after this; a PDU must be complete this long after"
+        " its first byte",
+    )
+    max_dataset_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=1024 * 1024,
+        le=4 * 1024**3,
+        description="largest data set a C-STORE may carry; a larger one aborts the association as it arrives",
+    )
     max_pdu_bytes: int = Field(
         default=1_048_576,
         ge=4096,
@@ -60,6 +87,20 @@ class NodeSection(_Strict):
         default=1024, ge=0, description="below this free space C-STORE answers 0xA700"
     )
     fsync: bool = Field(default=True, description="fsync each received file and its directory")
+    calling_ae_hosts: dict[AETitle, list[IPNetwork]] = Field(
+        default_factory=dict,
+        description="a calling AE listed here is accepted only from these addresses or networks",
+    )
+    tls: ServerTls | None = Field(default=None, description="DICOM TLS on the listening port")
+    calling_ae_quota_mb: dict[AETitle, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="calling AE -> MB of kept spool data it may fill; beyond it C-STORE answers 0xA700",
+    )
+    storage_permissions: Literal["owner", "group"] = Field(
+        default="owner",
+        description="who may read the spool, outputs and journal: owner (files 0600, folders 0700)"
+        " or group (0640/0750)",
+    )
     retention_days: float = Field(default=7.0, gt=0)
 
     @field_validator("ae_title", mode="before")
@@ -75,12 +116,33 @@ class NodeSection(_Strict):
             raise ValueError("duplicate AE titles")
         return titles
 
+    @field_validator("calling_ae_quota_mb")
+    @classmethod
+    def _quota_aes(cls, value: dict[str, float]) -> dict[str, float]:
+        return {check_ae_title(ae): mb for ae, mb in value.items()}
+
+    @field_validator("calling_ae_hosts")
+    @classmethod
+    def _hosts(cls, value: dict[str, list[IPNetwork]]) -> dict[str, list[IPNetwork]]:
+        checked = {}
+        for ae, networks in value.items():
+            if not networks:
+                raise ValueError(f"{ae}: at least one address or network")
+            checked[check_ae_title(ae)] = networks
+        return checked
+
     @field_validator("ae_title")
     @classmethod
     def _at_least_one(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one AE title is needed")
         return value
+
+    @model_validator(mode="after")
+    def _pending_limits(self) -> NodeSection:
+        if self.max_pending_per_peer > self.max_pending_connections:
+            raise ValueError("max_pending_per_peer cannot exceed max_pending_connections")
+        return self
 
 
 class DestinationConfig(_Strict):
@@ -93,6 +155,14 @@ class DestinationConfig(_Strict):
         default=None, description="our AE title towards this peer; default: the node's first"
     )
     timeout_seconds: float = Field(default=30.0, gt=0)
+    tls: ClientTls | None = Field(default=None, description="DICOM TLS towards this peer")
+
+    @field_validator("host")
+    @classmethod
+    def _valid_host(cls, value: str) -> str:
+        if not is_valid_host(value):
+            raise ValueError(f"invalid host {value!r}: a host name, an IPv4 address or [IPv6]")
+        return value
 
     @field_validator("ae_title", "calling_ae")
     @classmethod
@@ -385,6 +455,60 @@ class SendingSection(_Strict):
     give_up_after_hours: float = Field(default=72.0, gt=0)
 
 
+class OrthancSection(_Strict):
+    """An Orthanc server that ``POST /infer_orthanc`` reads series from and stores SEGs back to."""
+
+    url: str = Field(pattern=r"^https?://[^/\s]+(/.*)?$", description="e.g. http://orthanc:8042")
+    username: str | None = None
+    password: str | None = None
+    timeout_seconds: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> OrthancSection:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("orthanc: give both username and password, or neither")
+        return self
+
+
+class HttpSection(_Strict):
+    """The HTTP API, dashboard and metrics, served beside the SCP (no section: no HTTP server)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    token: str | None = Field(
+        default=None,
+        min_length=16,
+        description="bearer token required by the endpoints that change something",
+    )
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_upload_mb: int = Field(default=2048, ge=1, le=65536, description="largest accepted upload")
+    max_unpacked_mb: int = Field(
+        default=8192, ge=1, le=262144, description="largest total size an upload may unpack to"
+    )
+    max_upload_files: int = Field(default=20000, ge=1, le=1_000_000)
+    import_root: Path | None = Field(
+        default=None, description="POST /infer reads series_folders only under this folder"
+    )
+    orthanc: OrthancSection | None = None
+    job_timeout_seconds: float = Field(
+        default=3600.0, gt=0, description="how long /infer* waits for its job before answering 504"
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpSection:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("http: give both tls_cert and tls_key, or neither")
+        return self
+
+
+class LoggingSection(_Strict):
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        default=None, description="default log level (the --log-level option wins)"
+    )
+
+
 class NodeConfig(_Strict):
     """The whole node configuration."""
 
@@ -397,6 +521,8 @@ class NodeConfig(_Strict):
     )
     inference: InferenceSection = Field(default_factory=InferenceSection)
     sending: SendingSection = Field(default_factory=SendingSection)
+    http: HttpSection | None = None
+    logging: LoggingSection = Field(default_factory=LoggingSection)
 
     config_path: Path | None = Field(
         default=None, exclude=True, description="set by load_config: the file this came from"
@@ -491,6 +617,24 @@ def _resolve(base: Path, value: Path | None) -> Path | None:
     return value if value.is_absolute() else (base / value).resolve()
 
 
+def _resolved_http(http: HttpSection, base_dir: Path) -> HttpSection:
+    """Relative paths of the http section against the config's folder; TLS files and the import root
+    must exist now (not at the first request)."""
+    update = {
+        "tls_cert": _resolve(base_dir, http.tls_cert),
+        "tls_key": _resolve(base_dir, http.tls_key),
+        "import_root": _resolve(base_dir, http.import_root),
+    }
+    for key in ("tls_cert", "tls_key"):
+        path = update[key]
+        if path is not None and not path.is_file():
+            raise ConfigError(f"http.{key}: {path} is not a file")
+    root = update["import_root"]
+    if root is not None and not root.is_dir():
+        raise ConfigError(f"http.import_root: {root} is not a folder")
+    return http.model_copy(update=update)
+
+
 def load_rules_file(path: Path) -> list[RuleConfig]:
     """Load a rules-only YAML file (a list of rules, or a mapping with a ``rules`` key)."""
     data = _read_yaml(path)
@@ -538,17 +682,37 @@ def config_from_mapping(
         cfg = NodeConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(where, exc, data)) from exc
-    node = cfg.node.model_copy(update={"storage_dir": _resolve(base_dir, cfg.node.storage_dir)})
+    node = cfg.node.model_copy(
+        update={
+            "storage_dir": _resolve(base_dir, cfg.node.storage_dir),
+            "tls": None if cfg.node.tls is None else cfg.node.tls.resolved(base_dir),
+        }
+    )
+    destinations = {
+        name: d if d.tls is None else d.model_copy(update={"tls": d.tls.resolved(base_dir)})
+        for name, d in cfg.destinations.items()
+    }
+    try:  # certificates and keys are read now: a bad file is a configuration error
+        if node.tls is not None:
+            server_context(node.tls)
+        for name, d in destinations.items():
+            if d.tls is not None:
+                client_context(d.tls, f"destinations.{name}")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
     rules_file = _resolve(base_dir, cfg.rules_file)
     rules = cfg.rules
     if rules_file is not None:
         rules = load_rules_file(rules_file)
-    update = {
+    update: dict[str, Any] = {
         "node": node,
+        "destinations": destinations,
         "model_spec": _resolve(base_dir, cfg.model_spec),
         "rules_file": rules_file,
         "config_path": source,
     }
+    if cfg.http is not None:
+        update["http"] = _resolved_http(cfg.http, base_dir)
     cfg = cfg.model_copy(update=update)
     if rules_file is not None:
         cfg = cfg.with_rules(rules)

@@ -31,6 +31,11 @@ class CannotUnderstandError(StorageError):
     """The dataset cannot be parsed or lacks what filing needs (answered 0xC000-class)."""
 
 
+class DatasetTooLargeError(CannotUnderstandError):
+    """A data set exceeds a size limit of the node, e.g. a deflated one inflating beyond it
+    (answered 0xA700: refused, out of resources; never filed, in part or whole)."""
+
+
 class DeliveryError(NodeError):
     """A result could not be sent to a destination."""
 

@@ -9,12 +9,15 @@ change is another's surprise), so each is set once, before any thread of ours ru
   :func:`dicom_node.net.scu.use_raw_file_sending`), streams received data sets to disk
   (``STORE_RECV_CHUNKED_DATASET``, see :func:`dicom_node.net.receive.stream_received_datasets`), and
   nnU-Net's prints from worker threads are
-  captured per thread (:func:`inference.stdout_capture.install`);
+  captured per thread (:func:`inference.stdout_capture.install`), and pydicom reads values without a
+  warning per slightly invalid value (:func:`quiet_value_validation`);
 - building the in-process executor (:class:`inference.executor.InProcessExecutor`) sets torch's CPU
   threads and installs the same stdout capture, for programs that use it without the node.
 """
 
 from __future__ import annotations
+
+import pydicom.config
 
 from dicom_node.net.receive import stream_received_datasets
 from dicom_node.net.scu import use_raw_file_sending
@@ -27,3 +30,13 @@ def configure_process() -> None:
     use_raw_file_sending()
     stream_received_datasets()
     stdout_capture.install()
+    quiet_value_validation()
+
+
+def quiet_value_validation() -> None:
+    """pydicom checks each value it converts against its VR and logs a warning for every slightly
+    invalid one (an IS of '3.0', a DS too long), common in real data. The header reader converts
+    every element of every received header (:mod:`dicom_node.storage.header`), so the log would
+    carry one such line per element per instance: the node reads values as they are and refuses only
+    what cannot be parsed (an unknown VR, a length that does not fit)."""
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE

@@ -20,7 +20,9 @@ from dicom_node.storage.journal import (
     JobState,
     JournalCounts,
     SeriesRow,
+    SeriesState,
 )
+from dicom_node.textsafe import printable
 
 
 class StatusJournal(Protocol):
@@ -150,6 +152,8 @@ def _short(text: Any, width: int) -> str:
 def _table(title: str, header: Sequence[str], rows: list[list[str]]) -> list[str]:
     if not rows:
         return [f"{title}: none", ""]
+    # peers' text (descriptions, AE titles, error comments) cannot move the cursor or add lines
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     lines = [
         f"{title}:",
@@ -163,6 +167,10 @@ def _timings(t: Mapping[str, float] | None) -> str:
     if not t:
         return "-"
     return " ".join(f"{k}={v:.1f}s" for k, v in t.items())
+
+
+#: Series states whose routing note says why the series is not processed.
+_NOTED_STATES = (SeriesState.ERROR, SeriesState.UNMATCHED)
 
 
 def to_text(snap: Snapshot) -> str:
@@ -180,7 +188,7 @@ def to_text(snap: Snapshot) -> str:
     lines.append("")
     lines += _table(
         "recent series",
-        ["series UID", "modality", "description", "instances", "state", "rules"],
+        ["series UID", "modality", "description", "instances", "state", "rules", "note"],
         [
             [
                 s.series_uid,
@@ -189,6 +197,7 @@ def to_text(snap: Snapshot) -> str:
                 f"{s.instance_count}" + (f"/{s.expected_count}" if s.expected_count else ""),
                 s.state,
                 ",".join(s.rules or ()) or "-",
+                _short(s.routing_note, 100) if s.state in _NOTED_STATES else "",
             ]
             for s in snap.series
         ],

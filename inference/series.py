@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from inference.errors import SeriesError
+from inference.inflate_guard import check_inflated_size
 from inference.series_decode import decode_pixels
 from inference.series_files import SeriesFiles, find_dicom_files, group_series_files
 from inference.series_frames import SliceInfo, is_multiframe, slice_from_file, slices_from_multiframe
@@ -82,6 +83,7 @@ class SourceSeries:
 
 
 def _read(path: Path) -> Dataset:
+    check_inflated_size(path)
     try:
         return dcmread(path)
     except Exception as exc:  # pydicom raises many types for broken files; name the file in all cases

@@ -17,6 +17,7 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.uid import MediaStorageDirectoryStorage
 
 from inference.errors import SeriesError
+from inference.inflate_guard import check_inflated_size
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ def group_series_files(folder: Path) -> dict[str, SeriesFiles]:
     """
     groups: dict[str, SeriesFiles] = {}
     for path in find_dicom_files(folder):
+        check_inflated_size(path)
         try:
             ds = dcmread(path, stop_before_pixels=True, specific_tags=list(_GROUP_TAGS))
         except Exception as exc:  # pydicom raises many types for broken files

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import ssl
+from dataclasses import dataclass, field
 
 from dicom_node.errors import ConfigError
 from dicom_node.net.ae_titles import check_ae_title
 
 _HOST_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)$")
+
+
+def is_valid_host(host: str) -> bool:
+    """A host name, an IPv4 address or a bracketed IPv6 address (what a peer address may be)."""
+    return bool(host) and _HOST_RE.match(host) is not None
 
 
 @dataclass(frozen=True)
@@ -18,13 +24,14 @@ class Peer:
     ae_title: str
     host: str
     port: int
+    tls: ssl.SSLContext | None = field(default=None, compare=False)  # DICOM TLS towards the peer
 
     def __post_init__(self) -> None:
         try:
             object.__setattr__(self, "ae_title", check_ae_title(self.ae_title))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        if not self.host or not _HOST_RE.match(self.host):
+        if not is_valid_host(self.host):
             raise ConfigError(f"invalid host {self.host!r} for peer {self.ae_title}")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"invalid port {self.port} for peer {self.ae_title}: 1-65535")

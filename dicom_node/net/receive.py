@@ -22,8 +22,9 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,6 +38,7 @@ from dicom_node.config import NodeSection
 from dicom_node.errors import (
     CannotUnderstandError,
     DatasetMismatchError,
+    DatasetTooLargeError,
     InvalidUIDError,
     MissingAttributeError,
     OutOfResourcesError,
@@ -45,7 +47,8 @@ from dicom_node.errors import (
 )
 from dicom_node.net import dimse_status as st
 from dicom_node.net.contexts import supported_contexts
-from dicom_node.net.pdu_guard import GuardedAssociationServer, PduLimits
+from dicom_node.net.guarded_server import GuardedAssociationServer, guard_options
+from dicom_node.net.tls import server_context
 from dicom_node.storage.header import InstanceHeader, read_part10_header
 from dicom_node.storage.ingest import Ingestor, Origin
 from dicom_node.storage.journal import Journal
@@ -60,6 +63,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int, str, str], ...] = (
     (InvalidUIDError, st.CANNOT_UNDERSTAND_INVALID_UID, "warning", "store_rejected"),
     (MissingAttributeError, st.CANNOT_UNDERSTAND_MISSING_ATTRIBUTE, "warning", "store_rejected"),
     (UnreadableDatasetError, st.CANNOT_UNDERSTAND_UNREADABLE, "warning", "store_rejected"),
+    (DatasetTooLargeError, st.OUT_OF_RESOURCES, "warning", "store_rejected"),
     (CannotUnderstandError, st.CANNOT_UNDERSTAND, "warning", "store_rejected"),
     (DatasetMismatchError, st.DATASET_DOES_NOT_MATCH_SOP_CLASS, "warning", "store_rejected"),
     (OutOfResourcesError, st.OUT_OF_RESOURCES, "error", "store_refused"),
@@ -117,6 +121,7 @@ class Receiver:
         *,
         ae_titles: Sequence[str],
         allowed_calling_aes: Sequence[str] = (),
+        calling_ae_hosts: Mapping[str, Sequence[IPv4Network | IPv6Network]] | None = None,
         on_released: Callable[[str], None] | None = None,
     ) -> None:
         if not ae_titles:
@@ -125,6 +130,7 @@ class Receiver:
         self.journal: Journal = ingestor.journal
         self.ae_titles = tuple(a.strip() for a in ae_titles)
         self.allowed_calling_aes = frozenset(a.strip() for a in allowed_calling_aes)
+        self.calling_ae_hosts = {a.strip(): tuple(n) for a, n in (calling_ae_hosts or {}).items()}
         self.on_released = on_released
         self._assocs: dict[Any, AssociationInfo] = {}  # keyed by the Association (a Thread)
         self._lock = threading.Lock()
@@ -142,21 +148,29 @@ class Receiver:
 
     # ------------------------------------------------------------------ associations
 
-    def check_association(self, called_ae: str, calling_ae: str) -> int | None:
-        """The A-ASSOCIATE-RJ reason (service-user source) for these AE titles, or None to go on."""
+    def check_association(self, called_ae: str, calling_ae: str, address: str | None = None) -> int | None:
+        """The A-ASSOCIATE-RJ reason (service-user source) for these AE titles and the peer's
+        address, or None to go on. A calling AE with configured hosts is accepted only from them."""
         if called_ae.strip() not in self.ae_titles:
             return st.REJECT_CALLED_AE_NOT_RECOGNIZED
-        if self.allowed_calling_aes and calling_ae.strip() not in self.allowed_calling_aes:
+        calling = calling_ae.strip()
+        if self.allowed_calling_aes and calling not in self.allowed_calling_aes:
+            return st.REJECT_CALLING_AE_NOT_RECOGNIZED
+        networks = self.calling_ae_hosts.get(calling)
+        if networks is not None and not _address_in(address, networks):
             return st.REJECT_CALLING_AE_NOT_RECOGNIZED
         return None
 
     def handle_requested(self, event: Event) -> None:
         assoc = event.assoc
         called, calling = _requested_titles(assoc)
-        reason = self.check_association(called, calling)
+        address = _peer_address(assoc)
+        reason = self.check_association(called, calling, address)
         if reason is None:
             return
         what = st.rejection_text(st.REJECT_PERMANENT, st.REJECT_SOURCE_SERVICE_USER, reason)
+        if reason != st.REJECT_CALLED_AE_NOT_RECOGNIZED and calling.strip() in self.calling_ae_hosts:
+            what = f"{what}: not allowed from {address}"
         peer = _peer_text(assoc)
         logger.warning("rejecting association %s -> %s from %s: %s", calling, called, peer, what)
         try:
@@ -207,13 +221,22 @@ class Receiver:
         info = self._forget(event.assoc)
         if info is None:
             return
+        elapsed = time.monotonic() - info.started
         logger.info(
             "association %s released by %s: %d stored, %d failed in %.1f s",
             info.association_id,
             info.calling_ae,
             info.stored,
             info.failed,
-            time.monotonic() - info.started,
+            elapsed,
+            extra={
+                "hop": "received",
+                "association_id": info.association_id,
+                "calling_ae": info.calling_ae,
+                "called_ae": info.called_ae,
+                "instances": info.stored,
+                "ms": round(elapsed * 1000),
+            },
         )
         if self.on_released is not None and info.stored:
             try:
@@ -244,15 +267,11 @@ class Receiver:
         except Exception:
             logger.exception("cannot record the abort in the journal")
 
-    def pdu_refused(self, peer: tuple[Any, ...], pdu_type: int, length: int) -> None:
-        """The PDU guard aborted a connection (it has logged why); note it in the journal."""
-        where = ":".join(str(p) for p in peer[:2]) or "?"
+    def pdu_refused(self, peer: str, reason: str) -> None:
+        """The server refused a connection or the PDU guard cut one off (both have logged why);
+        note it in the journal."""
         try:
-            self.journal.log_event(
-                "warning",
-                "pdu_refused",
-                f"association from {where} aborted: PDU type 0x{pdu_type:02X} of {length} bytes",
-            )
+            self.journal.log_event("warning", "pdu_refused", f"connection from {peer} closed: {reason}")
         except Exception:
             logger.exception("cannot record the PDU refusal in the journal")
 
@@ -350,6 +369,25 @@ def _requested_titles(assoc: Any) -> tuple[str, str]:
     return str(rq.called_ae_title).strip(), str(rq.calling_ae_title).strip()
 
 
+def _peer_address(assoc: Any) -> str | None:
+    try:
+        return str(assoc.requestor.address)
+    except AttributeError:
+        return None
+
+
+def _address_in(address: str | None, networks: Sequence[IPv4Network | IPv6Network]) -> bool:
+    if not address:
+        return False
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:10.0.0.5 on a dual-stack socket is 10.0.0.5
+    return any(ip in n for n in networks)
+
+
 def _peer_text(assoc: Any) -> str:
     try:
         info = assoc.requestor.address_info
@@ -365,7 +403,9 @@ def build_ae(node: NodeSection) -> AE:
     """The pynetdicom AE for our SCP. AE title checks are ours (see :meth:`Receiver.check_association`)
     because pynetdicom checks one called AE title only."""
     ae = AE(ae_title=node.ae_title[0])
-    ae.maximum_associations = node.max_associations
+    # the exact limits are the server's (dicom_node.net.conn_limits): pynetdicom's own count also
+    # includes connections that have not sent their request yet, so it must never be the one to refuse
+    ae.maximum_associations = node.max_associations + node.max_pending_connections
     ae.acse_timeout = node.acse_timeout_seconds
     ae.dimse_timeout = node.dimse_timeout_seconds
     ae.network_timeout = node.network_timeout_seconds
@@ -421,9 +461,10 @@ class ScpServer:
             (self.host, self._port),
             ae_title=self.node.ae_title[0],
             evt_handlers=self.receiver.evt_handlers(),
+            ssl_context=None if self.node.tls is None else server_context(self.node.tls),
             server_class=GuardedAssociationServer,
-            pdu_limits=PduLimits(max_pdu=self.node.max_pdu_bytes),
             on_pdu_refused=self.receiver.pdu_refused,
+            **guard_options(self.node),
         )
         self._server = cast(GuardedAssociationServer, server)
         self._thread = threading.Thread(
@@ -431,14 +472,21 @@ class ScpServer:
         )
         self._thread.start()
         logger.info(
-            "DICOM SCP listening on %s:%d as %s (max PDU %d, max %d associations)",
+            "DICOM SCP listening on %s:%d%s as %s (max PDU %d, max %d associations)",
             self.host,
             self.port,
+            "" if self.node.tls is None else " (TLS)",
             ", ".join(self.node.ae_title),
             self.node.max_pdu_bytes,
             self.node.max_associations,
         )
         return self
+
+    def is_serving(self) -> bool:
+        """Whether the listening socket is open and its accept loop runs (for readiness probes, which
+        must not open connections: each would become an association waiting for its A-ASSOCIATE-RQ)."""
+        server, thread = self._server, self._thread
+        return server is not None and thread is not None and thread.is_alive() and server.fileno() >= 0
 
     def active_associations(self) -> list[Any]:
         if self._server is None:
@@ -452,16 +500,7 @@ class ScpServer:
         if server is None:
             return
         server.shutdown()
-        deadline = time.monotonic() + grace_seconds
-        assocs = list(server.active_associations)
-        while assocs and time.monotonic() < deadline:
-            time.sleep(0.05)
-            assocs = [a for a in assocs if a.is_alive()]
-        for assoc in assocs:
-            logger.warning("aborting association still open at shutdown")
-            assoc.abort()
-        for assoc in assocs:
-            assoc.join(timeout=grace_seconds)
+        server.end_connections(grace_seconds)
         if self._thread is not None:
             self._thread.join(timeout=5)
         logger.info("DICOM SCP stopped")

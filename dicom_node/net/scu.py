@@ -129,7 +129,13 @@ def _associate(ae: AE, peer: Peer) -> _Link:
         if isinstance(primitive, A_ABORT | A_P_ABORT):
             aborts.append(describe_abort(primitive))
 
-    assoc = ae.associate(*peer.address, ae_title=peer.ae_title, evt_handlers=[(evt.EVT_ACSE_RECV, on_acse)])
+    tls_args = None if peer.tls is None else (peer.tls, peer.address[0])
+    assoc = ae.associate(
+        *peer.address,
+        ae_title=peer.ae_title,
+        tls_args=tls_args,
+        evt_handlers=[(evt.EVT_ACSE_RECV, on_acse)],
+    )
     sock = assoc.dul.socket.socket if assoc.is_established and assoc.dul.socket is not None else None
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

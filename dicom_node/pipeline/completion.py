@@ -7,13 +7,17 @@ journal's next completion deadline (or ``max_poll``). Each pass:
    its filed instances (no pixel data), builds the routing facts with the called/calling AE recorded
    for the series, and stores the decision (matched rules and the completion settings they imply).
    A series that matches no rule becomes ``unmatched``: logged once (and an event), kept, never sent;
+   one whose header cannot be read becomes ``error``, with the reason;
 2. creates the jobs of every routed series whose completion condition holds (``journal.due_series``:
    expected instance count reached, delivering association released, or quiet period over), one per
    matched rule, with the trigger recorded, and wakes the workers.
 
 Late arrivals need no code here: a new instance bumps the series' generation and puts it back to
 ``receiving``, so the next completion queues a job for the new generation and the journal supersedes
-the stale one. Timers are not kept in memory: they derive from the journal, so a restart resumes them.
+the stale one. One series never stops the others: an exception while routing or completing it marks it
+``error`` with the reason (journal, event, ``dicom-node status``) and the pass goes on; a new instance of
+the series routes it again. Timers are not kept in memory: they derive from the journal, so a restart
+resumes them.
 Rules come from a getter (hot reload); after a reload :meth:`rules_reloaded` re-routes the series
 that are still receiving.
 """
@@ -32,6 +36,7 @@ from dicom_node.errors import UnreadableDatasetError
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
 from dicom_node.pipeline.routing import RuleSet, SeriesFacts, job_specs, routing_settings
 from dicom_node.storage.header import read_routing_header
+from dicom_node.storage.ingest import is_request_origin
 from dicom_node.storage.journal import DueSeries, InstanceRow, JobSpec, SeriesRow, Trigger
 from dicom_node.storage.journal.event_log import EventLog
 
@@ -47,6 +52,7 @@ class CompletionJournal(EventLog, Protocol):
     def get_series(self, series_uid: str) -> SeriesRow | None: ...
     def instances_of_series(self, series_uid: str) -> list[InstanceRow]: ...
     def clear_routing_of_receiving(self) -> int: ...
+    def fail_series(self, series_uid: str, *, reason: str) -> bool: ...
 
     def set_routing(
         self,
@@ -97,10 +103,20 @@ class CompletionLoop(LoopService):
         """Route what is unrouted, queue jobs for what is due; returns the next completion deadline."""
         rules = self._rules()
         for series in self._journal.unrouted_series():
-            self._route(series, rules)
+            if is_request_origin(series.last_association_id):  # an HTTP request queues its own job
+                continue
+            try:
+                self._route(series, rules)
+            except Exception as exc:  # one series' failure must not stop the others
+                self._series_failed(series.series_uid, "routing", exc)
         created = 0
         for due in self._journal.due_series(self._clock()):
-            created += self._complete(due, rules)
+            if is_request_origin(due.series.last_association_id):
+                continue
+            try:
+                created += self._complete(due, rules)
+            except Exception as exc:
+                self._series_failed(due.series.series_uid, "completion", exc)
         if created:
             self._on_jobs()
         return self._journal.next_due_time()
@@ -111,7 +127,7 @@ class CompletionLoop(LoopService):
         header, problem = self._read_header(uid)
         if header is None:
             note = f"not routed: {problem}"
-            self._journal.set_routing(uid, rules=[], note=note)
+            self._journal.fail_series(uid, reason=note)
             self._journal.log_event("error", "series_unroutable", note, series_uid=uid, now=self._clock())
             logger.error("series %s %s", uid, note)
             return False
@@ -180,8 +196,29 @@ class CompletionLoop(LoopService):
                 series.instance_count,
                 series.generation,
                 ", ".join(map(str, ids)),
+                extra={
+                    "hop": "series_complete",
+                    "job_id": ids[0],
+                    "series_uid": uid,
+                    "calling_ae": series.calling_ae,
+                    "called_ae": series.called_ae,
+                    "ms": round((self._clock() - series.first_received) * 1000),
+                },
             )
         return len(ids)
+
+    def _series_failed(self, series_uid: str, stage: str, exc: Exception) -> None:
+        """Mark a series whose routing or completion raised as failed, with the reason (journal,
+        event, log), so that the next pass does not meet it again; a new instance retries it."""
+        reason = f"{stage} failed: {type(exc).__name__}: {exc}"
+        logger.error("series %s: %s", series_uid, reason, exc_info=exc)
+        try:
+            self._journal.fail_series(series_uid, reason=reason)
+            self._journal.log_event(
+                "error", "series_failed", reason, series_uid=series_uid, now=self._clock()
+            )
+        except Exception:
+            logger.exception("series %s: cannot record the failure in the journal", series_uid)
 
     def _read_header(self, series_uid: str) -> tuple[Dataset | None, str]:
         """The header of the first readable instance of a series, or None and why not."""
@@ -190,9 +227,7 @@ class CompletionLoop(LoopService):
             path = self._storage_dir / row.path
             try:
                 return read_routing_header(path), ""
-            except OSError as exc:
-                problem = f"cannot read the header of {path}: {exc}"
-            except UnreadableDatasetError as exc:
-                problem = str(exc)
+            except (OSError, UnreadableDatasetError) as exc:
+                problem = f"cannot read the header: {exc} (instance {row.sop_instance_uid})"
             logger.warning("series %s: %s", series_uid, problem)
         return None, problem

@@ -27,6 +27,7 @@ from dicom_node.config import DestinationConfig, SendingSection
 from dicom_node.net import dimse_status
 from dicom_node.net.peers import Peer
 from dicom_node.net.scu import SendResult, send_files
+from dicom_node.net.tls import client_context
 from dicom_node.pipeline.backoff import Backoff
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
 from dicom_node.storage.journal import DeliveryRow
@@ -81,6 +82,11 @@ class Sender(LoopService):
     ) -> None:
         self._journal = journal
         self._destinations = dict(destinations)
+        self._tls = {  # built once: certificates were checked when the configuration loaded
+            name: client_context(d.tls, f"destinations.{name}")
+            for name, d in self._destinations.items()
+            if d.tls is not None
+        }
         self._storage_dir = Path(storage_dir)
         self._calling_ae = calling_ae
         self._give_up_after = settings.give_up_after_hours * 3600.0
@@ -103,7 +109,13 @@ class Sender(LoopService):
             if self._loop.stopping:
                 self._release(deliveries, "not sent: the node is stopping")
                 continue
-            self._send_group(name, deliveries)
+            try:
+                self._send_group(name, deliveries)
+            except Exception as exc:  # one destination's failure must not stop the others
+                logger.exception("sending to %s: unexpected error", name)
+                error = f"unexpected error: {type(exc).__name__}: {exc}"
+                for d in deliveries:
+                    self._record_safely(d, _Attempt(False, error=error))
         if len(batch) >= self._batch_limit:
             return self._clock()
         return self._journal.next_delivery_time()
@@ -125,10 +137,10 @@ class Sender(LoopService):
             items.append((d, path))
         if not items:
             return
-        where = f"{dest.ae_title}@{dest.host}:{dest.port} ({name})"
+        where = f"{dest.ae_title}@{dest.host}:{dest.port}{' over TLS' if dest.tls else ''} ({name})"
         results = send_files(
             [path for _, path in items],
-            Peer(dest.ae_title, dest.host, dest.port),
+            Peer(dest.ae_title, dest.host, dest.port, tls=self._tls.get(name)),
             dest.calling_ae or self._calling_ae,
             timeout=dest.timeout_seconds,
         )
@@ -154,6 +166,13 @@ class Sender(LoopService):
                 d.destination,
                 attempt.status or 0,
                 d.attempts,
+                extra={
+                    "hop": "delivered",
+                    "job_id": d.job_id,
+                    "series_uid": d.series_uid,
+                    "destination": d.destination,
+                    "ms": round((now - d.created_at) * 1000),
+                },
             )
             return
         age = now - d.created_at
@@ -180,6 +199,12 @@ class Sender(LoopService):
             now=now,
         )
         logger.error("delivery %s to %s failed: %s", d.id, d.destination, error)
+
+    def _record_safely(self, d: DeliveryRow, attempt: _Attempt) -> None:
+        try:
+            self._record(d, attempt)
+        except Exception:
+            logger.exception("delivery %d: cannot record its attempt (recovered at restart)", d.id)
 
     def _release(self, deliveries: list[DeliveryRow], why: str) -> None:
         now = self._clock()

@@ -25,7 +25,15 @@ from typing import Literal, Protocol
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
 from dicom_node.pipeline.routing import CHANNELS_ARG
 from dicom_node.pipeline.study_inputs import MissingChannel, StudyIncomplete, StudyNotQuiet, study_inputs
-from dicom_node.storage.journal import DeliverySpec, InstanceRow, JobOutput, JobRow, JobState, SeriesRow
+from dicom_node.storage.journal import (
+    INTERRUPTED_PREFIX,
+    DeliverySpec,
+    InstanceRow,
+    JobOutput,
+    JobRow,
+    JobState,
+    SeriesRow,
+)
 from dicom_node.storage.journal.event_log import EventLog
 from inference.api import Executor, InferenceRequest, InferenceResult, RetryLater
 
@@ -97,12 +105,20 @@ class Worker(LoopService):
         job = self._journal.claim_job(self._clock())
         if job is None:
             return self._journal.next_job_time()
-        self.run_job(job)
+        try:
+            self.run_job(job)
+        except Exception as exc:  # one job's failure (outside the executor) must not stop the others
+            logger.exception("job %d: unexpected error", job.id)
+            self._give_back(job, f"unexpected error: {_describe(exc)}")
         return self._clock()
 
     def run_job(self, job: JobRow) -> None:
         job_id = job.id
         series_uid = job.series_uid
+        if job.attempts > self._max_attempts and (job.error or "").startswith(INTERRUPTED_PREFIX):
+            # each claim counted an attempt: a job that takes the process down does not loop forever
+            self._fail(job, f"gave up after {job.attempts - 1} attempt(s); last: {job.error}")
+            return
         if job.attempts > self._max_retryable_attempts:
             last = job.error or "none recorded (the node may have stopped or died during the job)"
             self._fail(job, f"gave up after {job.attempts - 1} attempt(s); last error: {last}")
@@ -206,6 +222,7 @@ class Worker(LoopService):
             wall,
             len(outputs),
             len(deliveries),
+            extra={"hop": "job", "job_id": job_id, "series_uid": job.series_uid, "ms": round(wall * 1000)},
         )
         if deliveries:
             self._on_deliveries()
@@ -227,6 +244,13 @@ class Worker(LoopService):
         )
         if delay <= 0:
             self.wake()
+
+    def _give_back(self, job: JobRow, error: str) -> None:
+        """Retry or fail a job whose run raised outside the executor, as an executor error would."""
+        if job.attempts < self._max_attempts:
+            self._retry(job, error, delay=self._retry_delay)
+        else:
+            self._fail(job, error)
 
     def _defer(self, job: JobRow, reason: str) -> None:
         """A study job whose study is still arriving: closed without outputs (the job made when the

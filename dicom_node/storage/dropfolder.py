@@ -12,13 +12,23 @@ instances and then deleted. Files that are not DICOM Part 10 or whose UIDs canno
 full a file stays where it is and is tried again later.
 
 Hidden files and folders (names starting with ``.``, e.g. rsync's temp files) are ignored.
+
+Whoever may write into the drop folder must not gain the node's rights: links are never followed. A
+file is opened with ``O_NOFOLLOW`` (a symbolic link, even to a readable DICOM file, is rejected, the link
+itself moved aside); the rejected folder is checked to hold no link on the way to a moved file; a
+``.reason.txt`` is written to a new temp file renamed over its name (a planted link is replaced, never
+followed). A file is parsed from its handle: only its
+header is read before it is accepted or rejected, then it is streamed into the spool. One file that
+fails in an unexpected way is rejected with the error as its reason; the others go on.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +55,7 @@ from dicom_node.errors import (
 )
 from dicom_node.storage.header import read_part10_header
 from dicom_node.storage.ingest import Ingestor, Origin
+from dicom_node.textsafe import printable
 from inference.atomic import write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -144,7 +155,10 @@ class DropFolder:
             self._thread = None
 
     def _run(self) -> None:
-        self.scan()  # start-up: whatever arrived while the node was down
+        try:
+            self.scan()  # start-up: whatever arrived while the node was down
+        except Exception:
+            logger.exception("drop folder: start-up scan failed (going on)")
         next_rescan = time.monotonic() + self.rescan_seconds
         next_poll = time.monotonic() + self.poll_seconds
         while not self._stop.is_set():
@@ -199,7 +213,7 @@ class DropFolder:
     def _note(self, path: Path, *, closed: bool = False) -> None:
         """Remember a file's size/mtime; a change restarts its stability count."""
         try:
-            st = path.stat()
+            st = path.lstat()
         except FileNotFoundError:
             self._seen.pop(path, None)
             return
@@ -217,7 +231,7 @@ class DropFolder:
         for path in list(self._seen):
             seen = self._seen[path]
             try:
-                st = path.stat()
+                st = path.lstat()
             except FileNotFoundError:
                 del self._seen[path]
                 continue
@@ -240,7 +254,7 @@ class DropFolder:
             if path in self._seen:
                 continue
             try:
-                st = path.stat()
+                st = path.lstat()
             except FileNotFoundError:
                 continue
             recent = now - st.st_mtime < 2 * self.poll_seconds
@@ -253,18 +267,24 @@ class DropFolder:
     # ------------------------------------------------------------------ ingesting
 
     def ingest_file(self, path: Path) -> bool:
-        """Read, check and file one file; remove it when filed, move it to ``rejected`` when it is
-        not usable. Returns whether it was filed."""
+        """Check and file one file; remove it when filed, move it to ``rejected`` when it is not
+        usable. Returns whether it was filed."""
+        rel = path.relative_to(self.incoming).as_posix()
         try:
-            fp = path.open("rb")
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return False
         except OSError as exc:
-            logger.warning("drop folder: cannot read %s: %s", path, exc)
+            if exc.errno == errno.ELOOP:
+                self._reject(path, rel, "a symbolic link (links are never followed in the drop folder)")
+            else:
+                logger.warning("drop folder: cannot read %s: %s", printable(rel), exc)
             return False
-        rel = path.relative_to(self.incoming).as_posix()
         try:
-            with fp:  # streamed from the file: a large instance is never held whole in memory
+            with os.fdopen(fd, "rb") as fp:  # streamed: a large file is never held whole in memory
+                if not stat.S_ISREG(os.fstat(fp.fileno()).st_mode):
+                    self._reject(path, rel, "not a regular file")
+                    return False
                 layout, header = read_part10_header(fp)
                 header.validated()
                 self.ingestor.ingest(header, layout.transfer_syntax, fp, self.origin)
@@ -272,29 +292,52 @@ class DropFolder:
             self._reject(path, rel, str(exc))
             return False
         except OutOfResourcesError as exc:
-            logger.warning("drop folder: %s stays for later: %s", rel, exc)
+            logger.warning("drop folder: %s stays for later: %s", printable(rel), exc)
             self._log_event("error", "dropfolder_deferred", f"{rel}: {exc}")
             return False
         except StorageError as exc:
-            logger.error("drop folder: cannot file %s: %s", rel, exc)
+            logger.error("drop folder: cannot file %s: %s", printable(rel), exc)
             self._log_event("error", "dropfolder_failed", f"{rel}: {exc}")
             return False
+        except Exception as exc:  # one bad file never stops the drop folder
+            logger.exception("drop folder: unexpected error filing %s", printable(rel))
+            self._reject(path, rel, f"unexpected error: {type(exc).__name__}: {exc}")
+            return False
         path.unlink(missing_ok=True)
-        logger.info("drop folder: filed %s (series %s)", rel, header.series_uid)
+        logger.info("drop folder: filed %s (series %s)", printable(rel), header.series_uid)
         return True
 
     def _reject(self, path: Path, rel: str, reason: str) -> None:
         target = self.rejected / rel
-        if target.exists():
+        if target.exists() or target.is_symlink():
             target = target.with_name(f"{target.name}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}")
-        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.replace(path, target)
+            self._check_no_links(target.parent)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._check_no_links(target.parent)
+            os.replace(path, target)  # moves a link itself, never its target
         except FileNotFoundError:
             return
-        write_text_atomic(target.with_name(target.name + ".reason.txt"), f"{rel}: {reason}\n")
-        logger.warning("drop folder: rejected %s: %s", rel, reason)
+        except OSError as exc:
+            logger.error("drop folder: cannot move %s aside (%s); it stays", printable(rel), exc)
+            self._log_event("error", "dropfolder_failed", f"{rel}: {reason}; cannot move it aside: {exc}")
+            return
+        try:  # a new temp file renamed over the name: a planted link is replaced, never followed
+            write_text_atomic(target.with_name(target.name + ".reason.txt"), f"{rel}: {reason}\n")
+        except OSError as exc:
+            logger.warning("drop folder: cannot write the reason next to %s: %s", printable(rel), exc)
+        logger.warning("drop folder: rejected %s: %s", printable(rel), reason)
         self._log_event("warning", "dropfolder_rejected", f"{rel}: {reason}")
+
+    def _check_no_links(self, folder: Path) -> None:
+        """Refuse a folder under ``rejected`` reached through a symbolic link."""
+        here = folder
+        while True:
+            if here.is_symlink():
+                raise OSError(errno.ELOOP, f"{here} is a symbolic link")
+            if here == self.rejected or here == here.parent:
+                return
+            here = here.parent
 
     def _log_event(self, level: str, kind: str, message: str) -> None:
         try:

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from dicom_node.errors import InvalidUIDError, OutOfResourcesError, StorageError
+from dicom_node.storage.dir_sync import DirSyncer
 from dicom_node.storage.header import read_part10_header
 from dicom_node.storage.journal import InstanceRecord, Journal
 from dicom_node.uids import require_uid
-from inference.atomic import fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ def _parts(payload: Payload) -> Sequence[Part]:
     return cast(Sequence[Part], payload)
 
 
-def _part_size(part: Part) -> int:
+def part_size(part: Part) -> int:
+    """Bytes a part will write (a file: from its position to its end; 0 if unknown)."""
     if isinstance(part, bytes | bytearray | memoryview):
         return memoryview(part).nbytes
     try:
@@ -100,6 +101,7 @@ class Spool:
         self.min_free_bytes = max(0, int(min_free_bytes))
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._space_lock = threading.Lock()
+        self.dir_syncer = DirSyncer()
         self._free_estimate = 0
         self._free_checked_at: float | None = None
 
@@ -133,7 +135,7 @@ class Spool:
         relpath = self.relpath_for(study_uid, series_uid, sop_instance_uid)
         final = self.storage_dir / relpath
         parts = _parts(payload)
-        self._check_space(sum(_part_size(p) for p in parts))
+        self._check_space(sum(part_size(p) for p in parts))
 
         tmp = self.tmp_dir / f"{uuid.uuid4().hex}.part"
         try:
@@ -214,7 +216,7 @@ class Spool:
         to_sync = {directory}
         to_sync.update(d.parent for d in new_dirs)
         for d in sorted(to_sync, key=lambda p: len(p.parts), reverse=True):
-            fsync_dir(d)
+            self.dir_syncer.sync(d)  # shared with concurrent stores into the same folder
 
     # ------------------------------------------------------------------ removing and recovery
 

@@ -1,11 +1,17 @@
-"""The one place that reads instance headers, without touching pixel data.
+"""The one place that reads instance headers: every attribute before the pixel data, parsed the way the
+rest of the node parses it, with bounded memory.
 
-:func:`read_part10_header` reads the few leading attributes filing needs from a Part 10 file: the
-C-STORE handler (pynetdicom's streamed file), the drop folder and the spool reconciliation all use it,
-so they parse UIDs, texts and the expected count the same way. Parsing stops at (0020,1002) Images
-in Acquisition: every attribute read there lies before it, and nothing past it (pixel data
-included) is parsed; other values are skipped by seeking. :func:`read_routing_header` reads every
-attribute before the pixel data, for rules that match any tag (completion, ``rules explain``).
+:func:`read_part10_header` reads what filing needs from a Part 10 file: the C-STORE handler
+(pynetdicom's streamed file), the drop folder and the spool reconciliation all use it, so they parse
+UIDs, texts and the expected count the same way; :func:`read_routing_header` gives the whole header
+as a data set for rules that match any tag (completion, ``rules explain``).
+The whole header (every element before (7FE0,0008) Float Pixel Data / (7FE0,0010) Pixel Data) is
+parsed, sequences included, so an instance whose header the completion loop, the routing or the worker
+could not parse (a corrupted VR, sequences nested thousands deep) is refused when it arrives instead
+of being acknowledged and failing later. Values larger than ``DEFER_BYTES`` are skipped, not read; a
+deflated data set is inflated at most ``MAX_INFLATED_HEADER_BYTES`` (decompression bombs inflate
+~1000:1), and a header that does not end within that is refused. Measured cost: 0.4 ms for a
+55-element CT header, 1.5 ms for a 256-element one (vs 0.3/0.6 ms for the leading attributes only).
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.filereader import dcmread, read_dataset, read_preamble
+from pydicom.filereader import read_dataset, read_preamble
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from dicom_node.errors import MissingAttributeError, UnreadableDatasetError
+from dicom_node.errors import DatasetTooLargeError, MissingAttributeError, UnreadableDatasetError
 from dicom_node.uids import require_uid
 
 _SOP_CLASS = 0x00080016
@@ -31,19 +38,17 @@ _SERIES_DESCRIPTION = 0x0008103E
 _STUDY = 0x0020000D
 _SERIES = 0x0020000E
 _IMAGES_IN_ACQUISITION = 0x00201002
-_WANTED: list[BaseTag | int] = [
-    _SOP_CLASS,
-    _SOP_INSTANCE,
-    _MODALITY,
-    _SERIES_DESCRIPTION,
-    _STUDY,
-    _SERIES,
-    _IMAGES_IN_ACQUISITION,
-]
 _TS_TAG = 0x00020010
 
-# A deflated header is inflated only this far (decompression bombs inflate ~2000:1).
+# A deflated header is inflated only this far (decompression bombs inflate ~1000:1).
 MAX_INFLATED_HEADER_BYTES = 16 * 1024 * 1024
+# A deflated data set received or dropped is refused if it inflates beyond this: it is expanded in
+# full later (series loading), so this bounds the memory one instance can cost.
+MAX_INFLATED_BYTES = 1024 * 1024 * 1024
+_INFLATE_STEP = 1024 * 1024
+# Header values longer than this are skipped by seeking, never held in memory.
+DEFER_BYTES = 64 * 1024
+_FIRST_PIXEL_TAG = 0x7FE00008  # (7FE0,0008) Float Pixel Data; (7FE0,0010) Pixel Data follows
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,8 @@ class InstanceHeader:
         return self
 
 
-def _stop_after_wanted(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return tag > _IMAGES_IN_ACQUISITION
+def _stop_at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return tag >= _FIRST_PIXEL_TAG
 
 
 def _encoding_of(transfer_syntax: str) -> tuple[bool, bool]:
@@ -91,20 +96,36 @@ def _encoding_of(transfer_syntax: str) -> tuple[bool, bool]:
         return False, True
 
 
-def _inflate_prefix(fp: BinaryIO, limit: int) -> BinaryIO:
+def _inflate(fp: BinaryIO, keep: int, limit: int | None) -> tuple[BinaryIO, bool]:
+    """The first ``keep`` inflated bytes of a deflated stream, and whether it has more.
+
+    With ``limit``, the whole stream is inflated (in 1 MiB steps, the rest discarded) and
+    :class:`DatasetTooLargeError` raised as soon as it exceeds ``limit`` bytes inflated."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     out = bytearray()
-    while len(out) < limit:
-        chunk = fp.read(64 * 1024)
+    total = 0
+    pending = b""
+    while True:
+        chunk = pending or fp.read(64 * 1024)
         if not chunk:
             break
+        step = min(_INFLATE_STEP, keep - len(out)) if limit is None else _INFLATE_STEP
         try:
-            out += inflater.decompress(chunk, limit - len(out))
+            data = inflater.decompress(chunk, step)
         except zlib.error as exc:
             raise UnreadableDatasetError(f"deflated data set cannot be inflated: {exc}") from exc
-        if inflater.eof:
+        pending = inflater.unconsumed_tail
+        total += len(data)
+        if len(out) < keep:
+            out += data[: keep - len(out)]
+        if limit is not None and total > limit:
+            raise DatasetTooLargeError(
+                f"deflated data set inflates to more than {limit} bytes (the node's limit)"
+            )
+        if inflater.eof or (limit is None and len(out) >= keep):
             break
-    return io.BytesIO(bytes(out))
+    more = total > len(out) or bool(pending) or (limit is None and not inflater.eof and bool(fp.read(1)))
+    return io.BytesIO(bytes(out)), more
 
 
 def _text(ds: Dataset, tag: int) -> str:
@@ -121,22 +142,73 @@ def _text(ds: Dataset, tag: int) -> str:
     return str(value).strip()
 
 
+def read_header_dataset(fp: BinaryIO, transfer_syntax: str, *, inflated_limit: int | None = None) -> Dataset:
+    """Parse every element of a data set (no file meta) from ``fp``'s position up to its pixel data.
+
+    Values longer than ``DEFER_BYTES`` are left unread. ``fp`` is left at an unspecified position.
+    Raises :class:`UnreadableDatasetError` if the header cannot be parsed or, deflated, does not end
+    within ``MAX_INFLATED_HEADER_BYTES``; with ``inflated_limit``, a deflated data set is inflated
+    whole (nothing kept past the header) and :class:`DatasetTooLargeError` raised if it exceeds it."""
+    implicit, little = _encoding_of(transfer_syntax)
+    truncated = False
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        fp, truncated = _inflate(fp, MAX_INFLATED_HEADER_BYTES, inflated_limit)
+    try:
+        ds = read_dataset(fp, implicit, little, stop_when=_stop_at_pixels, defer_size=DEFER_BYTES)
+        _convert_all(ds)
+    except RecursionError as exc:
+        raise UnreadableDatasetError("data set header cannot be parsed: sequences nested too deeply") from exc
+    except Exception as exc:  # pydicom raises many kinds on malformed input
+        raise UnreadableDatasetError(f"data set header cannot be parsed: {exc}") from exc
+    if truncated and not _stopped_at_pixels(fp):
+        raise UnreadableDatasetError(
+            f"deflated data set header is larger than {MAX_INFLATED_HEADER_BYTES} bytes inflated"
+        )
+    return ds
+
+
+def _convert_all(ds: Dataset) -> None:
+    """Convert every raw element, nested ones included (iteratively: depth costs no stack), so a VR
+    or value pydicom rejects is found now rather than by whoever reads the element later."""
+    pending = [ds]
+    while pending:
+        current = pending.pop()
+        for tag in list(current.keys()):
+            raw = current.get_item(tag, keep_deferred=True)
+            if isinstance(raw, RawDataElement) and raw.value is None and raw.length > 0:
+                continue  # a deferred (large) value: left unread
+            elem = current[tag]  # converts a raw element
+            if elem.VR == "SQ" and elem.value is not None:
+                pending.extend(elem.value)
+
+
+def _stopped_at_pixels(fp: BinaryIO) -> bool:
+    """Whether ``read_dataset`` stopped (rewound) at a pixel data element rather than at the end."""
+    head = fp.read(4)
+    if len(head) < 4:
+        return False
+    group, element = int.from_bytes(head[:2], "little"), int.from_bytes(head[2:], "little")
+    return (group << 16 | element) >= _FIRST_PIXEL_TAG
+
+
+def read_routing_header(path: Path) -> Dataset:
+    """Every attribute of the Part 10 file at ``path`` before its pixel data (rules may match any
+    tag), read by :func:`read_header_dataset` (bounded). Raises :class:`UnreadableDatasetError`, or
+    OSError when the file cannot be opened."""
+    with open(path, "rb") as fp:
+        layout = read_part10_layout(fp)
+        return read_header_dataset(fp, layout.transfer_syntax)
+
+
 def read_header(fp: BinaryIO, transfer_syntax: str) -> InstanceHeader:
-    """Read the wanted attributes of a data set (no file meta) from ``fp``'s position.
+    """The attributes filing and routing need, from the header of a data set (no file meta) at
+    ``fp``'s position (:func:`read_header_dataset`: the whole header is parsed; a deflated data set
+    inflating beyond ``MAX_INFLATED_BYTES`` raises :class:`DatasetTooLargeError`).
 
     ``fp`` is left at an unspecified position. Raises :class:`UnreadableDatasetError` if the bytes
     cannot be parsed."""
-    implicit, little = _encoding_of(transfer_syntax)
-    if transfer_syntax == DeflatedExplicitVRLittleEndian:
-        fp = _inflate_prefix(fp, MAX_INFLATED_HEADER_BYTES)
+    ds = read_header_dataset(fp, transfer_syntax, inflated_limit=MAX_INFLATED_BYTES)
     try:
-        ds = read_dataset(
-            fp,
-            implicit,
-            little,
-            stop_when=_stop_after_wanted,
-            specific_tags=_WANTED,
-        )
         description = ds.get("SeriesDescription", "")
         count_text = _text(ds, _IMAGES_IN_ACQUISITION)
     except Exception as exc:  # pydicom raises many kinds on malformed input
@@ -191,19 +263,9 @@ def _stop_after_meta(tag: BaseTag, vr: str | None, length: int) -> bool:
 
 def read_part10_header(fp: BinaryIO) -> tuple[Part10Layout, InstanceHeader]:
     """The layout and the (not yet validated) header of the Part 10 file at ``fp``'s start; leaves
-    ``fp`` at the start of the data set. Raises :class:`UnreadableDatasetError`."""
+    ``fp`` at the start of the data set. Raises :class:`UnreadableDatasetError` (or
+    :class:`DatasetTooLargeError` for a deflated data set over the limit)."""
     layout = read_part10_layout(fp)
     header = read_header(fp, layout.transfer_syntax)
     fp.seek(layout.dataset_offset)
     return layout, header
-
-
-def read_routing_header(path: Path) -> Dataset:
-    """Every attribute of the Part 10 file at ``path`` before its pixel data (rules may match any
-    tag). Raises :class:`UnreadableDatasetError`, or OSError when the file cannot be opened."""
-    try:
-        return dcmread(path, stop_before_pixels=True)
-    except OSError:
-        raise
-    except Exception as exc:  # pydicom raises many kinds on malformed input
-        raise UnreadableDatasetError(f"cannot read the header of {path}: {exc}") from exc

@@ -9,6 +9,7 @@ enough to rebuild its journal row (see :meth:`dicom_node.storage.filing.Spool.re
 from __future__ import annotations
 
 import logging
+import sqlite3
 import struct
 import time
 from collections.abc import Callable
@@ -16,9 +17,11 @@ from dataclasses import dataclass
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
-from dicom_node.storage.filing import Part, Payload, Spool, StoredFile
+from dicom_node.errors import OutOfResourcesError, StorageError
+from dicom_node.storage.filing import Part, Payload, Spool, StoredFile, part_size
 from dicom_node.storage.header import InstanceHeader
 from dicom_node.storage.journal import InstanceRecord, Journal
+from dicom_node.storage.quota import CallingAeQuotas
 from dicom_node.storage.series_locks import SeriesLocks
 
 logger = logging.getLogger(__name__)
@@ -35,6 +38,16 @@ class Origin:
     association_id: str | None = None
 
 
+#: Association ids of instances filed for an HTTP request (``POST /infer*``), which queues its own job.
+REQUEST_ASSOCIATION_PREFIX = "http:"
+
+
+def is_request_origin(association_id: str | None) -> bool:
+    """Whether an instance (or a series' last instance) was filed for an HTTP request: routing rules
+    leave such a series alone, the request queues its job itself."""
+    return bool(association_id) and str(association_id).startswith(REQUEST_ASSOCIATION_PREFIX)
+
+
 def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
     if vr == b"OB":  # 2 reserved bytes, 32-bit length
         return struct.pack("<HH2s2xI", 0x0002, element, vr, len(value)) + value
@@ -44,6 +57,10 @@ def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
 def _padded(text: str, pad: bytes) -> bytes:
     raw = text.encode("ascii", "replace")
     return raw + pad if len(raw) % 2 else raw
+
+
+def _disk_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
 
 
 def encode_file_meta(header: InstanceHeader, transfer_syntax: str, origin: Origin) -> bytes:
@@ -79,8 +96,10 @@ class Ingestor:
         clock: Callable[[], float] = time.time,
         on_instance: Callable[[str], None] | None = None,
         locks: SeriesLocks | None = None,
+        quotas: CallingAeQuotas | None = None,
     ) -> None:
         self.spool = spool
+        self.quotas = quotas
         self.locks = locks or SeriesLocks()
         self.journal = journal
         self.clock = clock
@@ -96,35 +115,46 @@ class Ingestor:
         """File one instance whose ``header`` was validated; ``dataset`` is the data set without file
         meta (a buffer, several buffers, or a binary file at the data set's start).
 
-        Raises InvalidUIDError, OutOfResourcesError or StorageError from the spool (nothing written),
-        and sqlite3 errors from the journal (the file stays; start-up reconciliation records it)."""
+        Raises InvalidUIDError, OutOfResourcesError or StorageError (nothing written): from the
+        spool, or from the journal (disk full: OutOfResourcesError), whose failure removes the file
+        just written unless the journal already records the instance at that path, so the spool and
+        the journal agree without waiting for a restart."""
         meta = encode_file_meta(header, transfer_syntax, origin)
         parts: list[Part] = [meta]
         if isinstance(dataset, list | tuple):
             parts.extend(dataset)
         else:
             parts.append(dataset)  # type: ignore[arg-type]
+        if self.quotas is not None:
+            self.quotas.check(origin.calling_ae, sum(part_size(p) for p in parts))
         # filing and journaling of one series never interleave with a retention purge of it
         with self.locks.filing(header.series_uid):
             stored = self.spool.store(parts, header.study_uid, header.series_uid, header.sop_instance_uid)
-            outcome = self.journal.record_instance(
-                InstanceRecord(
-                    sop_instance_uid=header.sop_instance_uid,
-                    sop_class_uid=header.sop_class_uid,
-                    series_uid=header.series_uid,
-                    study_uid=header.study_uid,
-                    transfer_syntax=transfer_syntax,
-                    path=stored.relpath,
-                    size=stored.size,
-                    called_ae=origin.called_ae,
-                    calling_ae=origin.calling_ae,
-                    association_id=origin.association_id,
-                    received_at=self.clock(),
-                    modality=header.modality,
-                    series_description=header.series_description,
-                    expected_count=header.expected_count,
-                )
+            record = InstanceRecord(
+                sop_instance_uid=header.sop_instance_uid,
+                sop_class_uid=header.sop_class_uid,
+                series_uid=header.series_uid,
+                study_uid=header.study_uid,
+                transfer_syntax=transfer_syntax,
+                path=stored.relpath,
+                size=stored.size,
+                called_ae=origin.called_ae,
+                calling_ae=origin.calling_ae,
+                association_id=origin.association_id,
+                received_at=self.clock(),
+                modality=header.modality,
+                series_description=header.series_description,
+                expected_count=header.expected_count,
             )
+            try:
+                outcome = self.journal.record_instance(record)
+            except sqlite3.Error as exc:
+                self._undo(record)
+                if _disk_full(exc):
+                    raise OutOfResourcesError(f"the journal cannot record the instance: {exc}") from exc
+                raise StorageError(f"the journal cannot record the instance: {exc}") from exc
+        if self.quotas is not None:
+            self.quotas.add(origin.calling_ae, stored.size)
         if outcome.old_path is not None:
             # the same SOP instance arrived before under another study/series: one copy only
             self.spool.remove(outcome.old_path)
@@ -141,3 +171,13 @@ class Ingestor:
             except Exception:
                 logger.exception("on_instance callback failed for series %s", header.series_uid)
         return stored
+
+    def _undo(self, record: InstanceRecord) -> None:
+        """Remove a file whose journal record failed, unless the journal already has the instance
+        at that path (a re-sent copy replaced it: the row stays true)."""
+        try:
+            known = {r.sop_instance_uid: r.path for r in self.journal.instances_of_series(record.series_uid)}
+            if known.get(record.sop_instance_uid) != record.path:
+                self.spool.remove(record.path)
+        except Exception:
+            logger.exception("cannot undo the filing of %s (start-up reconciliation records it)", record.path)

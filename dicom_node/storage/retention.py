@@ -140,7 +140,12 @@ class RetentionService(LoopService):
                 report.kept[uid] = "; ".join(reasons)
                 stuck.append((uid, row.state, row.last_activity, report.kept[uid]))
                 continue
-            self._purge(uid, cutoff, now, report)
+            try:
+                self._purge(uid, cutoff, now, report)
+            except Exception as exc:  # one series' failure must not stop the sweep
+                logger.exception("series %s: purge failed", uid)
+                report.kept[uid] = f"purge failed: {type(exc).__name__}: {exc}"
+                self._report_refusal(uid, report.kept[uid], now)
         for uid, state, last, why in stuck[:_STUCK_LOGGED]:
             logger.warning(
                 "series %s (%s) is past the retention period (last activity %s) but kept: %s",

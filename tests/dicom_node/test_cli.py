@@ -14,7 +14,7 @@ import pytest
 import dicom_node.commands
 from dicom_node import cli
 
-COMMANDS = ["serve", "demo", "predict", "echo", "send", "status", "config", "rules"]
+COMMANDS = ["serve", "demo", "predict", "echo", "send", "status", "config", "rules", "journal"]
 
 
 def subcommands(parser: argparse.ArgumentParser) -> list[str]:

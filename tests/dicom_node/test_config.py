@@ -282,6 +282,50 @@ def test_destination_needs_host_and_port(tmp_path: Path) -> None:
     assert "destinations.pacs.host" in msg and "destinations.pacs.port" in msg
 
 
+def test_tls_files_are_read_at_load_relative_to_the_config(tmp_path: Path) -> None:
+    from tests.support.certificates import make_pki
+
+    pki = make_pki(tmp_path / "etc" / "pki")
+    base = ISSUE_YAML.replace(
+        ISSUE_YAML.splitlines(keepends=True)[5],
+        "  tls: {certificate: pki/server.pem, private_key: pki/server.key, ca_certificates: pki/ca.pem,"
+        " require_client_certificate: true}\n",
+    )
+    cfg = load_config(write(tmp_path / "etc", base))
+    assert cfg.node.tls is not None and cfg.node.tls.certificate == pki.server.certificate.resolve()
+
+    mismatched = base.replace("private_key: pki/server.key", "private_key: pki/client.key")
+    assert "node.tls" in error_of(write(tmp_path / "etc", mismatched))
+    missing = base.replace("pki/ca.pem", "pki/nowhere.pem")
+    assert "node.tls" in error_of(write(tmp_path / "etc", missing))
+    no_cas = base.replace(" ca_certificates: pki/ca.pem,", "")
+    assert "require_client_certificate needs ca_certificates" in error_of(write(tmp_path / "etc", no_cas))
+    half = base.replace(
+        "pacs: {ae_title: ORTHANC, host: 127.0.0.1, port: 4242}",
+        "pacs: {ae_title: ORTHANC, host: 127.0.0.1, port: 4242, tls: {certificate: pki/client.pem}}",
+    )
+    assert "certificate and private_key go together" in error_of(write(tmp_path / "etc", half))
+
+
+def test_calling_ae_hosts_are_addresses_or_networks(tmp_path: Path) -> None:
+    ok = ISSUE_YAML.replace(
+        "  allowed_calling_aes: []",
+        "  calling_ae_hosts: {CT1: [10.0.0.5, 10.1.0.0/16, '::1']}\n  allowed_calling_aes: []",
+    )
+    cfg = load_config(write(tmp_path, ok))
+    assert [str(n) for n in cfg.node.calling_ae_hosts["CT1"]] == ["10.0.0.5/32", "10.1.0.0/16", "::1/128"]
+    for bad in ("[ct.example.org]", "[10.0.0.5/8]", "[]"):
+        text = ISSUE_YAML.replace(
+            "  allowed_calling_aes: []", f"  calling_ae_hosts: {{CT1: {bad}}}\n  allowed_calling_aes: []"
+        )
+        assert "calling_ae_hosts" in error_of(write(tmp_path, text))
+
+
+def test_a_per_peer_pending_limit_above_the_total_is_refused(tmp_path: Path) -> None:
+    msg = error_of(write(tmp_path, "node: {max_pending_connections: 2, max_pending_per_peer: 3}\n"))
+    assert "max_pending_per_peer" in msg
+
+
 def test_model_serve_spec_variable_is_the_default_model_spec(tmp_path: Path) -> None:
     from dicom_node.config import config_from_mapping
 

@@ -146,3 +146,12 @@ def test_json_round_trips(journal: Journal) -> None:
     ]
     assert data["jobs"][0]["timings"] == {"load": 0.25, "inference": 12.0}
     assert {d["last_status"] for d in data["deliveries"]} == {0xA700, 0xC000}
+
+
+def test_text_escapes_control_characters_from_peers(journal: Journal) -> None:
+    """A SeriesDescription with ESC and a newline cannot recolour the terminal or add a line."""
+    journal.record_instance(instance_record("1.2.3.9", "1.2.3.8", description="\x1b[31mRED\nFAKE ROW"))
+    text = to_text(snapshot(journal))
+    assert "\x1b" not in text
+    assert not [line for line in text.splitlines() if line.startswith("FAKE ROW")]
+    assert "\\x1b[31mRED\\nFAKE" in text

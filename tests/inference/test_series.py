@@ -20,6 +20,7 @@ from pydicom.uid import BasicTextSRStorage, ExplicitVRLittleEndian, SecondaryCap
 
 import inference.series as series_module
 from dicom_node.demo.phantom import Phantom, make_phantom
+from inference.errors import SeriesError
 from inference.series import SourceSeries, load_series
 from tests.support.dicom_series import (
     edit_files,
@@ -421,3 +422,35 @@ def test_unreadable_file_is_named(phantom: Phantom, tmp_path: Path, damage: Call
 
 def test_no_files(tmp_path: Path) -> None:
     assert "no DICOM files given" in error_of([])
+
+
+def test_a_deflate_bomb_in_a_series_is_refused_before_it_is_inflated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Series loading never lets pydicom inflate a deflated file whole beyond the limit."""
+    import tracemalloc
+
+    from inference.inflate_guard import check_inflated_size
+    from tests.support.deflate_bomb import write_deflate_bomb
+
+    files = _bomb_source(tmp_path)
+    bomb = write_deflate_bomb(files[0], tmp_path / "bomb.dcm", 64 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(SeriesError, match="inflates to more than"):
+            check_inflated_size(bomb, limit=32 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+    check_inflated_size(bomb, limit=128 << 20)  # within the limit: allowed
+    files[0].unlink()
+    monkeypatch.setattr("inference.inflate_guard.MAX_INFLATED_BYTES", 32 << 20)
+    with pytest.raises(SeriesError, match="inflates to more than"):
+        load_series([bomb, *files[1:]])
+
+
+def _bomb_source(tmp_path: Path) -> list[Path]:
+    from dicom_node.demo.phantom import write_ct_series
+
+    return write_ct_series(make_phantom(shape=(4, 16, 16), seed=3), tmp_path / "ct")

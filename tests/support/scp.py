@@ -13,6 +13,7 @@ from dicom_node.net.receive import Receiver, ScpServer
 from dicom_node.storage.filing import Spool
 from dicom_node.storage.ingest import Ingestor
 from dicom_node.storage.journal import Journal
+from dicom_node.storage.quota import CallingAeQuotas
 
 DEFAULT_OPTIONS: dict[str, object] = {
     "ae_title": ["NNUNET", "SECOND"],
@@ -39,9 +40,15 @@ class Node:
             storage, fsync=self.section.fsync, min_free_bytes=self.section.min_free_disk_mb * 1024 * 1024
         )
         receiver = Receiver(
-            Ingestor(spool, self.journal, on_instance=self._on_instance),
+            Ingestor(
+                spool,
+                self.journal,
+                on_instance=self._on_instance,
+                quotas=CallingAeQuotas(self.journal, self.section.calling_ae_quota_mb),
+            ),
             ae_titles=self.section.ae_title,
             allowed_calling_aes=self.section.allowed_calling_aes,
+            calling_ae_hosts=self.section.calling_ae_hosts,
             on_released=self._on_released,
         )
         self.server = ScpServer(self.section, receiver).start()

@@ -27,14 +27,14 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 @contextmanager
 def dcmtk_storescp(
-    port: int, out_dir: Path, *, ae_title: str = "STORESCP"
+    port: int, out_dir: Path, *, ae_title: str = "STORESCP", options: Sequence[str] = ()
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A dcmtk storescp (TCP_NODELAY=1, one process per association) writing every received instance
-    to ``out_dir``; stopped on exit."""
+    to ``out_dir``; stopped on exit. ``options`` go before the port (e.g. ``+tls KEY CERT``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     log = open(out_dir.parent / f"storescp-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [dcmtk("storescp"), "--fork", "+xa", "-aet", ae_title, "-od", str(out_dir), str(port)],
+        [dcmtk("storescp"), "--fork", "+xa", "-aet", ae_title, "-od", str(out_dir), *options, str(port)],
         env=peer_env(),
         stdout=log,
         stderr=subprocess.STDOUT,

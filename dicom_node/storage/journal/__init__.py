@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 
+from dicom_node.storage.journal.operator import OperatorOps
 from dicom_node.storage.journal.records import (
     DeliveryRow,
     DeliverySpec,
@@ -40,6 +41,7 @@ from dicom_node.storage.journal.states import DeliveryState, JobState, SeriesSta
 from dicom_node.storage.journal.work import WorkOps
 
 __all__ = [
+    "INTERRUPTED_PREFIX",
     "SCHEMA_VERSION",
     "DeliveryRow",
     "DeliverySpec",
@@ -66,8 +68,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: How :meth:`Journal.recover` notes a job that was running when the node stopped or died.
+INTERRUPTED_PREFIX = "interrupted: attempt "
 
-class Journal(SeriesOps, WorkOps, RetentionOps):
+
+class Journal(SeriesOps, WorkOps, RetentionOps, OperatorOps):
     """The journal: every operation is one transaction; see the module docstring."""
 
     def log_event(
@@ -96,9 +101,14 @@ class Journal(SeriesOps, WorkOps, RetentionOps):
         return [event_row(r) for r in rows]
 
     def recover(self) -> Recovered:
-        """At start-up: work that was in flight when the process died goes back to the queue."""
+        """At start-up: work that was in flight when the process died goes back to the queue; a job
+        notes the attempt that was interrupted (its attempts were counted when it was claimed)."""
         with self._tx() as cur:
-            cur.execute("UPDATE jobs SET state = ? WHERE state = ?", (JobState.PENDING, JobState.RUNNING))
+            cur.execute(
+                "UPDATE jobs SET state = ?, error = ? || attempts || ' (the node stopped or died during it)'"
+                " WHERE state = ?",
+                (JobState.PENDING, INTERRUPTED_PREFIX, JobState.RUNNING),
+            )
             jobs = cur.rowcount
             cur.execute(
                 "UPDATE deliveries SET state = ? WHERE state = ?",

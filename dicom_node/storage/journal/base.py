@@ -34,6 +34,14 @@ class JournalBase:
             self._conn.execute("PRAGMA foreign_keys = ON")
             migrate(self._conn)
 
+    def check_integrity(self) -> None:
+        """Raise :class:`sqlite3.DatabaseError` if SQLite's quick check finds the file damaged."""
+        with self._lock:
+            rows = self._conn.execute("PRAGMA quick_check").fetchall()
+        problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
+        if problems:
+            raise sqlite3.DatabaseError("; ".join(problems[:3]))
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

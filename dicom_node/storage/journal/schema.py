@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS instances (
     received_at      REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS instances_by_series ON instances(series_uid);
+CREATE INDEX IF NOT EXISTS instances_by_calling_ae ON instances(calling_ae);
 
 CREATE TABLE IF NOT EXISTS series (
     series_uid         TEXT PRIMARY KEY,

@@ -82,13 +82,13 @@ class SeriesOps(JournalBase):
                 )
                 # a new SOP instance (or one moved here from another series) adds one
                 added = int(old is None or old["series_uid"] != rec.series_uid)
-                # an unmatched series is routed again (rules may have changed since)
+                # an unmatched or failed series is routed again (rules may have changed since)
                 cur.execute(
                     "UPDATE series SET last_received = MAX(last_received, ?),"
                     " instance_count = instance_count + ?,"
                     " expected_count = COALESCE(?, expected_count), generation = generation + 1,"
                     " state = ?, released = 0, last_association_id = ?,"
-                    " rules = CASE WHEN state = ? THEN NULL ELSE rules END"
+                    " rules = CASE WHEN state IN (?, ?) THEN NULL ELSE rules END"
                     " WHERE series_uid = ?",
                     (
                         rec.received_at,
@@ -97,6 +97,7 @@ class SeriesOps(JournalBase):
                         SeriesState.RECEIVING,
                         rec.association_id,
                         SeriesState.UNMATCHED,
+                        SeriesState.ERROR,
                         rec.series_uid,
                     ),
                 )
@@ -108,6 +109,13 @@ class SeriesOps(JournalBase):
                 )
         old_path = old["path"] if old is not None and old["path"] != rec.path else None
         return RecordOutcome(replaced=old is not None, old_path=old_path, late=had_job)
+
+    def bytes_from(self, calling_ae: str) -> int:
+        """Spool bytes of the kept instances a calling AE sent (for its disk quota)."""
+        rows = self._query(
+            "SELECT COALESCE(SUM(size), 0) AS n FROM instances WHERE calling_ae = ?", (calling_ae,)
+        )
+        return int(rows[0]["n"])
 
     def known_paths(self) -> set[str]:
         """Relative paths of every recorded instance (for the start-up spool reconciliation)."""
@@ -175,6 +183,17 @@ class SeriesOps(JournalBase):
                         series_uid,
                     ),
                 )
+
+    def fail_series(self, series_uid: str, *, reason: str) -> bool:
+        """Mark a receiving series ``error`` with the reason (its routing note), so routing and
+        completion pass it by; a new instance of the series puts it back to ``receiving``.
+        Returns whether the series was receiving."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE series SET state = ?, routing_note = ? WHERE series_uid = ? AND state = ?",
+                (SeriesState.ERROR, reason, series_uid, SeriesState.RECEIVING),
+            )
+            return cur.rowcount > 0
 
     def clear_routing_of_receiving(self) -> int:
         """Forget the rules of series still receiving (after a rules reload), so they are routed

@@ -450,6 +450,9 @@ def test_association_limit(tmp_path: Path) -> None:
         try:
             # transient, service provider (presentation), local limit exceeded
             assert _associate_result(node.port, "NNUNET", "SECOND") == (0x02, 0x03, 0x02)
+            refused = [e for e in node.journal.recent_events(level="warning") if e.kind == "pdu_refused"]
+            assert len(refused) == 1 and "association limit reached" in refused[0].message
+            assert "127.0.0.1" in refused[0].message
         finally:
             first.release()
         wait_for(lambda: echo(node.port) == 0, timeout=10, what="a free association slot")

@@ -258,7 +258,7 @@ def test_unreadable_header_is_reported(journal: Journal, tmp_path: Path) -> None
     s.add(T0)
     (tmp_path / journal.instances_of_series(s.uid)[0].path).write_bytes(b"not dicom")
     loop.run_once()
-    assert s.row().state == "unmatched"
+    assert s.row().state == "error"
     assert "cannot read the header" in s.row().routing_note
     assert journal.recent_events(level="error")[0].kind == "series_unroutable"
 
@@ -286,3 +286,78 @@ def test_thread_wakes_on_new_instances_and_sleeps_until_the_deadline(
         assert woken and woken[0] >= s.row().last_received + 0.3
     finally:
         loop.stop()
+
+
+def nest_in_spool(storage: Path, journal: Journal, series: Series, depth: int) -> None:
+    """Append (0040,A730) Content Sequence nested ``depth`` deep to a filed instance (as a spool
+    written by an older node, which acknowledged it, would hold it)."""
+    path = storage / journal.instances_of_series(series.uid)[0].path
+    opening = b"\x40\x00\x30\xa7SQ\x00\x00\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+    closing = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00" + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    path.write_bytes(path.read_bytes() + opening * depth + closing * depth)
+
+
+def test_a_series_whose_header_cannot_be_parsed_fails_alone_and_stays_failed_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    from dicom_node.status_report import snapshot, to_text
+
+    clock = Clock()
+    journal = Journal(tmp_path / "journal.sqlite")
+    bad, good = Series(tmp_path, journal), Series(tmp_path, journal)
+    bad.add(T0)
+    nest_in_spool(tmp_path, journal, bad, 5000)
+    good.add(T0)
+    clock.now = T0 + 10
+    make_loop(journal, tmp_path, [rule()], clock).run_once()
+    assert [j.state for j in good.jobs()] == ["pending"]
+    assert bad.row().state == "error" and "nested too deeply" in bad.row().routing_note
+    assert bad.jobs() == []
+    journal.close()
+
+    journal = Journal(tmp_path / "journal.sqlite")  # a restart
+    loop = make_loop(journal, tmp_path, [rule()], clock)
+    for _ in range(2):
+        loop.run_once()
+    bad.journal = good.journal = journal
+    assert bad.row().state == "error" and bad.jobs() == []
+    assert [e.kind for e in journal.recent_events(level="error")] == ["series_unroutable"]  # once
+    report = to_text(snapshot(journal))
+    [line] = [ln for ln in report.splitlines() if bad.uid in ln]
+    assert "error" in line and "nested too deeply" in line
+    journal.close()
+
+
+class FailingJournal(Journal):
+    """A journal whose writes for one series fail (as an I/O error on its pages would)."""
+
+    poisoned = ""
+
+    def set_routing(self, series_uid: str, **kw: Any) -> None:
+        if series_uid == self.poisoned:
+            raise RuntimeError("disk I/O error")
+        super().set_routing(series_uid, **kw)
+
+
+def test_an_error_while_routing_one_series_does_not_stop_the_others(tmp_path: Path) -> None:
+    clock = Clock()
+    journal = FailingJournal(tmp_path / "journal.sqlite")
+    bad, good = Series(tmp_path, journal), Series(tmp_path, journal)
+    bad.add(T0)
+    good.add(T0 + 1)
+    journal.poisoned = bad.uid
+    clock.now = T0 + 10
+    loop = make_loop(journal, tmp_path, [rule()], clock)
+    loop.run_once()
+    loop.run_once()
+    assert [j.state for j in good.jobs()] == ["pending"]
+    assert bad.row().state == "error"
+    assert bad.row().routing_note == "routing failed: RuntimeError: disk I/O error"
+    assert [e.kind for e in journal.recent_events(level="error")] == ["series_failed"]
+    bad.add(T0 + 20)  # a new instance routes the series again
+    journal.poisoned = ""
+    clock.now = T0 + 30
+    loop.run_once()
+    loop.run_once()
+    assert [j.state for j in bad.jobs()] == ["pending"]
+    journal.close()

@@ -277,3 +277,31 @@ def test_missing_file_and_unknown_destination_fail_at_once(journal: Journal, tmp
     assert rows["pacs"].state == "failed" and "gone.dcm" in rows["pacs"].last_error
     assert rows["elsewhere"].state == "failed"
     assert "'elsewhere' is not configured" in rows["elsewhere"].last_error
+
+
+def test_an_unexpected_error_for_one_destination_does_not_stop_the_others(
+    journal: Journal, tmp_path: Path
+) -> None:
+    """A destination that cannot even be addressed (built past validation: what the config would
+    refuse) fails its batch with the reason and is retried later; the other destination delivers."""
+    bad_file, bad_uid = write_result(tmp_path, "bad")
+    good_file, good_uid = write_result(tmp_path, "good")
+    queue_deliveries(
+        journal,
+        [
+            DeliverySpec("broken", bad_file, bad_uid, SegmentationStorage),
+            DeliverySpec("pacs", good_file, good_uid, SegmentationStorage),
+        ],
+    )
+    port = free_port()
+    with RecordingSCP(port) as scp:
+        sender = make_sender(journal, tmp_path, port)
+        sender._destinations["broken"] = DestinationConfig.model_construct(
+            ae_title="BROKEN", host="no such host!", port=104, calling_ae=None, timeout_seconds=5, tls=None
+        )
+        sender.send_due()
+        assert [str(ds.SOPInstanceUID) for ds in scp.received] == [good_uid]
+    rows = {r.destination: r for r in journal.list_deliveries()}
+    assert rows["pacs"].state == "done"
+    assert rows["broken"].state == "pending"  # retried later, not stuck in 'sending'
+    assert rows["broken"].last_error is not None and "unexpected error" in rows["broken"].last_error

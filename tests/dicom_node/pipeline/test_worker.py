@@ -249,3 +249,46 @@ def test_worker_threads_pick_up_woken_jobs(journal: Journal, tmp_path: Path) -> 
         assert len(executor.requests) == 3
     finally:
         worker.stop()
+
+
+def test_a_job_that_fails_outside_the_executor_fails_alone(journal: Journal, tmp_path: Path) -> None:
+    """The output folder of one job cannot be created (a file stands in its way): that job is retried
+    then failed with the reason; the next job runs and delivers."""
+    bad_series, _, bad_job = queue_job(journal, tmp_path)
+    good_series, _, good_job = queue_job(journal, tmp_path)
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / bad_series).write_bytes(b"in the way")
+    executor = StubExecutor()
+    worker = make_worker(journal, tmp_path, executor, max_attempts=2, retry_delay=0.0)
+    for _ in range(4):
+        worker.run_next()
+    bad, good = journal.get_job(bad_job), journal.get_job(good_job)
+    assert bad is not None and good is not None
+    assert (bad.state, bad.attempts) == ("failed", 2)
+    assert bad.error is not None and "unexpected error" in bad.error and "in the way" not in bad.error
+    assert good.state == "done"
+    assert [r.inputs[0][0].parent.name for r in executor.requests] == [good_series]
+    assert [d.job_id for d in journal.list_deliveries()] == [good_job]
+
+
+def test_a_job_that_takes_the_process_down_is_failed_after_max_attempts(
+    journal: Journal, tmp_path: Path
+) -> None:
+    """Each claim counts an attempt; the node dies during the job (claimed, never finished, the
+    journal recovered at restart) twice: the third claim fails it with the reason, the next job runs."""
+    _, _, crashing = queue_job(journal, tmp_path)
+    _, _, next_job = queue_job(journal, tmp_path)
+    for _ in range(2):
+        claimed = journal.claim_job(T0)
+        assert claimed is not None and claimed.id == crashing
+        journal.recover()  # the restart after the crash
+    executor = StubExecutor()
+    worker = make_worker(journal, tmp_path, executor, max_attempts=2)
+    worker.run_next()
+    failed = journal.get_job(crashing)
+    assert failed is not None and failed.state == "failed"
+    assert failed.error is not None and "interrupted: attempt 2" in failed.error
+    assert executor.requests == []
+    worker.run_next()
+    done = journal.get_job(next_job)
+    assert done is not None and done.state == "done"

@@ -142,3 +142,60 @@ def test_without_events_a_file_is_taken_once_its_size_is_stable(
         assert not drop.rejected.exists() or not any(drop.rejected.iterdir())
     finally:
         drop.stop()
+
+
+def test_links_are_never_followed_for_reading_or_writing(
+    storage: Path, journal: Journal, tmp_path: Path
+) -> None:
+    """A link to a DICOM file outside is not ingested (the link is moved aside, its target stays);
+    a planted ``.reason.txt`` link and a linked folder under ``rejected`` write nothing outside."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret.dcm"
+    make_ct(sop_uid="1.2.3.4").save_as(secret, enforce_file_format=True)
+    victim = outside / "victim.txt"
+    victim.write_text("keep me\n")
+    trap_dir = outside / "trap"
+    trap_dir.mkdir()
+    drop = make_drop(storage, journal)
+    drop.rejected.mkdir(parents=True, exist_ok=True)
+    (drop.rejected / "garbage.txt.reason.txt").symlink_to(victim)
+    (drop.rejected / "sub").symlink_to(trap_dir)
+    (drop.incoming / "link.dcm").symlink_to(secret)
+    (drop.incoming / "garbage.txt").write_text("not DICOM\n")
+    (drop.incoming / "sub").mkdir()
+    (drop.incoming / "sub" / "more.txt").write_text("not DICOM either\n")
+    assert not drop.ingest_file(drop.incoming / "link.dcm")
+    assert not drop.ingest_file(drop.incoming / "garbage.txt")
+    assert not drop.ingest_file(drop.incoming / "sub" / "more.txt")
+
+    assert journal.counts().instances == 0 and spool_files(storage) == []
+    assert (drop.rejected / "link.dcm").is_symlink() and secret.is_file()
+    assert "symbolic link" in (drop.rejected / "link.dcm.reason.txt").read_text()
+    assert victim.read_text() == "keep me\n"
+    assert (drop.rejected / "garbage.txt").read_text() == "not DICOM\n"
+    assert list(trap_dir.iterdir()) == []
+    assert (drop.incoming / "sub" / "more.txt").exists()  # kept where it was, reported
+    kinds = [e.kind for e in journal.recent_events()]
+    assert kinds.count("dropfolder_rejected") == 2 and "dropfolder_failed" in kinds
+
+
+def test_a_large_file_is_rejected_from_its_header_without_reading_it_whole(
+    storage: Path, journal: Journal, tmp_path: Path
+) -> None:
+    """A 64 MiB file that is not DICOM: rejected after reading its first bytes only."""
+    import tracemalloc
+
+    drop = make_drop(storage, journal)
+    big = drop.incoming / "big.bin"
+    big.parent.mkdir(parents=True, exist_ok=True)
+    with big.open("wb") as fp:
+        fp.truncate(64 << 20)
+    tracemalloc.start()
+    try:
+        assert not drop.ingest_file(big)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+    assert "not a DICOM Part 10 file" in (drop.rejected / "big.bin.reason.txt").read_text()

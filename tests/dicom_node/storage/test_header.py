@@ -1,4 +1,4 @@
-"""Header parsing: only the leading attributes, from any accepted encoding, bounded for deflate."""
+"""Header parsing: the whole header before the pixel data, from any accepted encoding, bounded for deflate."""
 
 from __future__ import annotations
 
@@ -50,17 +50,32 @@ def test_layout_points_at_the_data_set(tmp_path: Path) -> None:
     assert layout.transfer_syntax == ExplicitVRLittleEndian
 
 
-def test_nothing_after_images_in_acquisition_is_parsed(tmp_path: Path) -> None:
-    """Bytes after (0020,1002) may be anything: they are never read as elements."""
+def deeply_nested(depth: int) -> bytes:
+    """(0040,A730) Content Sequence nested ``depth`` deep, undefined lengths (explicit VR LE)."""
+    opening = b"\x40\x00\x30\xa7SQ\x00\x00\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+    closing = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00" + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    return opening * depth + closing * depth
+
+
+def test_a_header_the_node_cannot_parse_is_refused_even_after_the_leading_attributes(
+    tmp_path: Path,
+) -> None:
+    """The whole header is parsed, as routing and the worker will parse it: an unknown VR or
+    sequences nested 5,000 deep after (0020,1002) are refused, not acknowledged to fail later."""
     ds = make_ct(ImagesInAcquisition=3)
     path = tmp_path / "ct.dcm"
     ds.save_as(path, enforce_file_format=True)
     data = dataset_bytes(path)
-    cut = data.index(b"\x20\x00\x02\x10")  # (0020,1002) in explicit VR little endian
+    assert read_header(io.BytesIO(data), ExplicitVRLittleEndian).expected_count == 3
+    cut = data.index(b"\x20\x00\x02\x10")  # (0020,1002)
     end = cut + 8 + int.from_bytes(data[cut + 6 : cut + 8], "little")
-    garbage = data[:end] + b"\xff" * 5000
-    header = read_header(io.BytesIO(garbage), ExplicitVRLittleEndian)
-    assert header.expected_count == 3 and header.sop_instance_uid == ds.SOPInstanceUID
+    later = data.index(b"\x28\x00", end)  # the first element of group 0028, after (0020,1002)
+    bad_vr = data[:later] + data[later : later + 4] + b"ZZ" + data[later + 6 :]
+    with pytest.raises(UnreadableDatasetError, match="Value Representation"):
+        read_header(io.BytesIO(bad_vr), ExplicitVRLittleEndian)
+    with pytest.raises(UnreadableDatasetError, match="nested too deeply"):
+        read_header(io.BytesIO(data[:end] + deeply_nested(5000)), ExplicitVRLittleEndian)
+    assert read_header(io.BytesIO(data[:end] + deeply_nested(10)), ExplicitVRLittleEndian).expected_count == 3
 
 
 def test_real_world_files() -> None:
@@ -88,11 +103,11 @@ def test_deflate_bomb_is_inflated_only_up_to_the_limit() -> None:
     assert len(bomb) < 1024 * 1024
     tracemalloc.start()
     try:
-        header = read_header(io.BytesIO(bomb), DeflatedExplicitVRLittleEndian)
+        with pytest.raises(UnreadableDatasetError, match=r"larger than \d+ bytes inflated"):
+            read_header(io.BytesIO(bomb), DeflatedExplicitVRLittleEndian)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert header.sop_instance_uid == ""
     assert peak < 64 * 1024 * 1024
 
 
