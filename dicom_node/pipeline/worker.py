@@ -7,7 +7,8 @@ files from the journal, and calls ``executor.run`` with a fresh output folder
 series changed meanwhile (then the job is superseded and a newer job delivers).
 
 Failures: :class:`inference.api.RetryLater` (not enough GPU memory now, cluster unreachable) puts the
-job back after the executor's ``retry_after`` (else ``retry_delay``); any other
+job back after the executor's ``retry_after`` (else ``retry_delay``) and is a wait, not an attempt
+(the claim's attempt is given back, so an outage of any length fails nothing); any other
 error is retried until the job has had ``max_attempts`` attempts, then it fails with the reason in
 the journal (job row and an error event), where ``dicom-node status`` shows it. Workers never run in
 an association's thread: they only meet the receiver through the journal.
@@ -50,7 +51,9 @@ class WorkerJournal(EventLog, Protocol):
     def instances_of_series(self, series_uid: str) -> list[InstanceRow]: ...
     def get_series(self, series_uid: str) -> SeriesRow | None: ...
     def series_of_study(self, study_uid: str) -> list[SeriesRow]: ...
-    def retry_job(self, job_id: int, *, error: str, not_before: float | None = ...) -> None: ...
+    def retry_job(
+        self, job_id: int, *, error: str, not_before: float | None = ..., waited: bool = ...
+    ) -> None: ...
 
     def finish_job(
         self,
@@ -173,7 +176,7 @@ class Worker(LoopService):
             result = self._executor.run(request)
         except RetryLater as exc:
             delay = self._retry_delay if exc.retry_after is None else max(0.0, exc.retry_after)
-            self._retry(job, _describe(exc), delay=delay)
+            self._retry(job, _describe(exc), delay=delay, waited=True)
             return
         except Exception as exc:
             logger.debug("job %d failed", job_id, exc_info=True)
@@ -226,10 +229,11 @@ class Worker(LoopService):
         if deliveries:
             self._on_deliveries()
 
-    def _retry(self, job: JobRow, error: str, *, delay: float) -> None:
+    def _retry(self, job: JobRow, error: str, *, delay: float, waited: bool = False) -> None:
         job_id = job.id
         now = self._clock()
-        self._journal.retry_job(job_id, error=error, not_before=now + delay if delay > 0 else None)
+        not_before = now + delay if delay > 0 else None
+        self._journal.retry_job(job_id, error=error, not_before=not_before, waited=waited)
         self._journal.log_event(
             "warning",
             "job_retry",

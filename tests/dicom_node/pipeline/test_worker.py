@@ -292,3 +292,42 @@ def test_a_job_that_takes_the_process_down_is_failed_after_max_attempts(
     worker.run_next()
     done = journal.get_job(next_job)
     assert done is not None and done.state == "done"
+
+
+def test_waiting_for_the_executor_does_not_use_up_attempts(journal: Journal, tmp_path: Path) -> None:
+    """A cluster outage longer than max_retryable_attempts rounds of RetryLater leaves the job
+    waiting (pending, attempts not grown), and it runs once the executor takes it."""
+    clock = Clock()
+    rounds = 30
+    executor = StubExecutor(fail_with=[RetryLater("cluster unreachable", retry_after=60)] * rounds)
+    worker = make_worker(journal, tmp_path, executor, max_attempts=2, clock=clock)
+    _, _, job_id = queue_job(journal, tmp_path)
+    for i in range(rounds):
+        clock.now = T0 + 60 * i
+        worker.run_next()
+        job = journal.get_job(job_id)
+        assert job is not None and job.state == "pending", (i, job)
+        assert job.attempts == 0
+    clock.now = T0 + 60 * rounds
+    worker.run_next()
+    job = journal.get_job(job_id)
+    assert job is not None and job.state == "done" and job.attempts == 1
+    assert len(executor.requests) == rounds + 1
+
+
+def test_a_crash_loop_after_waiting_still_fails_the_job(journal: Journal, tmp_path: Path) -> None:
+    """Waits are given back, crashes are not: after RetryLater rounds, a job that takes the process
+    down on every claim (claimed, never finished, recovered at restart) ends failed."""
+    clock = Clock()
+    executor = StubExecutor(fail_with=[RetryLater("GPU busy", retry_after=0)] * 5)
+    worker = make_worker(journal, tmp_path, executor, max_attempts=2, clock=clock)
+    _, _, job_id = queue_job(journal, tmp_path)
+    for _ in range(5):
+        worker.run_next()
+    for _ in range(2):
+        assert journal.claim_job(clock.now) is not None
+        journal.recover()
+    worker.run_next()
+    job = journal.get_job(job_id)
+    assert job is not None and job.state == "failed" and "interrupted: attempt 2" in (job.error or "")
+    assert len(executor.requests) == 5
