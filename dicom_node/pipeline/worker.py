@@ -37,6 +37,7 @@ from dicom_node.storage.journal import (
 )
 from dicom_node.storage.journal.event_log import EventLog
 from inference.api import Executor, InferenceRequest, InferenceResult, RetryLater
+from inference.inflate_guard import DEFAULT_MAX_INFLATED_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class Worker(LoopService):
         max_attempts: int = 2,
         retry_delay: float = 30.0,
         max_retryable_attempts: int = 20,
+        max_dataset_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
         on_deliveries: Callable[[], None] | None = None,
         threads: int = 1,
         clock: Clock = time.time,
@@ -97,6 +99,7 @@ class Worker(LoopService):
         self._max_attempts = max_attempts
         self._retry_delay = retry_delay
         self._max_retryable_attempts = max(max_retryable_attempts, max_attempts)
+        self._max_dataset_bytes = max_dataset_bytes
         self._on_deliveries = on_deliveries or (lambda: None)
         self._clock = clock
         self._loop = LoopThread("worker", self.run_next, clock=clock, max_poll=max_poll, threads=threads)
@@ -161,6 +164,7 @@ class Worker(LoopService):
             args=args,
             output_dir=output_dir,
             empty_result=self._empty_result,
+            max_inflated_bytes=self._max_dataset_bytes,
         )
         logger.info(
             "job %d: series %s (%s instances), models %s, rule %s, attempt %d",

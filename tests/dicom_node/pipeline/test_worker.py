@@ -211,6 +211,14 @@ def test_a_job_that_keeps_coming_back_gives_up(journal: Journal, tmp_path: Path)
     assert executor.requests == []
 
 
+def test_the_nodes_data_set_limit_reaches_the_executor(journal: Journal, tmp_path: Path) -> None:
+    """Series loading refuses deflated inputs by the node's max_dataset_bytes, not a limit of its own."""
+    executor = StubExecutor()
+    queue_job(journal, tmp_path)
+    make_worker(journal, tmp_path, executor, max_dataset_bytes=5 << 20).run_next()
+    assert [r.max_inflated_bytes for r in executor.requests] == [5 << 20]
+
+
 def test_result_of_a_series_that_changed_meanwhile_is_superseded(journal: Journal, tmp_path: Path) -> None:
     series_box: dict[str, str] = {}
     executor = StubExecutor(during=lambda req: add_instance(journal, tmp_path, series_box["uid"]))
