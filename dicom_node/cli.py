@@ -1,15 +1,18 @@
-"""``dicom-node``: the command-line entry point. Only this module configures logging; it also makes
+"""``dicom-node``: the command-line entry point. Logging is configured only here and by ``serve``
+(which applies the config's ``logging`` section), never by library modules; this module also makes
 the process-wide settings once (:func:`dicom_node.process.configure_process`) before a command runs."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from dicom_node import textsafe
+from dicom_node.logs import configure_logging
 from dicom_node.process import configure_process
 
 logger = logging.getLogger(__name__)
@@ -28,16 +31,41 @@ COMMAND_MODULES = (
 )
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_LOG_LEVEL = "INFO"
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("nnunet-dicom-node")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+class _SubParsers(argparse._SubParsersAction):
+    """Every subcommand also takes ``--log-level`` (``dicom-node serve --log-level DEBUG``)."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = super().add_parser(name, **kwargs)
+        parser.add_argument(
+            "--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS, help="log level on stderr"
+        )
+        return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dicom-node",
         description="DICOM node that segments received series with nnU-Net and sends DICOM SEG back.",
     )
+    parser.register("action", "parsers", _SubParsers)
+    parser.add_argument("--version", action="version", version=f"dicom-node {version()}")
     parser.add_argument(
         "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level on stderr (default INFO)",
+        default=None,
+        choices=LOG_LEVELS,
+        help=f"log level on stderr (default {DEFAULT_LOG_LEVEL}, or the config's logging.level for serve);"
+        " also accepted after the command",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
@@ -45,22 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    textsafe.install()  # peers' text (AE titles, descriptions...) cannot forge lines or escapes
-    # libraries that log routine steps at INFO (highdicom: one line per copied module)
-    for noisy in ("pynetdicom", "PIL", "matplotlib", "watchdog", "highdicom", "nnunetv2"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level or DEFAULT_LOG_LEVEL)
     configure_process()
     try:
         return int(args.func(args))

@@ -458,6 +458,60 @@ class SendingSection(_Strict):
     give_up_after_hours: float = Field(default=72.0, gt=0)
 
 
+class OrthancSection(_Strict):
+    """An Orthanc server that ``POST /infer_orthanc`` reads series from and stores SEGs back to."""
+
+    url: str = Field(pattern=r"^https?://[^/\s]+(/.*)?$", description="e.g. http://orthanc:8042")
+    username: str | None = None
+    password: str | None = None
+    timeout_seconds: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> OrthancSection:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("orthanc: give both username and password, or neither")
+        return self
+
+
+class HttpSection(_Strict):
+    """The HTTP API, dashboard and metrics, served beside the SCP (no section: no HTTP server)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    token: str | None = Field(
+        default=None,
+        min_length=16,
+        description="bearer token required by the endpoints that change something",
+    )
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_upload_mb: int = Field(default=2048, ge=1, le=65536, description="largest accepted upload")
+    max_unpacked_mb: int = Field(
+        default=8192, ge=1, le=262144, description="largest total size an upload may unpack to"
+    )
+    max_upload_files: int = Field(default=20000, ge=1, le=1_000_000)
+    import_root: Path | None = Field(
+        default=None, description="POST /infer reads series_folders only under this folder"
+    )
+    orthanc: OrthancSection | None = None
+    job_timeout_seconds: float = Field(
+        default=3600.0, gt=0, description="how long /infer* waits for its job before answering 504"
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpSection:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("http: give both tls_cert and tls_key, or neither")
+        return self
+
+
+class LoggingSection(_Strict):
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        default=None, description="default log level (the --log-level option wins)"
+    )
+
+
 class NodeConfig(_Strict):
     """The whole node configuration."""
 
@@ -470,6 +524,8 @@ class NodeConfig(_Strict):
     )
     inference: InferenceSection = Field(default_factory=InferenceSection)
     sending: SendingSection = Field(default_factory=SendingSection)
+    http: HttpSection | None = None
+    logging: LoggingSection = Field(default_factory=LoggingSection)
 
     config_path: Path | None = Field(
         default=None, exclude=True, description="set by load_config: the file this came from"
@@ -564,6 +620,24 @@ def _resolve(base: Path, value: Path | None) -> Path | None:
     return value if value.is_absolute() else (base / value).resolve()
 
 
+def _resolved_http(http: HttpSection, base_dir: Path) -> HttpSection:
+    """Relative paths of the http section against the config's folder; TLS files and the import root
+    must exist now (not at the first request)."""
+    update = {
+        "tls_cert": _resolve(base_dir, http.tls_cert),
+        "tls_key": _resolve(base_dir, http.tls_key),
+        "import_root": _resolve(base_dir, http.import_root),
+    }
+    for key in ("tls_cert", "tls_key"):
+        path = update[key]
+        if path is not None and not path.is_file():
+            raise ConfigError(f"http.{key}: {path} is not a file")
+    root = update["import_root"]
+    if root is not None and not root.is_dir():
+        raise ConfigError(f"http.import_root: {root} is not a folder")
+    return http.model_copy(update=update)
+
+
 def load_rules_file(path: Path) -> list[RuleConfig]:
     """Load a rules-only YAML file (a list of rules, or a mapping with a ``rules`` key)."""
     data = _read_yaml(path)
@@ -633,13 +707,15 @@ def config_from_mapping(
     rules = cfg.rules
     if rules_file is not None:
         rules = load_rules_file(rules_file)
-    update = {
+    update: dict[str, Any] = {
         "node": node,
         "destinations": destinations,
         "model_spec": _resolve(base_dir, cfg.model_spec),
         "rules_file": rules_file,
         "config_path": source,
     }
+    if cfg.http is not None:
+        update["http"] = _resolved_http(cfg.http, base_dir)
     cfg = cfg.model_copy(update=update)
     if rules_file is not None:
         cfg = cfg.with_rules(rules)

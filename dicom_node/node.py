@@ -3,7 +3,8 @@
 ``Node(config).start()`` opens the journal and puts work that was in flight back in the queue, repairs
 the spool, loads the model catalog and the rules, builds the executor, then starts (in this order)
 the sender, the inference workers, the completion loop, the retention sweep, the drop-folder watcher,
-the rules watcher and last the SCP, so nothing is accepted before everything that handles it runs.
+the rules watcher, the SCP and last the HTTP server (when the config has an ``http:`` section), so
+nothing is accepted before everything that handles it runs.
 ``stop()`` goes the other way: it stops accepting associations (letting a store in progress finish),
 stops the threads and closes the journal. Signal handling belongs to the command that runs the node
 (``serve``), not here.
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 
 from dicom_node.config import NodeConfig
 from dicom_node.errors import ConfigError, NodeError
+from dicom_node.http.metrics import NodeMetrics
 from dicom_node.net.receive import Receiver, ScpServer
 from dicom_node.pipeline.completion import CompletionLoop
 from dicom_node.pipeline.executors import build_executors, worker_threads
@@ -86,6 +88,11 @@ class Node:
         self.completion: CompletionLoop | None = None
         self.retention: RetentionService | None = None
         self.server: ScpServer | None = None
+        self.ingestor: Ingestor | None = None
+        self.catalog: Any = None
+        self.executors: list[Executor] = []  # one per inference device
+        self.http: Any = None  # dicom_node.http.server.HttpServer when configured
+        self.metrics = NodeMetrics()  # this node's Prometheus registry
         self._watchers: list[_Stoppable] = []
         self._started = False
 
@@ -133,7 +140,8 @@ class Node:
         )
         spool.reconcile(journal)
 
-        catalog = self._load_catalog()
+        self.metrics.start(journal, self._clock())
+        catalog = self.catalog = self._load_catalog()
         try:
             self._rules = RuleSet.from_config(cfg, catalog)
         except ConfigError as exc:
@@ -143,6 +151,7 @@ class Node:
             executors = [self._executor]
         elif catalog is not None:
             executors = self._built_executors = build_executors(cfg.inference, catalog)
+        self.executors = executors
 
         self.sender = Sender(
             journal,
@@ -193,7 +202,7 @@ class Node:
         quotas = (
             CallingAeQuotas(journal, cfg.node.calling_ae_quota_mb) if cfg.node.calling_ae_quota_mb else None
         )
-        ingestor = Ingestor(
+        ingestor = self.ingestor = Ingestor(
             spool, journal, clock=self._clock, on_instance=self._on_instance, locks=locks, quotas=quotas
         )
         self._start_drop_folder(ingestor)
@@ -210,11 +219,15 @@ class Node:
             self.server = server.start()
         except OSError as exc:
             raise NodeError(f"cannot listen on {cfg.node.host}:{cfg.node.port}: {exc}") from exc
+        self._start_http()
         logger.info("node %s ready; storage %s", self.address, self.storage_dir)
 
     def stop(self, grace_seconds: float = 5.0) -> None:
         """Stop accepting, finish the store in progress, stop the threads, close the journal.
         Safe to call more than once and after a failed start."""
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
         for part in (self.retention, *self.workers, self.completion, self.sender):
             if part is not None:
                 part.request_stop()  # no new jobs or sends from here on
@@ -232,6 +245,8 @@ class Node:
                 part.stop()  # a running job gets a moment to finish; else it is recovered at start
         self.retention = self.completion = self.worker = self.sender = None
         self.workers = []
+        self.ingestor = self.catalog = None
+        self.executors = []
         for built in self._built_executors:
             try:
                 built.close()
@@ -259,7 +274,34 @@ class Node:
 
     # ------------------------------------------------------------------ callbacks
 
+    def wake_workers(self) -> None:
+        """There are new jobs (an operator action, an HTTP request)."""
+        self._wake_workers()
+
+    def wake_sender(self) -> None:
+        """There are new deliveries."""
+        if self.sender is not None:
+            self.sender.wake()
+
+    def reload_rules(self) -> RuleSet:
+        """Load the rules from their file now and apply them (as the rules watcher does when the file
+        changes). Raises :class:`ConfigError` and keeps the rules in effect if they do not load."""
+        from dicom_node.pipeline.rules_watch import config_rules_loader
+
+        rules = config_rules_loader(self.config, self.catalog)()
+        self._set_rules(rules)
+        logger.info("rules reloaded on request: %s", ", ".join(rules.names) or "none")
+        return rules
+
+    @property
+    def http_port(self) -> int:
+        """The port the HTTP server listens on (the real one when the configuration says 0)."""
+        if self.http is None:
+            raise RuntimeError("the HTTP server is not running")
+        return int(self.http.port)
+
     def _on_instance(self, series_uid: str) -> None:
+        self.metrics.instances_received.inc()
         if self.completion is not None:
             self.completion.wake()
 
@@ -293,6 +335,19 @@ class Node:
             return load_model_spec(self.config.model_spec)
         except InferenceError as exc:
             raise ConfigError(f"model spec {self.config.model_spec}: {exc}") from exc
+
+    def _start_http(self) -> None:
+        if self.config.http is None:
+            return
+        from dicom_node.http.server import HttpServer  # fastapi/uvicorn only when configured
+
+        server = HttpServer(self, self.config.http)
+        try:
+            self.http = server.start()
+        except OSError as exc:
+            raise NodeError(
+                f"cannot listen on {self.config.http.host}:{self.config.http.port}: {exc}"
+            ) from exc
 
     def _start_drop_folder(self, ingestor: Ingestor) -> None:
         watcher = DropFolder(self.storage_dir / "incoming", ingestor, called_ae=self.ae_title)

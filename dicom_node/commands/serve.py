@@ -18,6 +18,7 @@ from typing import Any
 
 from dicom_node.config import load_config
 from dicom_node.errors import NodeError
+from dicom_node.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     except NodeError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    # the config's logging section; a --log-level on the command line wins over its level
+    level = getattr(args, "log_level", None) or config.logging.level or "INFO"
+    configure_logging(level, config.logging.format)
     stop = threading.Event()
     received: list[int] = []
 
@@ -58,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
             logger.error("cannot start: %s", exc)
             return 2
         print(f"listening on {node.address}", flush=True)
+        if node.http is not None and config.http is not None:
+            print(f"http on {node.http.scheme}://{config.http.host}:{node.http_port}", flush=True)
         while not stop.wait(1.0):
             pass
         logger.info("signal %s: stopping", signal.Signals(received[0]).name if received else "?")

@@ -221,13 +221,22 @@ class Receiver:
         info = self._forget(event.assoc)
         if info is None:
             return
+        elapsed = time.monotonic() - info.started
         logger.info(
             "association %s released by %s: %d stored, %d failed in %.1f s",
             info.association_id,
             info.calling_ae,
             info.stored,
             info.failed,
-            time.monotonic() - info.started,
+            elapsed,
+            extra={
+                "hop": "received",
+                "association_id": info.association_id,
+                "calling_ae": info.calling_ae,
+                "called_ae": info.called_ae,
+                "instances": info.stored,
+                "ms": round(elapsed * 1000),
+            },
         )
         if self.on_released is not None and info.stored:
             try:
@@ -473,6 +482,12 @@ class ScpServer:
             self.node.max_associations,
         )
         return self
+
+    def is_serving(self) -> bool:
+        """Whether the listening socket is open and its accept loop runs (for readiness probes, which
+        must not open connections: each would become an association waiting for its A-ASSOCIATE-RQ)."""
+        server, thread = self._server, self._thread
+        return server is not None and thread is not None and thread.is_alive() and server.fileno() >= 0
 
     def active_associations(self) -> list[Any]:
         if self._server is None:

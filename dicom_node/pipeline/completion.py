@@ -36,6 +36,7 @@ from dicom_node.errors import UnreadableDatasetError
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
 from dicom_node.pipeline.routing import RuleSet, SeriesFacts, job_specs, routing_settings
 from dicom_node.storage.header import read_routing_header
+from dicom_node.storage.ingest import is_request_origin
 from dicom_node.storage.journal import DueSeries, InstanceRow, JobSpec, SeriesRow, Trigger
 from dicom_node.storage.journal.event_log import EventLog
 
@@ -102,12 +103,16 @@ class CompletionLoop(LoopService):
         """Route what is unrouted, queue jobs for what is due; returns the next completion deadline."""
         rules = self._rules()
         for series in self._journal.unrouted_series():
+            if is_request_origin(series.last_association_id):  # an HTTP request queues its own job
+                continue
             try:
                 self._route(series, rules)
             except Exception as exc:  # one series' failure must not stop the others
                 self._series_failed(series.series_uid, "routing", exc)
         created = 0
         for due in self._journal.due_series(self._clock()):
+            if is_request_origin(due.series.last_association_id):
+                continue
             try:
                 created += self._complete(due, rules)
             except Exception as exc:
@@ -191,6 +196,14 @@ class CompletionLoop(LoopService):
                 series.instance_count,
                 series.generation,
                 ", ".join(map(str, ids)),
+                extra={
+                    "hop": "series_complete",
+                    "job_id": ids[0],
+                    "series_uid": uid,
+                    "calling_ae": series.calling_ae,
+                    "called_ae": series.called_ae,
+                    "ms": round((self._clock() - series.first_received) * 1000),
+                },
             )
         return len(ids)
 

@@ -166,6 +166,13 @@ class Sender(LoopService):
                 d.destination,
                 attempt.status or 0,
                 d.attempts,
+                extra={
+                    "hop": "delivered",
+                    "job_id": d.job_id,
+                    "series_uid": d.series_uid,
+                    "destination": d.destination,
+                    "ms": round((now - d.created_at) * 1000),
+                },
             )
             return
         age = now - d.created_at

@@ -229,6 +229,7 @@ class Worker(LoopService):
             wall,
             len(outputs),
             len(deliveries),
+            extra={"hop": "job", "job_id": job_id, "series_uid": job.series_uid, "ms": round(wall * 1000)},
         )
         if deliveries:
             self._on_deliveries()

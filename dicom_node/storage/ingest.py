@@ -38,6 +38,16 @@ class Origin:
     association_id: str | None = None
 
 
+#: Association ids of instances filed for an HTTP request (``POST /infer*``), which queues its own job.
+REQUEST_ASSOCIATION_PREFIX = "http:"
+
+
+def is_request_origin(association_id: str | None) -> bool:
+    """Whether an instance (or a series' last instance) was filed for an HTTP request: routing rules
+    leave such a series alone, the request queues its job itself."""
+    return bool(association_id) and str(association_id).startswith(REQUEST_ASSOCIATION_PREFIX)
+
+
 def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
     if vr == b"OB":  # 2 reserved bytes, 32-bit length
         return struct.pack("<HH2s2xI", 0x0002, element, vr, len(value)) + value

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 
+from dicom_node.storage.journal.operator import OperatorOps
 from dicom_node.storage.journal.records import (
     DeliveryRow,
     DeliverySpec,
@@ -71,7 +72,7 @@ logger = logging.getLogger(__name__)
 INTERRUPTED_PREFIX = "interrupted: attempt "
 
 
-class Journal(SeriesOps, WorkOps, RetentionOps):
+class Journal(SeriesOps, WorkOps, RetentionOps, OperatorOps):
     """The journal: every operation is one transaction; see the module docstring."""
 
     def log_event(

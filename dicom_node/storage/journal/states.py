@@ -46,4 +46,5 @@ class Trigger(StrEnum):
     EXPECTED_COUNT = "expected_count"  # all announced instances arrived
     ASSOCIATION_RELEASED = "association_released"  # rule option: the delivering association ended
     QUIET_PERIOD = "quiet_period"  # no new instance for the rule's quiet seconds
-    MANUAL = "manual"
+    MANUAL = "manual"  # an operator's retry or rerun
+    HTTP = "http"  # an HTTP inference request (POST /infer*): its own job, no rule
