@@ -140,7 +140,7 @@ class Worker(LoopService):
                 self._defer(job, str(exc))
                 return
             except StudyNotQuiet as exc:
-                self._journal.retry_job(job_id, error=str(exc), not_before=exc.until)
+                self._journal.retry_job(job_id, error=str(exc), not_before=exc.until, waited=True)
                 self.wake()
                 return
             except MissingChannel as exc:

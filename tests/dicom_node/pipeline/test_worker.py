@@ -339,3 +339,37 @@ def test_a_crash_loop_after_waiting_still_fails_the_job(journal: Journal, tmp_pa
     job = journal.get_job(job_id)
     assert job is not None and job.state == "failed" and "interrupted: attempt 2" in (job.error or "")
     assert len(executor.requests) == 5
+
+
+def test_a_study_job_waiting_for_quiet_does_not_use_up_attempts(journal: Journal, tmp_path: Path) -> None:
+    """Other series of the study keep arriving (routed elsewhere) for 30 quiet periods: the study
+    job waits each time without giving up, then runs once the study is quiet."""
+    from dicom_node.pipeline.routing import CHANNELS_ARG
+    from tests.support.filed_series import FiledSeries
+
+    clock = Clock()
+    t2 = FiledSeries(tmp_path, journal, modality="MR", description="T2 ax")
+    t2.add_many(T0, 2)
+    journal.set_routing(t2.uid, rules=["p"], quiet_seconds=5.0)
+    [job_id] = journal.create_jobs(
+        t2.uid,
+        generation=2,
+        jobs=[JobSpec("p", ["demo"], ["pacs"], {CHANNELS_ARG: [{"series_description": "(?i)t2.*"}]})],
+        trigger="quiet_period",
+        now=T0,
+    )
+    other = FiledSeries(tmp_path, journal, modality="MR", description="localizer", study_uid=t2.study_uid)
+    executor = StubExecutor()
+    worker = make_worker(journal, tmp_path, executor, max_attempts=2, clock=clock)
+    for i in range(30):
+        clock.now = T0 + 10 * i + 1
+        other.add(clock.now)
+        journal.set_routing(other.uid, rules=["elsewhere"], quiet_seconds=5.0)
+        worker.run_next()
+        job = journal.get_job(job_id)
+        assert job is not None and job.state == "pending" and job.attempts == 0, (i, job)
+    clock.now += 10
+    worker.run_next()
+    job = journal.get_job(job_id)
+    assert job is not None and job.state == "done", job
+    assert len(executor.requests) == 1
