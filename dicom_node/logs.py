@@ -41,15 +41,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+HANDLER_NAME = "dicom-node-stderr"
+
+
 def configure_logging(level: str, fmt: Literal["text", "json"] = "text") -> None:
     """(Re)configure the root logger: one stderr handler in the given format."""
     handler = logging.StreamHandler(sys.stderr)
     # peers' text (AE titles, descriptions...) cannot forge lines or escapes: JSON escapes control
     # characters itself (ensure_ascii), text goes through textsafe's escaping formatter
     handler.setFormatter(JsonFormatter() if fmt == "json" else textsafe.EscapingFormatter(TEXT_FORMAT))
+    handler.set_name(HANDLER_NAME)
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if old.get_name() == HANDLER_NAME:  # ours from an earlier call; others' handlers stay
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level))
     for noisy in NOISY:

@@ -61,6 +61,18 @@ class InProcessExecutor:
         if chosen.type == "cpu":
             set_torch_threads(num_threads)
         stdout_capture.install()
+        # A TotalSegmentator task keeps every part (and its crop model) warm at once.
+        parts = max(
+            (len(m.totalseg.model_dirs()) for m in self.catalog.models.values() if m.totalseg), default=0
+        )
+        if parts > max_models:
+            logger.warning(
+                "predictor cache raised from %d to %d: a TotalSegmentator task has %d parts",
+                max_models,
+                parts,
+                parts,
+            )
+            max_models = parts
         self.cache = PredictorCache(max_models, chosen, gate=DeviceGate(chosen, max_jobs=max_jobs))
         self._pipeline = Pipeline(self.catalog, self.cache, probabilities_dtype=probabilities_dtype)
 
@@ -73,7 +85,16 @@ class InProcessExecutor:
         request does not pay for it."""
         resolved = self.catalog.resolve(model)
         stage = merge(resolved.default_args, args or {}).for_stage(0)
-        self.cache.get(resolved.model_dir, resolved.check_stage(stage), stage.checkpoint_name)
+        folds = resolved.check_stage(stage)
+        task = resolved.totalseg
+        if task is None:
+            self.cache.get(resolved.model_dir, folds, stage.checkpoint_name)
+            return
+        if task.crop is not None:
+            for part in task.crop.run.parts:
+                self.cache.get(part.model_dir, None if task.crop.run.folds == "all" else task.crop.run.folds)
+        for part in task.main.parts:
+            self.cache.get(part.model_dir, folds, stage.checkpoint_name)
 
     def run(self, request: InferenceRequest) -> InferenceResult:
         return self._pipeline.run(request)

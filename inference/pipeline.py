@@ -26,12 +26,12 @@ from inference.api import InferenceRequest, InferenceResult, OutputFile
 from inference.args import StageArgs, merge
 from inference.bvalues import closest_b_value_filter
 from inference.cascade import Stage, StageResult, StageRunner, run_cascade
-from inference.errors import InferenceError
+from inference.errors import InferenceError, PredictionError
 from inference.nifti import write_nifti
 from inference.predictors import Prediction, PredictorCache
 from inference.request_check import plan_request, seg_each_stage
 from inference.series import SourceSeries, load_series
-from inference.spec import ModelCatalog
+from inference.spec import ModelCatalog, ResolvedModel
 from inference.volume import Geometry, Volume
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class Pipeline:
 
     def plan(self, request: InferenceRequest) -> list[Stage]:
         """Resolve models and arguments into stages; raises before any file is read."""
-        return plan_request(
+        stages = plan_request(
             self.catalog,
             request.models,
             request.args,
@@ -147,10 +147,14 @@ class Pipeline:
             stage_inputs=request.stage_inputs,
             save_probabilities=request.nifti_probabilities,
         )
+        for stage in stages:
+            if self.catalog.resolve(stage.model).totalseg is not None:
+                _check_totalseg_stage(stage, stages)
+        return stages
 
     # ------------------------------------------------------------------ running
 
-    def _runner(self, timer: _Timer) -> StageRunner:
+    def _runner(self, timer: _Timer, reference: Geometry) -> StageRunner:
         def run(
             stage: Stage, images: list[np.ndarray], spacing_xyz: Sequence[float], probabilities: bool
         ) -> Prediction:
@@ -158,6 +162,8 @@ class Pipeline:
             folds = model.check_stage(stage.args)
             started = time.perf_counter()
             try:
+                if model.totalseg is not None:
+                    return _totalseg_stage(self.cache, model, stage, images, reference, folds)
                 return self.cache.predict(
                     model.model_dir,
                     images,
@@ -197,7 +203,9 @@ class Pipeline:
 
         t = time.perf_counter()
         timer = _Timer()
-        done.results = run_cascade(stages, done.arrays, done.reference.spacing, self._runner(timer))
+        done.results = run_cascade(
+            stages, done.arrays, done.reference.spacing, self._runner(timer, done.reference)
+        )
         for stage_result in done.results:
             done.warnings.extend(stage_result.warnings)
         done.timings["inference"] = timer.inference
@@ -343,3 +351,44 @@ class Pipeline:
                 path = write_nifti(array, done.reference, out / f"input-{index}.nii.gz")
                 outputs.append(OutputFile(path=path, kind="nifti_input"))
         return outputs
+
+
+def _check_totalseg_stage(stage: Stage, stages: Sequence[Stage]) -> None:
+    """A TotalSegmentator task gives a label map on the whole series: no probabilities, no crop stage."""
+    if stage.probabilities:
+        raise PredictionError(
+            f"model {stage.model} is a TotalSegmentator task: it gives a label map, not probabilities "
+            "(proba_threshold, save_proba_map and from:<model>[k] are not available)"
+        )
+    if stage is not stages[0] and stage.args.cascade_mode == "crop":
+        raise PredictionError(
+            f"model {stage.model} is a TotalSegmentator task: it cannot be a crop-mode cascade stage"
+        )
+
+
+def _totalseg_stage(
+    cache: PredictorCache,
+    model: ResolvedModel,
+    stage: Stage,
+    images: list[np.ndarray],
+    reference: Geometry,
+    folds: Sequence[Any],
+) -> Prediction:
+    from inference.totalseg_pipeline import run_on_cache
+
+    assert model.totalseg is not None
+    try:
+        labels = run_on_cache(
+            model.totalseg,
+            images,
+            reference,
+            cache,
+            folds=tuple(folds),
+            checkpoint=stage.args.checkpoint_name,
+            tta=stage.args.tta,
+            tile_step_size=stage.args.tile_step_size,
+            min_mem_mib=model.min_mem,
+        )
+    except ValueError as exc:
+        raise PredictionError(str(exc)) from exc
+    return Prediction(labels=labels)

@@ -19,6 +19,8 @@ or editing plans/dataset.json changes the UIDs; copying the folder does not.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import os
 from collections.abc import Mapping
@@ -28,6 +30,7 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from inference.args import InferenceArgs, StageArgs, describe_validation_error, parse_args
@@ -36,12 +39,19 @@ from inference.dcmqi import read_dcmqi_template
 from inference.errors import ArgsError, SpecError, UnknownModelError
 from inference.model_dir import (
     Fold,
+    ModelFolder,
     channels_from_dataset,
     find_model_dir,
     labels_from_dataset,
     open_model_folder,
 )
-from inference.segments import ARTIFICIAL_INTELLIGENCE, AlgorithmInfo, OutputFields, SegmentSpec
+from inference.segments import (
+    ARTIFICIAL_INTELLIGENCE,
+    AlgorithmInfo,
+    OutputFields,
+    SegmentCoding,
+    SegmentSpec,
+)
 from inference.spec_schema import (
     IGNORED_MODEL_KEYS,
     IGNORED_TOP_KEYS,
@@ -59,7 +69,7 @@ from inference.spec_segments import (
 )
 from inference.stage_inputs import parse_stage_input
 from inference.strict_yaml import load_yaml
-from inference.totalseg import TotalSegTask, resolve_task, weights_root
+from inference.totalseg_tasks import TotalSegTask, describe, parse_options, resolve_task, weights_root
 
 logger = logging.getLogger(__name__)
 
@@ -266,18 +276,25 @@ def _resolve(
     mid = entry.id
     if (entry.rel_path is None) == (entry.totalseg_task is None):
         raise SpecError(f"model {mid!r}: give exactly one of rel_path and totalseg_task")
+    if entry.totalseg_options is not None and entry.totalseg_task is None:
+        raise SpecError(f"model {mid!r}: totalseg_options needs totalseg_task")
     task: TotalSegTask | None = None
     if entry.totalseg_task is not None:
         try:
-            task = resolve_task(entry.totalseg_task, weights_root(model_folder, env))
+            options = parse_options(entry.totalseg_options)
+            task = resolve_task(entry.totalseg_task, weights_root(model_folder, env), options)
         except SpecError as exc:
             raise SpecError(f"model {mid!r}: {exc}") from exc
+        logger.info("model %r: %s", mid, describe(task))
         path = task.model_dir
     else:
         assert entry.rel_path is not None
         path = find_model_dir(mid, model_folder, entry.rel_path)
     folder = open_model_folder(mid, path)
     labels = labels_from_dataset(mid, folder.dataset_json)
+    if task is not None:
+        folder = _with_parts_fingerprint(mid, folder, task)
+        labels = dict(task.labels)
     meta = entry.metadata or MetadataInput()
     segments, template_output, template_algorithm = _segments(mid, meta, spec_path, labels, task, book)
     algorithm = _algorithm(mid, meta, template_algorithm, task, folder.fingerprint, folder.path.name)
@@ -313,6 +330,15 @@ def _resolve(
     return model
 
 
+def _with_parts_fingerprint(mid: str, folder: ModelFolder, task: TotalSegTask) -> ModelFolder:
+    """A TotalSegmentator task's fingerprint covers every folder it loads (parts and crop model)."""
+    others = [open_model_folder(mid, p).fingerprint for p in task.model_dirs() if p != task.model_dir]
+    if not others:
+        return folder
+    digest = hashlib.sha256("|".join([folder.fingerprint, *others]).encode()).hexdigest()
+    return dataclasses.replace(folder, fingerprint=digest)
+
+
 def _segments(
     mid: str,
     meta: MetadataInput,
@@ -337,6 +363,14 @@ def _segments(
         return template.segments, template.output, template.algorithm_name
     if meta.segment_names is not None:
         return segments_from_entries(mid, meta.segment_names, labels, book), None, None
+    if task is not None:
+        # TotalSegmentator's own SEG writer codes a class its mapping lacks as Tissue / Tissue.
+        tissue = SegmentCoding(category=codes.SCT.Tissue, property_type=codes.SCT.Tissue)
+        return (
+            segments_from_labels(mid, labels, book, what="TotalSegmentator class", fallback=tissue),
+            None,
+            None,
+        )
     return segments_from_labels(mid, labels, book), None, None
 
 
@@ -388,8 +422,11 @@ def _output(meta: MetadataInput, template: OutputFields | None) -> OutputFields:
 
 def _default_args(entry: ModelInput, task: TotalSegTask | None, channels: dict[int, str]) -> InferenceArgs:
     raw = dict(entry.default_args or {})
-    if task is not None and task.folds and "use_folds" not in raw:
-        raw["use_folds"] = list(task.folds)
+    if task is not None:
+        # TotalSegmentator's own settings: its folds, its sliding-window step, no TTA.
+        raw.setdefault("use_folds", list(task.folds) if task.folds else "all")
+        raw.setdefault("tile_step_size", task.main.step_size)
+        raw.setdefault("tta", False)
     try:
         args = parse_args(raw, where="default_args")
     except ArgsError as exc:

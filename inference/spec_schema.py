@@ -119,6 +119,9 @@ class ModelInput(BaseModel):
     id: str = Field(pattern=_ID_PATTERN)
     rel_path: str | None = Field(default=None, min_length=1)
     totalseg_task: str | None = Field(default=None, min_length=1)
+    totalseg_options: dict[str, Any] | None = Field(
+        default=None, description="TotalSegmentator options (inference.totalseg_tasks.TotalSegOptions)"
+    )
     name: str | None = Field(default=None, min_length=1, max_length=128)
     aliases: list[str] = Field(default_factory=list)
     metadata: MetadataInput | None = None

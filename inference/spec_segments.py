@@ -25,13 +25,29 @@ def _label_list(labels: dict[int, str]) -> str:
 
 
 def segments_from_labels(
-    model_id: str, labels: dict[int, str], codebook: CodeBook, *, what: str = "dataset.json label"
+    model_id: str,
+    labels: dict[int, str],
+    codebook: CodeBook,
+    *,
+    what: str = "dataset.json label",
+    fallback: SegmentCoding | None = None,
 ) -> dict[int, SegmentSpec]:
-    """One segment per label, coded by the label's name (no metadata given)."""
+    """One segment per label, coded by the label's name (no metadata given); names without a code get
+    ``fallback`` (with a warning) when given, else are an error."""
     segments: dict[int, SegmentSpec] = {}
     missing: list[str] = []
     for value, name in labels.items():
         coding = codebook.lookup(name)
+        if coding is None and fallback is not None:
+            logger.warning(
+                "model %r: no SNOMED CT code for %s %r (value %d); coded as %s",
+                model_id,
+                what,
+                name,
+                value,
+                fallback.property_type.meaning,
+            )
+            coding = fallback
         if coding is None:
             missing.append(f"{name!r} (value {value})")
             continue
