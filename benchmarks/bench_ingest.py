@@ -277,7 +277,9 @@ def run_handler_only(files: list[Path], work: Path, *, fsync: bool) -> float:
     try:
         start = time.perf_counter()
         for syntax, data in datasets:
-            header = read_header(io.BytesIO(data), syntax).validated()
+            header = read_header(
+                io.BytesIO(data), syntax, max_inflated_bytes=ingestor.spool.max_dataset_bytes
+            ).validated()
             ingestor.ingest(header, syntax, data, origin)
         return time.perf_counter() - start
     finally:

@@ -32,6 +32,7 @@ from dicom_node.errors import ConfigError
 from dicom_node.net.ae_titles import check_ae_title
 from dicom_node.net.peers import is_valid_host
 from dicom_node.net.tls import ClientTls, ServerTls, client_context, server_context
+from inference.inflate_guard import DEFAULT_MAX_INFLATED_BYTES
 from inference.strict_yaml import load_yaml
 
 AETitle = Annotated[str, Field(min_length=1, max_length=16)]
@@ -72,10 +73,12 @@ class NodeSection(_Strict):
         " its first byte",
     )
     max_dataset_bytes: int = Field(
-        default=2 * 1024**3,
+        default=DEFAULT_MAX_INFLATED_BYTES,
         ge=1024 * 1024,
         le=4 * 1024**3,
-        description="largest data set a C-STORE may carry; a larger one aborts the association as it arrives",
+        description="largest data set a C-STORE may carry (a larger one aborts the association as it"
+        " arrives); also the most a deflated instance may inflate to (refused with 0xA700 at receive,"
+        " rejected from the drop folder, refused by series loading)",
     )
     max_pdu_bytes: int = Field(
         default=1_048_576,

@@ -134,7 +134,10 @@ class Node:
         journal = self.journal = open_journal(self.storage_dir)
         journal.recover()
         spool = self.spool = Spool(
-            self.storage_dir, fsync=cfg.node.fsync, min_free_bytes=cfg.node.min_free_disk_mb * MB
+            self.storage_dir,
+            fsync=cfg.node.fsync,
+            min_free_bytes=cfg.node.min_free_disk_mb * MB,
+            max_dataset_bytes=cfg.node.max_dataset_bytes,
         )
         spool.reconcile(journal)
 
@@ -168,6 +171,7 @@ class Node:
                 storage_dir=self.storage_dir,
                 empty_result=cfg.inference.empty_result,
                 max_attempts=cfg.inference.max_attempts,
+                max_dataset_bytes=cfg.node.max_dataset_bytes,
                 on_deliveries=self.sender.wake,
                 threads=worker_threads(cfg.inference),
                 clock=self._clock,

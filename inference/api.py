@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inference.errors import RetryLater
+from inference.inflate_guard import DEFAULT_MAX_INFLATED_BYTES
 
 __all__ = [
     "EmptyResult",
@@ -44,7 +45,8 @@ class InferenceRequest(BaseModel):
     ``empty_result``: when the final label map is empty, write an empty SEG or nothing.
     ``nifti*``: NIfTI copies of label maps, probabilities, inputs (also switched on by the args
     ``save_nifti_output``, ``save_proba_map``, ``save_nifti_inputs``). ``seg_each_stage``: a SEG
-    for every stage of a cascade, not only the last.
+    for every stage of a cascade, not only the last. ``max_inflated_bytes``: a deflated input file
+    inflating beyond this is refused (the node passes its ``node.max_dataset_bytes``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -59,6 +61,7 @@ class InferenceRequest(BaseModel):
     nifti_inputs: bool = False
     stage_inputs: Sequence[Sequence[str | int]] | None = None
     seg_each_stage: bool = False
+    max_inflated_bytes: int = Field(default=DEFAULT_MAX_INFLATED_BYTES, gt=0)
 
     @field_validator("inputs", mode="after")
     @classmethod

@@ -16,15 +16,14 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from inference.errors import SeriesError
 
-#: The most a deflated instance may inflate to (the node refuses larger ones when they arrive).
-MAX_INFLATED_BYTES = 1024 * 1024 * 1024
+#: The default for the most one data set may inflate to; the node passes its own setting
+#: (``node.max_dataset_bytes``, which also bounds a data set received over the network).
+DEFAULT_MAX_INFLATED_BYTES = 2 * 1024**3
 _STEP = 1024 * 1024
 
 
-def check_inflated_size(path: Path, limit: int | None = None) -> None:
-    """Raise :class:`SeriesError` if ``path`` is deflated and inflates beyond ``limit`` bytes
-    (default :data:`MAX_INFLATED_BYTES`)."""
-    limit = MAX_INFLATED_BYTES if limit is None else limit
+def check_inflated_size(path: Path, limit: int = DEFAULT_MAX_INFLATED_BYTES) -> None:
+    """Raise :class:`SeriesError` if ``path`` is deflated and inflates beyond ``limit`` bytes."""
     with open(path, "rb") as fp:
         try:
             read_preamble(fp, force=False)

@@ -256,7 +256,7 @@ class Pipeline:
                 raise InferenceError(f"input {index} lists no files")
             paths = [Path(f) for f in files]
             select, note = closest_b_value_filter(paths, target) if target is not None else (None, None)
-            source = load_series(paths, select=select)
+            source = load_series(paths, select=select, max_inflated_bytes=request.max_inflated_bytes)
             if note:
                 logger.info("input %d, series %s: %s", index, source.series_uid, note)
                 source.warnings.append(f"series {source.series_uid}: {note}")

@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from inference.errors import SeriesError
-from inference.inflate_guard import check_inflated_size
+from inference.inflate_guard import DEFAULT_MAX_INFLATED_BYTES, check_inflated_size
 from inference.series_decode import decode_pixels
 from inference.series_files import SeriesFiles, find_dicom_files, group_series_files
 from inference.series_frames import SliceInfo, is_multiframe, slice_from_file, slices_from_multiframe
@@ -82,8 +82,8 @@ class SourceSeries:
         return self.frame_order is not None
 
 
-def _read(path: Path) -> Dataset:
-    check_inflated_size(path)
+def _read(path: Path, max_inflated_bytes: int) -> Dataset:
+    check_inflated_size(path, max_inflated_bytes)
     try:
         return dcmread(path)
     except Exception as exc:  # pydicom raises many types for broken files; name the file in all cases
@@ -116,7 +116,7 @@ class _Read:
     warnings: list[str]
 
 
-def _read_all(paths: Sequence[Path], select: Select | None) -> _Read:
+def _read_all(paths: Sequence[Path], select: Select | None, max_inflated_bytes: int) -> _Read:
     datasets: list[Dataset] = []
     kept_paths: list[Path] = []
     seen: dict[str, Path] = {}
@@ -124,7 +124,7 @@ def _read_all(paths: Sequence[Path], select: Select | None) -> _Read:
     skipped = 0
     for path in paths:
         path = Path(path)
-        ds = _read(path)
+        ds = _read(path, max_inflated_bytes)
         if select is not None and not select(ds):
             skipped += 1
             continue
@@ -234,6 +234,7 @@ def load_series(
     orientation_tolerance: float = 1e-3,
     min_slices: int = 2,
     select: Select | None = None,
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
 ) -> SourceSeries:
     """Load the DICOM files of one series as a volume, or raise SeriesError saying what is wrong.
 
@@ -244,12 +245,13 @@ def load_series(
     spacing then comes from SpacingBetweenSlices/SliceThickness).
     ``select``: keep only files for which ``select(dataset)`` is true (called before any pixel is
     decoded), e.g. one b-value of a DWI series, one temporal position; a multi-frame file is kept or
-    dropped whole.
+    dropped whole. ``max_inflated_bytes``: a deflated file inflating beyond this is refused before
+    pydicom inflates it whole (decompression bombs).
     """
     if not paths:
         raise SeriesError("no DICOM files given")
     started = time.perf_counter()
-    read = _read_all(paths, select)
+    read = _read_all(paths, select, max_inflated_bytes)
     series_uid = _one_value(read, "SeriesInstanceUID", "series")
     where = f"series {series_uid}"
     for ds, path in zip(read.datasets, read.paths, strict=True):

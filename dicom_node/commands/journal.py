@@ -60,7 +60,9 @@ def run_rebuild(args: argparse.Namespace) -> int:
         moved = move_aside(storage).moved_to
         journal = Journal(path)
         try:
-            stats = Spool(storage, fsync=config.node.fsync).reconcile(journal)
+            stats = Spool(
+                storage, fsync=config.node.fsync, max_dataset_bytes=config.node.max_dataset_bytes
+            ).reconcile(journal)
             count = journal.counts().instances
         finally:
             journal.close()

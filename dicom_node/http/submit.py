@@ -70,7 +70,8 @@ def file_instances(
             data = path.read_bytes()
             fp = io.BytesIO(data)
             layout = read_part10_layout(fp)
-            header = read_header(fp, layout.transfer_syntax).validated()
+            limit = ingestor.spool.max_dataset_bytes
+            header = read_header(fp, layout.transfer_syntax, max_inflated_bytes=limit).validated()
             with memoryview(data) as view:
                 ingestor.ingest(header, layout.transfer_syntax, view[layout.dataset_offset :], origin)
         except (CannotUnderstandError, InvalidUIDError) as exc:

@@ -303,7 +303,8 @@ class Receiver:
         request = cast(C_STORE, event.request)
         received = received_path(event)
         with open(received, "rb") as fp:
-            _, header = read_part10_header(fp)  # pynetdicom's meta names the context's syntax
+            # pynetdicom's meta names the context's syntax
+            _, header = read_part10_header(fp, max_inflated_bytes=self.ingestor.spool.max_dataset_bytes)
             header.validated()
             _check_matches_command(header, request)
             # copied kernel-side behind our own file meta; pynetdicom deletes its file afterwards

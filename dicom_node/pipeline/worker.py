@@ -8,7 +8,8 @@ series changed meanwhile (then the job is superseded and a newer job delivers).
 
 Failures: :class:`inference.api.RetryLater` (not enough GPU memory now, cluster unreachable) and
 torch's CUDA out-of-memory put the job back after the executor's ``retry_after`` (else
-``retry_delay``); a deterministic error (the series cannot be loaded: gap, mixed sizes, no image; the
+``retry_delay``) and are a wait, not an attempt (the claim's attempt is given back, so an outage of
+any length fails nothing); a deterministic error (the series cannot be loaded: gap, mixed sizes, no image; the
 spec or the arguments are invalid; the result cannot be encoded) fails the job at once, since running
 it again would fail the same way; any other error is retried until the job has had ``max_attempts``
 attempts. A failure's reason goes to the journal (job row and an error event), where
@@ -42,6 +43,7 @@ from dicom_node.storage.journal.event_log import EventLog
 from dicom_node.storage.journal.work import DELIVERABLE_KINDS
 from inference.api import Executor, InferenceRequest, InferenceResult, RetryLater
 from inference.errors import ArgsError, SegWriteError, SeriesError, SpecError
+from inference.inflate_guard import DEFAULT_MAX_INFLATED_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,9 @@ class WorkerJournal(EventLog, Protocol):
     def instances_of_series(self, series_uid: str) -> list[InstanceRow]: ...
     def get_series(self, series_uid: str) -> SeriesRow | None: ...
     def series_of_study(self, study_uid: str) -> list[SeriesRow]: ...
-    def retry_job(self, job_id: int, *, error: str, not_before: float | None = ...) -> None: ...
+    def retry_job(
+        self, job_id: int, *, error: str, not_before: float | None = ..., waited: bool = ...
+    ) -> None: ...
 
     def finish_job(
         self,
@@ -90,6 +94,7 @@ class Worker(LoopService):
         max_attempts: int = 2,
         retry_delay: float = 30.0,
         max_retryable_attempts: int = 20,
+        max_dataset_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
         on_deliveries: Callable[[], None] | None = None,
         threads: int = 1,
         clock: Clock = time.time,
@@ -102,6 +107,7 @@ class Worker(LoopService):
         self._max_attempts = max_attempts
         self._retry_delay = retry_delay
         self._max_retryable_attempts = max(max_retryable_attempts, max_attempts)
+        self._max_dataset_bytes = max_dataset_bytes
         self._on_deliveries = on_deliveries or (lambda: None)
         self._clock = clock
         self._loop = LoopThread("worker", self.run_next, clock=clock, max_poll=max_poll, threads=threads)
@@ -142,7 +148,7 @@ class Worker(LoopService):
                 self._defer(job, str(exc))
                 return
             except StudyNotQuiet as exc:
-                self._journal.retry_job(job_id, error=str(exc), not_before=exc.until)
+                self._journal.retry_job(job_id, error=str(exc), not_before=exc.until, waited=True)
                 self.wake()
                 return
             except MissingChannel as exc:
@@ -168,6 +174,7 @@ class Worker(LoopService):
             args=args,
             output_dir=output_dir,
             empty_result=self._empty_result,
+            max_inflated_bytes=self._max_dataset_bytes,
         )
         logger.info(
             "job %d: series %s (%s instances), models %s, rule %s, attempt %d",
@@ -183,12 +190,12 @@ class Worker(LoopService):
             result = self._executor.run(request)
         except RetryLater as exc:
             delay = self._retry_delay if exc.retry_after is None else max(0.0, exc.retry_after)
-            self._retry(job, _describe(exc), delay=delay)
+            self._retry(job, _describe(exc), delay=delay, waited=True)
             return
         except Exception as exc:
             logger.debug("job %d failed", job_id, exc_info=True)
             if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda's (torch is not imported here)
-                self._retry(job, _describe(exc), delay=self._retry_delay)
+                self._retry(job, _describe(exc), delay=self._retry_delay, waited=True)
             elif isinstance(exc, DETERMINISTIC_ERRORS):
                 self._fail(job, _describe(exc))
             elif job.attempts < self._max_attempts:
@@ -241,10 +248,11 @@ class Worker(LoopService):
         if deliveries:
             self._on_deliveries()
 
-    def _retry(self, job: JobRow, error: str, *, delay: float) -> None:
+    def _retry(self, job: JobRow, error: str, *, delay: float, waited: bool = False) -> None:
         job_id = job.id
         now = self._clock()
-        self._journal.retry_job(job_id, error=error, not_before=now + delay if delay > 0 else None)
+        not_before = now + delay if delay > 0 else None
+        self._journal.retry_job(job_id, error=error, not_before=not_before, waited=waited)
         self._journal.log_event(
             "warning",
             "job_retry",

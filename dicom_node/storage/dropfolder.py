@@ -285,7 +285,8 @@ class DropFolder:
                 if not stat.S_ISREG(os.fstat(fp.fileno()).st_mode):
                     self._reject(path, rel, "not a regular file")
                     return False
-                layout, header = read_part10_header(fp)
+                limit = self.ingestor.spool.max_dataset_bytes
+                layout, header = read_part10_header(fp, max_inflated_bytes=limit)
                 header.validated()
                 self.ingestor.ingest(header, layout.transfer_syntax, fp, self.origin)
         except (CannotUnderstandError, InvalidUIDError) as exc:

@@ -27,6 +27,7 @@ from dicom_node.storage.dir_sync import DirSyncer
 from dicom_node.storage.header import read_part10_header
 from dicom_node.storage.journal import InstanceRecord, Journal
 from dicom_node.uids import require_uid
+from inference.inflate_guard import DEFAULT_MAX_INFLATED_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -100,12 +101,21 @@ def _copy_file(fd: int, src: BinaryIO, digest: Any = None) -> None:
 class Spool:
     """The spool folder under ``storage_dir``; safe to use from several threads."""
 
-    def __init__(self, storage_dir: Path, *, fsync: bool = True, min_free_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        storage_dir: Path,
+        *,
+        fsync: bool = True,
+        min_free_bytes: int = 0,
+        max_dataset_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
+    ) -> None:
         self.storage_dir = Path(storage_dir).resolve()
         self.root = self.storage_dir / "spool"
         self.tmp_dir = self.root / ".tmp"
         self.fsync = fsync
         self.min_free_bytes = max(0, int(min_free_bytes))
+        # a deflated instance inflating beyond this is refused (receive, drop folder, reconciliation)
+        self.max_dataset_bytes = max_dataset_bytes
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._space_lock = threading.Lock()
         self.dir_syncer = DirSyncer()
@@ -307,7 +317,8 @@ class Spool:
     def _record_from_file(self, relpath: str) -> InstanceRecord:
         path = self.path_of(relpath)
         with path.open("rb") as fp:
-            layout, header = read_part10_header(fp)  # as the receiver read it
+            # as the receiver read it
+            layout, header = read_part10_header(fp, max_inflated_bytes=self.max_dataset_bytes)
             header.validated()
             size = os.fstat(fp.fileno()).st_size
             received_at = os.fstat(fp.fileno()).st_mtime

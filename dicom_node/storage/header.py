@@ -34,7 +34,6 @@ from dicom_node.uids import require_uid
 _SOP_CLASS = 0x00080016
 _SOP_INSTANCE = 0x00080018
 _MODALITY = 0x00080060
-_SERIES_DESCRIPTION = 0x0008103E
 _STUDY = 0x0020000D
 _SERIES = 0x0020000E
 _ACQUISITION = 0x00200012
@@ -43,9 +42,6 @@ _TS_TAG = 0x00020010
 
 # A deflated header is inflated only this far (decompression bombs inflate ~1000:1).
 MAX_INFLATED_HEADER_BYTES = 16 * 1024 * 1024
-# A deflated data set received or dropped is refused if it inflates beyond this: it is expanded in
-# full later (series loading), so this bounds the memory one instance can cost.
-MAX_INFLATED_BYTES = 1024 * 1024 * 1024
 _INFLATE_STEP = 1024 * 1024
 # Header values longer than this are skipped by seeking, never held in memory.
 DEFER_BYTES = 64 * 1024
@@ -202,14 +198,15 @@ def read_routing_header(path: Path) -> Dataset:
         return read_header_dataset(fp, layout.transfer_syntax)
 
 
-def read_header(fp: BinaryIO, transfer_syntax: str) -> InstanceHeader:
+def read_header(fp: BinaryIO, transfer_syntax: str, *, max_inflated_bytes: int) -> InstanceHeader:
     """The attributes filing and routing need, from the header of a data set (no file meta) at
     ``fp``'s position (:func:`read_header_dataset`: the whole header is parsed; a deflated data set
-    inflating beyond ``MAX_INFLATED_BYTES`` raises :class:`DatasetTooLargeError`).
+    inflating beyond ``max_inflated_bytes`` (the node's ``max_dataset_bytes``: it is expanded in
+    full later, by series loading) raises :class:`DatasetTooLargeError`).
 
     ``fp`` is left at an unspecified position. Raises :class:`UnreadableDatasetError` if the bytes
     cannot be parsed."""
-    ds = read_header_dataset(fp, transfer_syntax, inflated_limit=MAX_INFLATED_BYTES)
+    ds = read_header_dataset(fp, transfer_syntax, inflated_limit=max_inflated_bytes)
     try:
         description = ds.get("SeriesDescription", "")
         count_text = _text(ds, _IMAGES_IN_ACQUISITION)
@@ -264,11 +261,11 @@ def _stop_after_meta(tag: BaseTag, vr: str | None, length: int) -> bool:
     return tag.group != 0x0002
 
 
-def read_part10_header(fp: BinaryIO) -> tuple[Part10Layout, InstanceHeader]:
+def read_part10_header(fp: BinaryIO, *, max_inflated_bytes: int) -> tuple[Part10Layout, InstanceHeader]:
     """The layout and the (not yet validated) header of the Part 10 file at ``fp``'s start; leaves
     ``fp`` at the start of the data set. Raises :class:`UnreadableDatasetError` (or
-    :class:`DatasetTooLargeError` for a deflated data set over the limit)."""
+    :class:`DatasetTooLargeError` for a deflated data set inflating beyond ``max_inflated_bytes``)."""
     layout = read_part10_layout(fp)
-    header = read_header(fp, layout.transfer_syntax)
+    header = read_header(fp, layout.transfer_syntax, max_inflated_bytes=max_inflated_bytes)
     fp.seek(layout.dataset_offset)
     return layout, header

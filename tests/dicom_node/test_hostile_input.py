@@ -109,11 +109,13 @@ def peak_rss_mib(pid: int) -> float:
 
 
 def test_a_deflate_bomb_is_refused_with_out_of_resources_and_bounded_memory(tmp_path: Path) -> None:
-    """1 MB on the wire, 1.06 GiB inflated: refused with 0xA700 and the reason, nothing filed, and
-    the node's peak RSS grows by less than 100 MiB (the header is inflated at most 16 MiB, the rest
-    is counted and discarded)."""
+    """1 MB on the wire, 1.06 GiB inflated, the node's ``max_dataset_bytes`` 1 GiB (the default, 2 GiB,
+    would take it): refused with 0xA700 and the reason, nothing filed, and the node's peak RSS grows
+    by less than 100 MiB (the header is inflated at most 16 MiB, the rest is counted and discarded)."""
     storage = tmp_path / "var"
-    config = write_config(tmp_path / "node.yaml", node_config(storage, model_spec(tmp_path / "spec"), 9))
+    data = node_config(storage, model_spec(tmp_path / "spec"), 9)
+    data["node"]["max_dataset_bytes"] = 1 << 30
+    config = write_config(tmp_path / "node.yaml", data)
     [template] = phantom_series(tmp_path / "ct", slices=4)[:1]
     bomb = write_deflate_bomb(template, tmp_path / "bomb.dcm", (1 << 30) + (64 << 20))
     assert bomb.stat().st_size < 2 * 1024 * 1024

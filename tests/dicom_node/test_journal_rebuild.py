@@ -38,7 +38,7 @@ def file_instances(storage: Path, tmp_path: Path, count: int) -> None:
         make_ct().save_as(path, enforce_file_format=True)
         with path.open("rb") as fp:
             layout = read_part10_layout(fp)
-            header = read_header(fp, layout.transfer_syntax).validated()
+            header = read_header(fp, layout.transfer_syntax, max_inflated_bytes=1 << 30).validated()
             fp.seek(layout.dataset_offset)
             ingestor.ingest(header, layout.transfer_syntax, fp, Origin("NNUNET", "STORESCU"))
     journal.close()

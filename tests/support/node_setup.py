@@ -14,6 +14,7 @@ from pydicom import dcmread
 
 from dicom_node.demo.bundled import demo_model_dir, demo_model_spec
 from tests.support.tools import dcmtk, peer_env
+from tests.support.written_files import files_in, read_complete
 
 DEMO_SPEC = demo_model_spec()
 DEMO_MODEL_DIR = demo_model_dir()
@@ -135,13 +136,12 @@ def storescu(port: int, files: list[Path], *, called: str = "NNUNET", calling: s
 
 
 def received_segs(folder: Path) -> dict[str, list[Path]]:
-    """SEG files in a storescp output folder, by SOP Instance UID."""
+    """SEG files in a storescp output folder, by SOP Instance UID; a file storescp is still writing
+    is left out until it reads completely (wait for a SEG by polling this)."""
     out: dict[str, list[Path]] = {}
-    if not folder.exists():
-        return out
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        ds = dcmread(path, stop_before_pixels=True)
-        if str(ds.get("Modality", "")) == "SEG":
+    for path in files_in(folder):
+        ds = read_complete(path)
+        if ds is not None and str(ds.get("Modality", "")) == "SEG":
             out.setdefault(str(ds.SOPInstanceUID), []).append(path)
     return out
 

@@ -11,12 +11,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
 from tests.support.tools import dcmtk, peer_env, wait_for
+from tests.support.written_files import files_in, read_complete
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -55,11 +55,13 @@ def dcmtk_storescp(
 
 
 def stored_sop_uids(out_dir: Path) -> list[str]:
-    """SOP Instance UIDs of the files in a storescp output folder (one entry per file)."""
+    """SOP Instance UIDs of the files in a storescp output folder (one entry per file), files
+    storescp is still writing left out."""
     uids = []
-    for path in sorted(p for p in out_dir.rglob("*") if p.is_file()):
-        ds = dcmread(path, stop_before_pixels=True)
-        uids.append(str(ds.SOPInstanceUID))
+    for path in files_in(out_dir):
+        ds = read_complete(path, pixels=False)  # not every stored object has pixel data
+        if ds is not None and "SOPInstanceUID" in ds:
+            uids.append(str(ds.SOPInstanceUID))
     return uids
 
 

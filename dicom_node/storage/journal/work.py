@@ -184,13 +184,18 @@ class WorkOps(JournalBase):
                 _insert_delivery(cur, job_id, job["series_uid"], d, now)
         return True
 
-    def retry_job(self, job_id: int, *, error: str, not_before: float | None = None) -> None:
+    def retry_job(
+        self, job_id: int, *, error: str, not_before: float | None = None, waited: bool = False
+    ) -> None:
         """Put a running job back to pending (e.g. not enough GPU memory now), to be claimed again
-        at ``not_before`` (at once when None)."""
+        at ``not_before`` (at once when None). ``waited``: the job did not run (the executor asked
+        to come back later), so the attempt its claim counted is given back in the same transaction;
+        a claim that never finishes (the process died) keeps its attempt."""
         with self._tx() as cur:
             cur.execute(
-                "UPDATE jobs SET state = ?, error = ?, not_before = ? WHERE id = ? AND state = ?",
-                (JobState.PENDING, error, not_before, job_id, JobState.RUNNING),
+                "UPDATE jobs SET state = ?, error = ?, not_before = ?, attempts = MAX(attempts - ?, 0)"
+                " WHERE id = ? AND state = ?",
+                (JobState.PENDING, error, not_before, int(waited), job_id, JobState.RUNNING),
             )
 
     def next_job_time(self) -> float | None:

@@ -250,6 +250,14 @@ def test_a_job_that_keeps_coming_back_gives_up(journal: Journal, tmp_path: Path)
     assert executor.requests == []
 
 
+def test_the_nodes_data_set_limit_reaches_the_executor(journal: Journal, tmp_path: Path) -> None:
+    """Series loading refuses deflated inputs by the node's max_dataset_bytes, not a limit of its own."""
+    executor = StubExecutor()
+    queue_job(journal, tmp_path)
+    make_worker(journal, tmp_path, executor, max_dataset_bytes=5 << 20).run_next()
+    assert [r.max_inflated_bytes for r in executor.requests] == [5 << 20]
+
+
 def test_result_of_a_series_that_changed_meanwhile_is_superseded(journal: Journal, tmp_path: Path) -> None:
     series_box: dict[str, str] = {}
     executor = StubExecutor(during=lambda req: add_instance(journal, tmp_path, series_box["uid"]))
@@ -331,3 +339,76 @@ def test_a_job_that_takes_the_process_down_is_failed_after_max_attempts(
     worker.run_next()
     done = journal.get_job(next_job)
     assert done is not None and done.state == "done"
+
+
+def test_waiting_for_the_executor_does_not_use_up_attempts(journal: Journal, tmp_path: Path) -> None:
+    """A cluster outage longer than max_retryable_attempts rounds of RetryLater leaves the job
+    waiting (pending, attempts not grown), and it runs once the executor takes it."""
+    clock = Clock()
+    rounds = 30
+    executor = StubExecutor(fail_with=[RetryLater("cluster unreachable", retry_after=60)] * rounds)
+    worker = make_worker(journal, tmp_path, executor, max_attempts=2, clock=clock)
+    _, _, job_id = queue_job(journal, tmp_path)
+    for i in range(rounds):
+        clock.now = T0 + 60 * i
+        worker.run_next()
+        job = journal.get_job(job_id)
+        assert job is not None and job.state == "pending", (i, job)
+        assert job.attempts == 0
+    clock.now = T0 + 60 * rounds
+    worker.run_next()
+    job = journal.get_job(job_id)
+    assert job is not None and job.state == "done" and job.attempts == 1
+    assert len(executor.requests) == rounds + 1
+
+
+def test_a_crash_loop_after_waiting_still_fails_the_job(journal: Journal, tmp_path: Path) -> None:
+    """Waits are given back, crashes are not: after RetryLater rounds, a job that takes the process
+    down on every claim (claimed, never finished, recovered at restart) ends failed."""
+    clock = Clock()
+    executor = StubExecutor(fail_with=[RetryLater("GPU busy", retry_after=0)] * 5)
+    worker = make_worker(journal, tmp_path, executor, max_attempts=2, clock=clock)
+    _, _, job_id = queue_job(journal, tmp_path)
+    for _ in range(5):
+        worker.run_next()
+    for _ in range(2):
+        assert journal.claim_job(clock.now) is not None
+        journal.recover()
+    worker.run_next()
+    job = journal.get_job(job_id)
+    assert job is not None and job.state == "failed" and "interrupted: attempt 2" in (job.error or "")
+    assert len(executor.requests) == 5
+
+
+def test_a_study_job_waiting_for_quiet_does_not_use_up_attempts(journal: Journal, tmp_path: Path) -> None:
+    """Other series of the study keep arriving (routed elsewhere) for 30 quiet periods: the study
+    job waits each time without giving up, then runs once the study is quiet."""
+    from dicom_node.pipeline.routing import CHANNELS_ARG
+    from tests.support.filed_series import FiledSeries
+
+    clock = Clock()
+    t2 = FiledSeries(tmp_path, journal, modality="MR", description="T2 ax")
+    t2.add_many(T0, 2)
+    journal.set_routing(t2.uid, rules=["p"], quiet_seconds=5.0)
+    [job_id] = journal.create_jobs(
+        t2.uid,
+        generation=2,
+        jobs=[JobSpec("p", ["demo"], ["pacs"], {CHANNELS_ARG: [{"series_description": "(?i)t2.*"}]})],
+        trigger="quiet_period",
+        now=T0,
+    )
+    other = FiledSeries(tmp_path, journal, modality="MR", description="localizer", study_uid=t2.study_uid)
+    executor = StubExecutor()
+    worker = make_worker(journal, tmp_path, executor, max_attempts=2, clock=clock)
+    for i in range(30):
+        clock.now = T0 + 10 * i + 1
+        other.add(clock.now)
+        journal.set_routing(other.uid, rules=["elsewhere"], quiet_seconds=5.0)
+        worker.run_next()
+        job = journal.get_job(job_id)
+        assert job is not None and job.state == "pending" and job.attempts == 0, (i, job)
+    clock.now += 10
+    worker.run_next()
+    job = journal.get_job(job_id)
+    assert job is not None and job.state == "done", job
+    assert len(executor.requests) == 1

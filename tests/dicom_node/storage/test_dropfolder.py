@@ -25,8 +25,10 @@ def storage(tmp_path: Path) -> Path:
     return tmp_path / "storage"
 
 
-def make_drop(storage: Path, journal: Journal, **options: object) -> DropFolder:
-    ingestor = Ingestor(Spool(storage, fsync=False), journal)
+def make_drop(
+    storage: Path, journal: Journal, *, max_dataset_bytes: int = 2 << 30, **options: object
+) -> DropFolder:
+    ingestor = Ingestor(Spool(storage, fsync=False, max_dataset_bytes=max_dataset_bytes), journal)
     params: dict[str, object] = {"called_ae": "NNUNET", "poll_seconds": 0.05, "rescan_seconds": 0.3}
     params.update(options)
     return DropFolder(storage / "incoming", ingestor, **params)  # type: ignore[arg-type]
@@ -199,3 +201,23 @@ def test_a_large_file_is_rejected_from_its_header_without_reading_it_whole(
         tracemalloc.stop()
     assert peak < 4 << 20
     assert "not a DICOM Part 10 file" in (drop.rejected / "big.bin.reason.txt").read_text()
+
+
+def test_the_configured_data_set_limit_is_what_refuses_a_deflate_bomb(
+    storage: Path, journal: Journal, tmp_path: Path
+) -> None:
+    """A deflated instance inflating to 48 MiB: rejected (with the reason) by a drop folder whose
+    spool allows 32 MiB, filed by one with the default limit."""
+    from tests.support.deflate_bomb import write_deflate_bomb
+
+    template = tmp_path / "ct.dcm"
+    make_ct().save_as(template, enforce_file_format=True)
+    strict = make_drop(storage, journal, max_dataset_bytes=32 << 20)
+    bomb = write_deflate_bomb(template, strict.incoming / "bomb.dcm", 48 << 20)
+    assert not strict.ingest_file(bomb)
+    assert "inflates to more than 33554432 bytes" in (strict.rejected / "bomb.dcm.reason.txt").read_text()
+    assert journal.counts().instances == 0
+    lenient = make_drop(storage, journal)
+    again = write_deflate_bomb(template, lenient.incoming / "again.dcm", 48 << 20)
+    assert lenient.ingest_file(again)
+    assert journal.counts().instances == 1

@@ -15,11 +15,13 @@ from dicom_node.errors import InvalidUIDError, MissingAttributeError, Unreadable
 from dicom_node.storage.header import InstanceHeader, read_header, read_part10_layout
 from tests.support.instances import dataset_bytes, make_ct
 
+LIMIT = 1 << 30  # the node's inflated-size limit in these tests
+
 
 def _parse(path: Path) -> InstanceHeader:
     with path.open("rb") as fp:
         layout = read_part10_layout(fp)
-        return read_header(fp, layout.transfer_syntax)
+        return read_header(fp, layout.transfer_syntax, max_inflated_bytes=LIMIT)
 
 
 @pytest.mark.parametrize(
@@ -66,16 +68,21 @@ def test_a_header_the_node_cannot_parse_is_refused_even_after_the_leading_attrib
     path = tmp_path / "ct.dcm"
     ds.save_as(path, enforce_file_format=True)
     data = dataset_bytes(path)
-    assert read_header(io.BytesIO(data), ExplicitVRLittleEndian).expected_count == 3
+    assert read_header(io.BytesIO(data), ExplicitVRLittleEndian, max_inflated_bytes=LIMIT).expected_count == 3
     cut = data.index(b"\x20\x00\x02\x10")  # (0020,1002)
     end = cut + 8 + int.from_bytes(data[cut + 6 : cut + 8], "little")
     later = data.index(b"\x28\x00", end)  # the first element of group 0028, after (0020,1002)
     bad_vr = data[:later] + data[later : later + 4] + b"ZZ" + data[later + 6 :]
     with pytest.raises(UnreadableDatasetError, match="Value Representation"):
-        read_header(io.BytesIO(bad_vr), ExplicitVRLittleEndian)
+        read_header(io.BytesIO(bad_vr), ExplicitVRLittleEndian, max_inflated_bytes=LIMIT)
     with pytest.raises(UnreadableDatasetError, match="nested too deeply"):
-        read_header(io.BytesIO(data[:end] + deeply_nested(5000)), ExplicitVRLittleEndian)
-    assert read_header(io.BytesIO(data[:end] + deeply_nested(10)), ExplicitVRLittleEndian).expected_count == 3
+        read_header(
+            io.BytesIO(data[:end] + deeply_nested(5000)), ExplicitVRLittleEndian, max_inflated_bytes=LIMIT
+        )
+    shallow = read_header(
+        io.BytesIO(data[:end] + deeply_nested(10)), ExplicitVRLittleEndian, max_inflated_bytes=LIMIT
+    )
+    assert shallow.expected_count == 3
 
 
 def test_real_world_files() -> None:
@@ -104,7 +111,7 @@ def test_deflate_bomb_is_inflated_only_up_to_the_limit() -> None:
     tracemalloc.start()
     try:
         with pytest.raises(UnreadableDatasetError, match=r"larger than \d+ bytes inflated"):
-            read_header(io.BytesIO(bomb), DeflatedExplicitVRLittleEndian)
+            read_header(io.BytesIO(bomb), DeflatedExplicitVRLittleEndian, max_inflated_bytes=LIMIT)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -115,4 +122,4 @@ def test_unreadable() -> None:
     with pytest.raises(UnreadableDatasetError):
         read_part10_layout(io.BytesIO(b"plain text, not DICOM" * 20))
     with pytest.raises(UnreadableDatasetError, match="inflated"):
-        read_header(io.BytesIO(b"\xff" * 100), DeflatedExplicitVRLittleEndian)
+        read_header(io.BytesIO(b"\xff" * 100), DeflatedExplicitVRLittleEndian, max_inflated_bytes=LIMIT)
