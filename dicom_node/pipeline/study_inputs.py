@@ -4,8 +4,8 @@
 *When* is not decided here: a ``channels`` rule completes on the study (``complete: study``), so
 the completion loop calls :func:`choose_channels` once the study has been quiet and the series that
 completed are ``queued``; its answer becomes the inputs of the study's one job (journal
-``create_study_job``). The candidates are the series of the study routed to the rule (or not routed
-yet) that hold an image a model can take (vendor objects, SR, SEG filed in a series are never
+``create_study_job``). The candidates are the series of the study routed to the rule (routing
+already checked that they fit a channel) that hold an image a model can take (vendor objects, SR, SEG filed in a series are never
 inputs); a series fits the first channel selector its header (of an image instance) matches.
 
 - a candidate still receiving: None (its own completion makes the study job, so one job per study);
@@ -83,7 +83,7 @@ def choose_channels(
     found: dict[int, list[tuple[SeriesRow, int, str]]] = {}
     others: list[str] = []
     for row in journal.series_of_study(study_uid):
-        if row.rules is not None and rule_name not in row.rules:
+        if row.rules is None or rule_name not in row.rules:
             continue
         description = f"{row.series_description or '(no description)'} ({row.series_uid})"
         images = image_instances(journal.instances_of_series(row.series_uid))
