@@ -5,8 +5,9 @@
 the completion loop calls :func:`choose_channels` once the study has been quiet and the series that
 completed are ``queued``; its answer becomes the inputs of the study's one job (journal
 ``create_study_job``). The candidates are the series of the study routed to the rule (routing
-already checked that they fit a channel) that hold an image a model can take (vendor objects, SR, SEG filed in a series are never
-inputs); a series fits the first channel selector its header (of an image instance) matches.
+already checked that they fit a channel) that hold an image a model can take (vendor objects, SR,
+SEG filed in a series are never inputs); a series fits the first channel selector its header (of an
+image instance) matches.
 
 - a candidate still receiving: None (its own completion makes the study job, so one job per study);
 - each channel takes the series that fits it (several: the one with most images, with a warning);

@@ -1,7 +1,8 @@
 """Multi-series inputs: a rule maps a 3-channel model's inputs to three series of one study by
 SeriesDescription; the series are sent over DICOM in shuffled order; the quiet study makes one job
 whose SEG equals nnU-Net's prediction on the three volumes and references the three series. A
-missing channel fails the study's job with a readable reason. Random-weights model (tests/support/random_model.py)."""
+missing channel fails the study's job with a readable reason. Random-weights model
+(tests/support/random_model.py)."""
 
 from __future__ import annotations
 
