@@ -315,4 +315,3 @@ def test_rerunning_any_input_series_of_a_study_job_copies_the_study_job(journal:
     job = journal.get_job(copy)
     assert job is not None and job.trigger == "manual"
     assert (job.series_uid, job.inputs) == (SA, (JobInput(SA, 1), JobInput(SB, 2)))
-
