@@ -39,7 +39,7 @@ from dicom_node.storage.journal import (
     JobState,
 )
 from dicom_node.storage.journal.event_log import EventLog
-from dicom_node.storage.journal.work import DELIVERABLE_KINDS
+from dicom_node.storage.journal.jobs import DELIVERABLE_KINDS
 from inference.api import Executor, InferenceRequest, InferenceResult, RetryLater
 from inference.errors import ArgsError, SegWriteError, SeriesError, SpecError
 from inference.inflate_guard import DEFAULT_MAX_INFLATED_BYTES

@@ -17,6 +17,9 @@ from __future__ import annotations
 import logging
 import time
 
+from dicom_node.storage.journal.deliveries import DeliveryOps
+from dicom_node.storage.journal.jobs import JobOps
+from dicom_node.storage.journal.manual import ManualOps
 from dicom_node.storage.journal.operator import OperatorOps
 from dicom_node.storage.journal.records import (
     DeliveryRow,
@@ -39,7 +42,6 @@ from dicom_node.storage.journal.retention import ExpiredSeries, PurgeCounts, Pur
 from dicom_node.storage.journal.schema import SCHEMA_VERSION
 from dicom_node.storage.journal.series import SeriesOps
 from dicom_node.storage.journal.states import DeliveryState, JobState, SeriesState, Trigger
-from dicom_node.storage.journal.work import ManualOps, WorkOps
 
 __all__ = [
     "INTERRUPTED_PREFIX",
@@ -74,7 +76,7 @@ logger = logging.getLogger(__name__)
 INTERRUPTED_PREFIX = "interrupted: attempt "
 
 
-class Journal(SeriesOps, WorkOps, ManualOps, RetentionOps, OperatorOps):
+class Journal(SeriesOps, JobOps, DeliveryOps, ManualOps, RetentionOps, OperatorOps):
     """The journal: every operation is one transaction; see the module docstring."""
 
     def log_event(

@@ -1,4 +1,5 @@
-"""Journal operations on jobs and deliveries (the work queues)."""
+"""Journal operations on jobs: made when a series or study completes, claimed and finished by the
+workers; a finished job queues its deliveries."""
 
 from __future__ import annotations
 
@@ -8,19 +9,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
 from dicom_node.storage.journal.base import JournalBase
+from dicom_node.storage.journal.deliveries import insert_delivery
 from dicom_node.storage.journal.records import (
-    DeliveryRow,
     DeliverySpec,
     JobInput,
     JobOutput,
     JobRow,
     JobSpec,
-    delivery_row,
     encode_inputs,
     job_row,
 )
 from dicom_node.storage.journal.states import (
-    ACTIVE_JOB_STATES,
     FINISHED_JOB_STATES,
     DeliveryState,
     JobState,
@@ -32,8 +31,8 @@ from dicom_node.storage.journal.states import (
 DELIVERABLE_KINDS = frozenset({"seg", "rtstruct"})
 
 
-class WorkOps(JournalBase):
-    # ------------------------------------------------------------------ jobs
+class JobOps(JournalBase):
+    """The job queue."""
 
     def create_jobs(
         self,
@@ -93,7 +92,7 @@ class WorkOps(JournalBase):
                     continue
                 done = earlier.get((spec.rule_name, False))
                 if done is None:
-                    ids.append(_insert_job(cur, series_uid, generation, spec, trigger, now))
+                    ids.append(insert_job(cur, series_uid, generation, spec, trigger, now))
                 elif done["state"] in (JobState.DONE, JobState.EMPTY):
                     _redeliver(cur, job_row(done), spec, now)
             cur.execute(
@@ -159,7 +158,7 @@ class WorkOps(JournalBase):
                 (JobState.SUPERSEDED, now, spec.rule_name, JobState.PENDING, study_uid),
             )
             state = JobState.PENDING if error is None else JobState.FAILED
-            job_id = _insert_job(
+            job_id = insert_job(
                 cur, first.series_uid, first.generation, spec, trigger, now, state=state, inputs=inputs
             )
             if error is not None:
@@ -249,7 +248,7 @@ class WorkOps(JournalBase):
             if final_state == JobState.SUPERSEDED:
                 return False
             for d in deliveries:
-                _insert_delivery(cur, job_id, job["series_uid"], d, now)
+                insert_delivery(cur, job_id, job["series_uid"], d, now)
         return True
 
     def retry_job(
@@ -274,125 +273,11 @@ class WorkOps(JournalBase):
         value = rows[0]["t"] if rows else None
         return None if value is None else float(value)
 
-    # ------------------------------------------------------------------ deliveries
-
-    def claim_deliveries(
-        self, now: float, *, destination: str | None = None, limit: int = 50
-    ) -> list[DeliveryRow]:
-        """Take due pending deliveries (of one destination when given) and mark them sending."""
-        with self._tx() as cur:
-            rows = cur.execute(
-                "SELECT * FROM deliveries WHERE state = ? AND next_attempt_at <= ?"
-                " AND (? IS NULL OR destination = ?) ORDER BY next_attempt_at, id LIMIT ?",
-                (DeliveryState.PENDING, now, destination, destination, limit),
-            ).fetchall()
-            for row in rows:
-                cur.execute(
-                    "UPDATE deliveries SET state = ?, attempts = attempts + 1 WHERE id = ?",
-                    (DeliveryState.SENDING, row["id"]),
-                )
-        return [delivery_row(r, state=DeliveryState.SENDING, attempts=r["attempts"] + 1) for r in rows]
-
-    def finish_delivery(
-        self,
-        delivery_id: int,
-        *,
-        ok: bool,
-        now: float,
-        status: int | None = None,
-        error: str | None = None,
-        retry_at: float | None = None,
-    ) -> None:
-        """Record a delivery attempt: done, pending again at ``retry_at``, or failed for good."""
-        with self._tx() as cur:
-            state: DeliveryState
-            if ok:
-                state, next_at, done_at = DeliveryState.DONE, now, now
-            elif retry_at is not None:
-                state, next_at, done_at = DeliveryState.PENDING, retry_at, None
-            else:
-                state, next_at, done_at = DeliveryState.FAILED, now, now
-            cur.execute(
-                "UPDATE deliveries SET state = ?, next_attempt_at = ?, done_at = ?,"
-                " last_status = ?, last_error = ? WHERE id = ?",
-                (state, next_at, done_at, status, error, delivery_id),
-            )
-
-    def list_deliveries(self, limit: int = 100, state: DeliveryState | None = None) -> list[DeliveryRow]:
-        if state is None:
-            rows = self._query("SELECT * FROM deliveries ORDER BY id DESC LIMIT ?", (limit,))
-        else:
-            rows = self._query(
-                "SELECT * FROM deliveries WHERE state = ? ORDER BY id DESC LIMIT ?",
-                (DeliveryState(state), limit),
-            )
-        return [delivery_row(r) for r in rows]
-
-    def next_delivery_time(self) -> float | None:
-        rows = self._query(
-            "SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE state = ?", (DeliveryState.PENDING,)
-        )
-        value = rows[0]["t"] if rows else None
-        return None if value is None else float(value)
-
-
-class ManualOps(JournalBase):
-    """Operator actions (trigger ``manual``): each writes new work into the journal, where the running
-    node's loops find it at their next pass (a few seconds at most)."""
-
-    def manual_retry_job(self, job_id: int, *, now: float) -> int:
-        """A new pending job doing what job ``job_id`` did, for the series' current generation.
-        Raises KeyError for an unknown job, ValueError for a forwarding job or one still to run."""
-        with self._tx() as cur:
-            row = cur.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"no job {job_id}")
-            job = job_row(row)
-            if job.forward:
-                raise ValueError(f"job {job_id} forwards instances; resend its deliveries instead")
-            if job.state in ACTIVE_JOB_STATES:
-                raise ValueError(f"job {job_id} is {job.state}: it runs already")
-            return _manual_copy(cur, job, now)
-
-    def manual_rerun_series(self, series_uid: str, *, rule: str | None, now: float) -> list[int]:
-        """New pending jobs for the series' current instances: one per rule that ran models on it
-        (only ``rule`` when given; a study job that took it as an input counts), as its latest job
-        did. Raises KeyError when there is nothing."""
-        with self._tx() as cur:
-            rows = cur.execute(
-                "SELECT * FROM jobs WHERE (series_uid = ? OR inputs LIKE ?) AND forward = 0 ORDER BY id",
-                (series_uid, f'%"{series_uid}"%'),  # a study job that took the series as an input
-            ).fetchall()
-            latest = {r["rule_name"]: job_row(r) for r in rows if rule is None or r["rule_name"] == rule}
-            if not latest:
-                what = f"for rule {rule!r} " if rule else ""
-                raise KeyError(f"no job {what}ran models on series {series_uid}")
-            return [_manual_copy(cur, job, now) for job in latest.values()]
-
-    def manual_resend_delivery(self, delivery_id: int, *, now: float) -> int:
-        """A new pending delivery of the same file to the same destination. Raises KeyError."""
-        with self._tx() as cur:
-            row = cur.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"no delivery {delivery_id}")
-            d = delivery_row(row)
-            spec = DeliverySpec(d.destination, d.path, d.sop_instance_uid, d.sop_class_uid)
-            new_id = _insert_delivery(cur, d.job_id, d.series_uid, spec, now)
-            _event(
-                cur,
-                now,
-                "manual",
-                f"delivery {delivery_id} sent again as delivery {new_id} (trigger manual)",
-                series_uid=d.series_uid,
-                job_id=d.job_id,
-            )
-            return new_id
-
 
 # ---------------------------------------------------------------------------------------- helpers
 
 
-def _event(
+def insert_event(
     cur: sqlite3.Cursor,
     now: float,
     kind: str,
@@ -413,7 +298,7 @@ def _is_current(cur: sqlite3.Cursor, series_uid: str, generation: int) -> bool:
     return row is not None and row["generation"] == generation
 
 
-def _insert_job(
+def insert_job(
     cur: sqlite3.Cursor,
     series_uid: str,
     generation: int,
@@ -443,30 +328,6 @@ def _insert_job(
             closed,
             closed,
             encode_inputs(inputs),
-        ),
-    )
-    return int(cur.lastrowid or 0)
-
-
-def _insert_delivery(cur: sqlite3.Cursor, job_id: int, series_uid: str, d: DeliverySpec, now: float) -> int:
-    """Queue one delivery, superseding a pending one of the same SOP instance to the same place."""
-    cur.execute(
-        "UPDATE deliveries SET state = ? WHERE destination = ? AND sop_instance_uid = ? AND state = ?",
-        (DeliveryState.SUPERSEDED, d.destination, d.sop_instance_uid, DeliveryState.PENDING),
-    )
-    cur.execute(
-        "INSERT INTO deliveries (job_id, series_uid, destination, path, sop_instance_uid,"
-        " sop_class_uid, state, next_attempt_at, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-        (
-            job_id,
-            series_uid,
-            d.destination,
-            d.path,
-            d.sop_instance_uid,
-            d.sop_class_uid,
-            DeliveryState.PENDING,
-            now,
-            now,
         ),
     )
     return int(cur.lastrowid or 0)
@@ -502,9 +363,9 @@ def _queue_forwarding(
                 todo.append(DeliverySpec(dest, inst["path"], inst["sop_instance_uid"], inst["sop_class_uid"]))
     if not todo:
         return None
-    job_id = _insert_job(cur, series_uid, generation, spec, trigger, now, state=JobState.DONE)
+    job_id = insert_job(cur, series_uid, generation, spec, trigger, now, state=JobState.DONE)
     for d in todo:
-        _insert_delivery(cur, job_id, series_uid, d, now)
+        insert_delivery(cur, job_id, series_uid, d, now)
     return job_id
 
 
@@ -515,7 +376,7 @@ def _redeliver(cur: sqlite3.Cursor, job: JobRow, spec: JobSpec, now: float) -> N
         if out.kind not in DELIVERABLE_KINDS or not out.sop_instance_uid or not out.sop_class_uid:
             continue
         for dest in spec.destinations:
-            _insert_delivery(
+            insert_delivery(
                 cur,
                 job.id,
                 job.series_uid,
@@ -523,7 +384,7 @@ def _redeliver(cur: sqlite3.Cursor, job: JobRow, spec: JobSpec, now: float) -> N
                 now,
             )
             count += 1
-    _event(
+    insert_event(
         cur,
         now,
         "redelivered",
@@ -532,28 +393,3 @@ def _redeliver(cur: sqlite3.Cursor, job: JobRow, spec: JobSpec, now: float) -> N
         series_uid=job.series_uid,
         job_id=job.id,
     )
-
-
-def _manual_copy(cur: sqlite3.Cursor, job: JobRow, now: float) -> int:
-    """A pending copy of ``job`` on the current generation of its series (every input series of a
-    study job)."""
-    generations: dict[str, int] = {}
-    for uid in [job.series_uid, *(i.series_uid for i in job.inputs)]:
-        series = cur.execute("SELECT generation FROM series WHERE series_uid = ?", (uid,)).fetchone()
-        if series is None:
-            raise KeyError(f"series {uid} is no longer in the journal")
-        generations[uid] = int(series["generation"])
-    inputs = [JobInput(i.series_uid, generations[i.series_uid]) for i in job.inputs]
-    spec = JobSpec(rule_name=job.rule_name, models=job.models, destinations=job.destinations, args=job.args)
-    new_id = _insert_job(
-        cur, job.series_uid, generations[job.series_uid], spec, Trigger.MANUAL, now, inputs=inputs
-    )
-    _event(
-        cur,
-        now,
-        "manual",
-        f"job {new_id} queued by hand (from job {job.id})",
-        series_uid=job.series_uid,
-        job_id=new_id,
-    )
-    return new_id
