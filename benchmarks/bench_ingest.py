@@ -5,8 +5,8 @@ endian) to a temporary folder, then sends it with dcmtk ``storescu`` (``TCP_NODE
 association) to:
 
 - dcmtk ``storescp`` (``TCP_NODELAY=1``, default options, writing to a temporary folder);
-- the node's receiver (:class:`dicom_node.net.receive.ScpServer` with a full ``Receiver``: spool + journal),
-  with fsync on (the default) and off (pynetdicom streams each data set into a temp file, as the
+- the node's receiver (:class:`dicom_node.net.scp_server.ScpServer` with a full ``Receiver``: spool +
+  journal), with fsync on (the default) and off (pynetdicom streams each data set into a temp file, as the
   node always has it do).
 
 It also times the handler's own work without the network ("handler only": header parse, spool write,
@@ -43,7 +43,8 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from dicom_node.config import NodeSection
 from dicom_node.net import fastpath
-from dicom_node.net.receive import Receiver, ScpServer
+from dicom_node.net.receive import Receiver
+from dicom_node.net.scp_server import ScpServer
 from dicom_node.process import configure_process
 from dicom_node.storage.filing import Spool
 from dicom_node.storage.header import read_header, read_part10_layout

@@ -25,7 +25,8 @@ from typing import Any, Protocol
 from dicom_node.config import NodeConfig
 from dicom_node.errors import ConfigError, NodeError
 from dicom_node.http.metrics import NodeMetrics
-from dicom_node.net.receive import Receiver, ScpServer
+from dicom_node.net.receive import Receiver
+from dicom_node.net.scp_server import ScpServer
 from dicom_node.pipeline.completion import CompletionLoop
 from dicom_node.pipeline.executors import build_executors, worker_threads
 from dicom_node.pipeline.loop import Clock

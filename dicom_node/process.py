@@ -11,7 +11,7 @@ change is another's surprise), so each is set once, before any thread of ours ru
   nnU-Net's prints from worker threads are
   captured per thread (:func:`inference.stdout_capture.install`), and pydicom reads values without a
   warning per slightly invalid value (:func:`quiet_value_validation`);
-- building the SCP (:func:`dicom_node.net.receive.build_ae`, once per node) switches on pynetdicom's
+- building the SCP (:func:`dicom_node.net.scp_server.build_ae`, once per node) switches on pynetdicom's
   unrestricted storage service, so that private and unknown storage SOP classes are accepted
   (:func:`dicom_node.net.contexts.accept_every_storage_class`);
 - building the in-process executor (:class:`inference.executor.InProcessExecutor`) sets torch's CPU

@@ -1,4 +1,4 @@
-"""An in-process SCP (:class:`dicom_node.net.receive.ScpServer` with spool and journal) on a free port,
+"""An in-process SCP (:class:`dicom_node.net.scp_server.ScpServer` with spool and journal) on a free port,
 recording the receiver's wake-up callbacks, for tests that need a real node to talk to."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dicom_node.config import NodeSection
-from dicom_node.net.receive import Receiver, ScpServer
+from dicom_node.net.receive import Receiver
+from dicom_node.net.scp_server import ScpServer
 from dicom_node.storage.filing import Spool
 from dicom_node.storage.ingest import Ingestor
 from dicom_node.storage.journal import Journal
