@@ -34,11 +34,17 @@ import logging
 import queue
 import select
 import socket
+import struct
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AddressInformation, AssociationSocket
 
 from dicom_node.net import fastpath
@@ -102,6 +108,74 @@ class _WakingRequestorDUL(fastpath.WakingDUL):
                 self._wake_r.recv(4096)
 
 
+def _fragments(path: Path, offset: int, max_pdu: int) -> Iterator[tuple[int, bytes]]:
+    """The data set of a file, from ``offset``, as (message control header, fragment) pairs cut as
+    pynetdicom cuts them (PS3.8 E.2: 0x00 more fragments follow, 0x02 last)."""
+    with path.open("rb") as fp:
+        length = fp.seek(0, 2) - fp.seek(offset)
+        size = length if max_pdu == 0 else max_pdu - 6
+        count = max(1, -(-length // size)) if size else 1
+        for k in range(count):
+            yield (0x02 if k == count - 1 else 0x00), fp.read(size)
+
+
+def encode_store_request(primitive: object) -> bytes | None:
+    """The command set (implicit VR little endian, PS3.7 9.3.1.1) of a C-STORE-RQ whose data set
+    pynetdicom streams from a file, or None for any other primitive (pynetdicom encodes those)."""
+    if not isinstance(primitive, C_STORE) or primitive.MessageIDBeingRespondedTo is not None:
+        return None
+    if getattr(primitive, "_dataset_path", None) is None or primitive.DataSet is not None:
+        return None
+    if primitive.MoveOriginatorApplicationEntityTitle or primitive.MoveOriginatorMessageID is not None:
+        return None
+    elements = b"".join(
+        [
+            fastpath._element(0x0002, fastpath._uid(primitive.AffectedSOPClassUID)),
+            fastpath._element(0x0100, struct.pack("<H", 0x0001)),  # Command Field: C-STORE-RQ
+            fastpath._element(0x0110, struct.pack("<H", primitive.MessageID)),
+            fastpath._element(0x0700, struct.pack("<H", primitive.Priority)),
+            fastpath._element(0x0800, struct.pack("<H", 0x0001)),  # Command Data Set Type: present
+            fastpath._element(0x1000, fastpath._uid(primitive.AffectedSOPInstanceUID)),
+        ]
+    )
+    return fastpath._element(0x0000, struct.pack("<I", len(elements))) + elements
+
+
+class RequestEncodingDIMSE(DIMSEServiceProvider):
+    """pynetdicom's DIMSE provider; a C-STORE-RQ of a file is encoded directly (pynetdicom builds a
+    pydicom data set for the command and writes it with pydicom: most of a small instance's cost)."""
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:
+        pdus = store_request_pdus(primitive, context_id, self.maximum_pdu_size)
+        if pdus is None or self.assoc.get_handlers(evt.EVT_DIMSE_SENT):  # someone wants pynetdicom's message
+            super().send_msg(primitive, context_id)
+            return
+        for pdata in pdus:
+            self.dul.send_pdu(pdata)
+
+
+def store_request_pdus(primitive: object, context_id: int, max_pdu: int) -> Iterator[P_DATA] | None:
+    """The P-DATA primitives of a C-STORE-RQ of a file, as pynetdicom would make them, or None when
+    pynetdicom is to make them (another message, a command longer than one PDU)."""
+    command = encode_store_request(primitive)
+    if command is None or (max_pdu and len(command) + 6 > max_pdu):
+        return None
+    path, offset = primitive._dataset_path  # type: ignore[attr-defined]
+
+    def pdus() -> Iterator[P_DATA]:
+        yield _pdata(context_id, 0x03, command)  # command, last fragment
+        for header, fragment in _fragments(Path(path), offset, max_pdu):
+            yield _pdata(context_id, header, fragment)
+
+    return pdus()
+
+
+def _pdata(context_id: int, header: int, fragment: bytes) -> P_DATA:
+    pdata = P_DATA()
+    pdata.presentation_data_value_list.append((context_id, bytes([header]) + fragment))
+    return pdata
+
+
 def install(assoc: Association, sock: AssociationSocket, *, plain_tcp: bool) -> bool:
     """Switch a new requestor association (threads not started) to the fixes above; returns whether
     the DUL fast path was installed too (plain TCP and a known pynetdicom)."""
@@ -110,6 +184,7 @@ def install(assoc: Association, sock: AssociationSocket, *, plain_tcp: bool) -> 
     if not fastpath.supported():
         return False
     assoc.__class__ = ResponseKeepingAssociation
+    assoc.dimse.__class__ = RequestEncodingDIMSE
     if not plain_tcp:
         return False
     dul = assoc.dul

@@ -7,18 +7,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pynetdicom import AE
 from pynetdicom.association import Association
+from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
+from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_node.net.peers import Peer
 from dicom_node.net.scu import send_files
-from dicom_node.net.scu_fastpath import SendingAE
+from dicom_node.net.scu_fastpath import SendingAE, store_request_pdus
 from tests.support.instances import dcmtk_storescp, write_series
 from tests.support.tools import wait_for
-
-pytestmark = pytest.mark.dcmtk
 
 
 @pytest.fixture
@@ -54,6 +55,7 @@ def _count_turns(assoc: Association) -> Callable[[], int]:
     return lambda: turns[0]
 
 
+@pytest.mark.dcmtk
 def test_association_thread_leaves_a_response_for_the_waiting_sender(storescp_port: int) -> None:
     assoc = _associate(SendingAE(ae_title="SCU"), storescp_port)
     try:
@@ -68,6 +70,7 @@ def test_association_thread_leaves_a_response_for_the_waiting_sender(storescp_po
         assoc.abort()
 
 
+@pytest.mark.dcmtk
 def test_association_thread_still_serves_a_request_from_the_peer(storescp_port: int) -> None:
     assoc = _associate(SendingAE(ae_title="SCU"), storescp_port)
     try:
@@ -83,6 +86,7 @@ def test_association_thread_still_serves_a_request_from_the_peer(storescp_port: 
         assoc.abort()
 
 
+@pytest.mark.dcmtk
 def test_pynetdicom_own_requestor_thread_takes_responses(storescp_port: int) -> None:
     """Why SendingAE exists: remove it when this fails (pynetdicom fixed)."""
     assoc = _associate(AE(ae_title="SCU"), storescp_port)
@@ -93,6 +97,7 @@ def test_pynetdicom_own_requestor_thread_takes_responses(storescp_port: int) -> 
         assoc.abort()
 
 
+@pytest.mark.dcmtk
 def test_repeated_sends_of_large_instances_to_storescp_never_lose_a_response(
     tmp_path: Path, storescp_port: int
 ) -> None:
@@ -101,3 +106,25 @@ def test_repeated_sends_of_large_instances_to_storescp_never_lose_a_response(
     for _ in range(8):
         results = send_files(files, peer, "SCU", timeout=10)
         assert [r.error for r in results if not r.ok] == []
+
+
+@pytest.mark.parametrize("max_pdu", [0, 16384, 4096, 1000])
+@pytest.mark.parametrize("rows", [0, 16, 64])
+def test_store_request_is_encoded_byte_for_byte_as_pynetdicom_does(
+    tmp_path: Path, max_pdu: int, rows: int
+) -> None:
+    [path] = write_series(tmp_path, 1, rows=rows, columns=rows)
+    _, offset = split_dataset(path)
+    ds = dcmread(path, stop_before_pixels=True)
+    req = C_STORE()
+    req.MessageID = 513
+    req.AffectedSOPClassUID = ds.SOPClassUID
+    req.AffectedSOPInstanceUID = ds.SOPInstanceUID
+    req.Priority = 2
+    req._dataset_path = (path, offset)  # type: ignore[attr-defined]
+    theirs = C_STORE_RQ()
+    theirs.primitive_to_message(req)
+    expected = [p.presentation_data_value_list for p in theirs.encode_msg(5, max_pdu)]
+    ours = store_request_pdus(req, 5, max_pdu)
+    assert ours is not None
+    assert [p.presentation_data_value_list for p in ours] == expected
