@@ -307,7 +307,7 @@ class RuleConfig(_Strict):
         default=None,
         min_length=1,
         description="multi-series input: the series of one study feeding each model input channel, "
-        "in channel order; the rule then runs once the study's matching series are complete",
+        "in channel order; implies complete: study (one job per study, made when the study is quiet)",
     )
     args: dict[str, Any] = Field(
         default_factory=dict, description="inference argument overrides (model spec default_args)"
@@ -317,6 +317,20 @@ class RuleConfig(_Strict):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _channels_complete_the_study(cls, data: Any) -> Any:
+        """``channels`` take several series of one study: the rule completes on the study
+        (``complete: study`` implied; ``complete: series`` refused)."""
+        if isinstance(data, dict) and data.get("channels"):
+            if data.get("complete", "study") != "study":
+                raise ValueError(
+                    "'channels' take several series of one study: the rule completes on the study;"
+                    f" remove 'complete: {data['complete']}' or set 'complete: study'"
+                )
+            data = {**data, "complete": "study"}
+        return data
 
     @model_validator(mode="after")
     def _does_something(self) -> RuleConfig:

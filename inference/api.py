@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from inference.errors import RetryLater
 from inference.inflate_guard import DEFAULT_MAX_INFLATED_BYTES
@@ -47,6 +47,10 @@ class InferenceRequest(BaseModel):
     ``save_nifti_output``, ``save_proba_map``, ``save_nifti_inputs``). ``seg_each_stage``: a SEG
     for every stage of a cascade, not only the last. ``max_inflated_bytes``: a deflated input file
     inflating beyond this is refused (the node passes its ``node.max_dataset_bytes``).
+    ``input_versions``: per input series, a token of what it holds (the node: a digest of its
+    instances and their content); with several input series the results' derived UIDs depend on
+    every series' UID and token (else its SOP Instance UIDs), so changed inputs give a new SEG; one
+    series keeps the UIDs of the series and model alone.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -62,6 +66,15 @@ class InferenceRequest(BaseModel):
     stage_inputs: Sequence[Sequence[str | int]] | None = None
     seg_each_stage: bool = False
     max_inflated_bytes: int = Field(default=DEFAULT_MAX_INFLATED_BYTES, gt=0)
+    input_versions: Sequence[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_version_per_input(self) -> InferenceRequest:
+        if self.input_versions is not None and len(self.input_versions) != len(self.inputs):
+            raise ValueError(
+                f"input_versions has {len(self.input_versions)} entries for {len(self.inputs)} inputs"
+            )
+        return self
 
     @field_validator("inputs", mode="after")
     @classmethod

@@ -4,7 +4,8 @@ Resolve the models, validate the arguments and plan the cascade (before touching
 each input series once (:func:`inference.series.load_series`), bring extra channels onto the grid
 of the first series, run the stages on warm predictors, then write the results into the request's
 ``output_dir``: a DICOM SEG per reported stage (``seg-<model>.dcm``, written atomically, UIDs
-derived from the source series and the model) and NIfTI copies when asked.
+derived from the source series and the model, and from every input series and its content when there
+are several) and NIfTI copies when asked.
 
 Request and result types live in :mod:`inference.api` (the torch-free interface the node uses).
 """
@@ -51,11 +52,33 @@ _OUTPUT_ARGS = (
 )
 
 
-def uid_variant(stages: Sequence[Stage], index: int, defaults: Callable[[str], StageArgs]) -> str | None:
-    """What distinguishes stage ``index``'s SEG from the model's plain run: None when the stage is
-    alone and runs with its model's default arguments (so its UIDs depend only on the source series
-    and the model), else a short hash of the stages up to it and their non-default arguments."""
+def inputs_key(sources: Sequence[SourceSeries], versions: Sequence[str] | None) -> str | None:
+    """What the results of a multi-series request are derived from besides the first series: every
+    input series' UID and content (its ``input_versions`` token, else its SOP Instance UIDs). None
+    for one series (its results' UIDs depend on that series and the model alone)."""
+    if len(sources) < 2:
+        return None
     parts = []
+    for index, source in enumerate(sources):
+        if versions is not None:
+            content = versions[index]
+        else:
+            content = hashlib.sha256(" ".join(sorted(set(source.sop_instance_uids))).encode()).hexdigest()
+        parts.append(f"{source.series_uid}={content}")
+    return "inputs:" + "|".join(parts)
+
+
+def uid_variant(
+    stages: Sequence[Stage],
+    index: int,
+    defaults: Callable[[str], StageArgs],
+    inputs: str | None = None,
+) -> str | None:
+    """What distinguishes stage ``index``'s SEG from the model's plain run on one series: None when
+    the stage is alone, runs with its model's default arguments on one series (so its UIDs depend
+    only on the source series and the model), else a short hash of the stages up to it, their
+    non-default arguments and (``inputs``, see :func:`inputs_key`) every input series."""
+    parts = [inputs] if inputs else []
     for position, stage in enumerate(stages[: index + 1]):
         base = defaults(stage.model)
         changed = {
@@ -66,7 +89,7 @@ def uid_variant(stages: Sequence[Stage], index: int, defaults: Callable[[str], S
         }
         parts.append(f"{stage.model}:{sorted(changed.items())!r}:{[str(i) for i in stage.inputs]}")
         plain_inputs = [i.series for i in stage.inputs] == list(range(len(stage.inputs)))
-        if position == 0 and index == 0 and not changed and plain_inputs:
+        if position == 0 and index == 0 and not changed and plain_inputs and not inputs:
             return None
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
@@ -275,7 +298,12 @@ class Pipeline:
         args = stage_result.stage.args
         model = self.catalog.resolve(stage_result.stage.model)
         source = done.sources[0]
-        variant = uid_variant(done.stages, index, lambda m: self.catalog.resolve(m).default_args.for_stage(0))
+        variant = uid_variant(
+            done.stages,
+            index,
+            lambda m: self.catalog.resolve(m).default_args.for_stage(0),
+            inputs_key(done.sources, request.input_versions),
+        )
         if stage_result.empty and request.empty_result == "skip":
             logger.info("model %s, series %s: empty result, no DICOM output", model.id, source.series_uid)
             return []

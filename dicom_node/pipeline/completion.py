@@ -13,15 +13,21 @@ journal's next completion deadline (or ``max_poll``). Each pass:
 3. completes every routed series whose completion condition holds (``journal.due_series``: every
    acquisition seen holds its announced count, delivering association released, quiet period over,
    or for ``complete: study`` the whole study quiet): per matched rule a forwarding job and/or a
-   model job, with the trigger recorded; then wakes the workers and the sender.
+   model job, with the trigger recorded;
+4. for each rule with ``channels`` (which completes on the study) matched by a series completed in
+   this pass: one job for the study, on the channel series :func:`choose_channels` picks now (none
+   while a candidate series is still receiving: its completion makes it); a channel no series fits
+   gives a ``failed`` job with the reason. Then wakes the workers and the sender.
 
 Late arrivals need no code here: a new instance bumps the series' generation and puts it back to
 ``receiving`` (only the quiet period completes it again), so the next completion queues a job for the
 new generation and the journal supersedes the stale one; an unchanged re-send keeps the generation and
-the journal delivers the finished result again instead of running it. One series never stops the
-others: an exception while routing or completing it marks it ``error`` with the reason (journal, event,
-``dicom-node status``) and the pass goes on; a new instance of the series routes it again. Timers are
-not kept in memory: they derive from the journal, so a restart resumes them.
+the journal delivers the finished result again instead of running it. The same holds for a study
+job: a late instance in any of its channel series makes one new study job once the study is quiet
+again. One series never stops the others: an exception while routing or completing it marks it
+``error`` with the reason (journal, event, ``dicom-node status``) and the pass goes on; a new
+instance of the series routes it again. Timers are not kept in memory: they derive from the journal,
+so a restart resumes them.
 Rules come from a getter (hot reload); after a reload :meth:`rules_reloaded` re-routes the series
 that are still receiving.
 """
@@ -36,13 +42,22 @@ from typing import Protocol
 
 from pydicom.dataset import Dataset
 
+from dicom_node.config import RuleConfig
 from dicom_node.errors import UnreadableDatasetError
 from dicom_node.net.contexts import is_image_storage
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
-from dicom_node.pipeline.routing import RuleSet, SeriesFacts, forward_spec, job_specs, routing_settings
+from dicom_node.pipeline.routing import (
+    RuleSet,
+    SeriesFacts,
+    forward_spec,
+    job_specs,
+    model_spec,
+    routing_settings,
+)
+from dicom_node.pipeline.study_inputs import MissingChannel, choose_channels
 from dicom_node.storage.header import read_routing_header
 from dicom_node.storage.ingest import is_request_origin
-from dicom_node.storage.journal import DueSeries, InstanceRow, JobSpec, SeriesRow, Trigger
+from dicom_node.storage.journal import DueSeries, InstanceRow, JobInput, JobSpec, SeriesRow, Trigger
 from dicom_node.storage.journal.event_log import EventLog
 
 logger = logging.getLogger(__name__)
@@ -76,6 +91,19 @@ class CompletionJournal(EventLog, Protocol):
     def create_jobs(
         self, series_uid: str, *, generation: int, jobs: Sequence[JobSpec], trigger: Trigger, now: float
     ) -> list[int]: ...
+
+    def series_of_study(self, study_uid: str) -> list[SeriesRow]: ...
+
+    def create_study_job(
+        self,
+        study_uid: str,
+        spec: JobSpec,
+        *,
+        inputs: Sequence[JobInput],
+        trigger: Trigger,
+        now: float,
+        error: str | None = ...,
+    ) -> int | None: ...
 
 
 class CompletionLoop(LoopService):
@@ -121,13 +149,23 @@ class CompletionLoop(LoopService):
                 self._series_failed(series.series_uid, "routing", exc)
         forwarded = self._forward_received(rules)
         created = 0
+        studies: dict[tuple[str, str], DueSeries] = {}  # (study, channels rule): a series that completed
         for due in self._journal.due_series(self._clock()):
             if is_request_origin(due.series.last_association_id):
                 continue
             try:
-                created += self._complete(due, rules)
+                count, study_rules = self._complete(due, rules)
+                created += count
             except Exception as exc:
                 self._series_failed(due.series.series_uid, "completion", exc)
+                continue
+            for rule in study_rules:
+                studies.setdefault((due.series.study_uid, rule.name), due)
+        for (study_uid, name), due in studies.items():
+            try:
+                created += self._complete_study(study_uid, rules, name, due)
+            except Exception as exc:
+                self._series_failed(due.series.series_uid, f"study completion (rule {name})", exc)
         if created:
             self._on_jobs()
         if created or forwarded:
@@ -201,7 +239,9 @@ class CompletionLoop(LoopService):
         self._journal.log_event("info", "series_unmatched", settings.note, series_uid=uid, now=self._clock())
         return False
 
-    def _complete(self, due: DueSeries, rules: RuleSet) -> int:
+    def _complete(self, due: DueSeries, rules: RuleSet) -> tuple[int, list[RuleConfig]]:
+        """Complete one series: its own jobs; returns how many, and its rules with ``channels`` (their
+        job is the study's, made after every due series of the pass completed)."""
         series = due.series
         uid = series.series_uid
         by_name = {r.name: r for r in rules}
@@ -211,13 +251,14 @@ class CompletionLoop(LoopService):
             # the rules changed under this series; route it again by the current ones
             logger.info("series %s: rule(s) %s no longer exist; routing again", uid, ", ".join(missing))
             if not self._route(series, rules):
-                return 0
+                return 0, []
             fresh = self._journal.get_series(uid)
             if fresh is None:
-                return 0
+                return 0, []
             names = list(fresh.rules or ())
-        # no specs (only forwarding as received): the series completes with no job
-        specs = job_specs([by_name[n] for n in names if n in by_name])
+        matched = [by_name[n] for n in names if n in by_name]
+        # no specs (only forwarding as received, or a study's channel): completes with no job
+        specs = job_specs(matched)
         ids = self._journal.create_jobs(
             uid,
             generation=series.generation,
@@ -242,7 +283,50 @@ class CompletionLoop(LoopService):
                     "ms": round((self._clock() - series.first_received) * 1000),
                 },
             )
-        return len(ids)
+        return len(ids), [r for r in matched if r.channels and r.models]
+
+    def _complete_study(self, study_uid: str, rules: RuleSet, name: str, due: DueSeries) -> int:
+        """The one job of channels rule ``name`` for a study that completed (see the module
+        docstring); returns 1 if a job to run was queued."""
+        rule = next(r for r in rules if r.name == name)
+        now = self._clock()
+        spec = model_spec(rule)
+        try:
+            chosen = choose_channels(self._journal, study_uid, name, rule.channels or [], self._storage_dir)
+        except MissingChannel as exc:
+            inputs = exc.found or [JobInput(due.series.series_uid, due.series.generation)]
+            job_id = self._journal.create_study_job(
+                study_uid, spec, inputs=inputs, trigger=due.trigger, now=now, error=str(exc)
+            )
+            if job_id is not None:
+                message = f"job {job_id} (study {study_uid}, rule {name}) failed: {exc}"
+                self._journal.log_event(
+                    "error", "job_failed", message, series_uid=inputs[0].series_uid, job_id=job_id, now=now
+                )
+                logger.error("%s", message)
+            return 0
+        if chosen is None:
+            logger.debug("study %s: rule %s waits for a channel series still receiving", study_uid, name)
+            return 0
+        job_id = self._journal.create_study_job(
+            study_uid, spec, inputs=chosen.inputs, trigger=due.trigger, now=now
+        )
+        if job_id is None:
+            return 0
+        key = chosen.inputs[0].series_uid
+        for note in chosen.warnings:
+            self._journal.log_event("warning", "job_warning", note, series_uid=key, job_id=job_id, now=now)
+            logger.warning("study %s: %s", study_uid, note)
+        logger.info(
+            "study %s complete (%s): job %d, rule %s, channel series %s",
+            study_uid,
+            due.trigger,
+            job_id,
+            name,
+            ", ".join(chosen.series_uids),
+            extra={"hop": "series_complete", "job_id": job_id, "series_uid": key},
+        )
+        return 1
 
     def _series_failed(self, series_uid: str, stage: str, exc: Exception) -> None:
         """Mark a series whose routing or completion raised as failed, with the reason (journal,

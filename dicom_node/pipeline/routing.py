@@ -13,8 +13,8 @@ Rules are data (:class:`dicom_node.config.RuleConfig`), never evaluated code. Ma
   take (vendor objects of private SOP classes, SR, SEG...): such series are kept, not processed.
 
 :func:`route` returns the matched rules plus an explanation per rule, used by the node's log, the journal's
-routing note and ``dicom-node rules explain``. :func:`routing_settings` and :func:`job_specs` turn the
-matched rules into what :class:`dicom_node.storage.journal.Journal` stores.
+routing note and ``dicom-node rules explain``. :func:`routing_settings`, :func:`job_specs` and
+:func:`model_spec` turn the matched rules into what :class:`dicom_node.storage.journal.Journal` stores.
 """
 
 from __future__ import annotations
@@ -252,21 +252,25 @@ def routing_settings(decision: RoutingDecision) -> RoutingSettings:
 
 def job_specs(rules: Sequence[RuleConfig]) -> list[JobSpec]:
     """The journal jobs of a completed series: per matched rule, one forwarding the instances
-    (``forward: true`` with ``forward_when: complete``) and one running its models (when it has any)."""
+    (``forward: true`` with ``forward_when: complete``) and one running its models (when it has any
+    and no ``channels``: a rule with channels runs once per study, see :func:`model_spec`)."""
     specs = []
     for r in rules:
         if r.forward and r.forward_when == "complete":
             specs.append(forward_spec(r))
-        if r.models:
-            specs.append(
-                JobSpec(
-                    rule_name=r.name,
-                    models=list(r.models),
-                    destinations=list(r.destinations),
-                    args=job_args(r),
-                )
-            )
+        if r.models and not r.channels:
+            specs.append(model_spec(r))
     return specs
+
+
+def model_spec(rule: RuleConfig) -> JobSpec:
+    """The job running a rule's models (on a series, or on a study's channel series)."""
+    return JobSpec(
+        rule_name=rule.name,
+        models=list(rule.models),
+        destinations=list(rule.destinations),
+        args=dict(rule.args),
+    )
 
 
 def forward_spec(rule: RuleConfig) -> JobSpec:
@@ -274,18 +278,6 @@ def forward_spec(rule: RuleConfig) -> JobSpec:
     return JobSpec(
         rule_name=rule.name, models=[], destinations=list(rule.destinations), args={}, forward=True
     )
-
-
-#: The job argument that carries a rule's channel selectors to the worker (not an inference argument).
-CHANNELS_ARG = "channels"
-
-
-def job_args(rule: RuleConfig) -> dict[str, Any]:
-    """A job's stored arguments: the rule's inference arguments, plus its channel selectors."""
-    args = dict(rule.args)
-    if rule.channels:
-        args[CHANNELS_ARG] = [c.model_dump(exclude_none=True) for c in rule.channels]
-    return args
 
 
 def _resolves(catalog: ModelResolver, name: str) -> bool:

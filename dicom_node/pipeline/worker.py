@@ -1,7 +1,8 @@
 """Inference workers: claim jobs from the journal, run them through an Executor, queue the results.
 
-Each worker thread claims the oldest due job (``journal.claim_job``), resolves the series' instance
-files from the journal, and calls ``executor.run`` with a fresh output folder
+Each worker thread claims the oldest due job (``journal.claim_job``), resolves the image instance
+files of its series (of a study job: of each input series, in channel order, chosen when the study
+completed) from the journal, and calls ``executor.run`` with a fresh output folder
 ``storage_dir/outputs/<series_uid>/job-<id>/``. The outcome is recorded in one journal transaction
 (``finish_job``), which also queues one delivery per (destination, SEG/RTSTRUCT output) unless the
 series changed meanwhile (then the job is superseded and a newer job delivers).
@@ -19,6 +20,7 @@ an association's thread: they only meet the receiver through the journal.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import time
@@ -26,10 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
-from dicom_node.net.contexts import is_image_storage
 from dicom_node.pipeline.loop import Clock, LoopService, LoopThread
-from dicom_node.pipeline.routing import CHANNELS_ARG
-from dicom_node.pipeline.study_inputs import MissingChannel, StudyIncomplete, StudyNotQuiet, study_inputs
+from dicom_node.pipeline.study_inputs import image_instances
 from dicom_node.storage.journal import (
     INTERRUPTED_PREFIX,
     DeliverySpec,
@@ -37,7 +37,6 @@ from dicom_node.storage.journal import (
     JobOutput,
     JobRow,
     JobState,
-    SeriesRow,
 )
 from dicom_node.storage.journal.event_log import EventLog
 from dicom_node.storage.journal.work import DELIVERABLE_KINDS
@@ -58,8 +57,6 @@ class WorkerJournal(EventLog, Protocol):
     def claim_job(self, now: float) -> JobRow | None: ...
     def next_job_time(self) -> float | None: ...
     def instances_of_series(self, series_uid: str) -> list[InstanceRow]: ...
-    def get_series(self, series_uid: str) -> SeriesRow | None: ...
-    def series_of_study(self, study_uid: str) -> list[SeriesRow]: ...
     def retry_job(
         self, job_id: int, *, error: str, not_before: float | None = ..., waited: bool = ...
     ) -> None: ...
@@ -75,6 +72,13 @@ class WorkerJournal(EventLog, Protocol):
         error: str | None = ...,
         deliveries: Sequence[DeliverySpec] = ...,
     ) -> bool: ...
+
+
+def _content_key(rows: Sequence[InstanceRow]) -> str:
+    """What an input series holds: a digest of its SOP instances and their data set hashes (the same
+    after a journal rebuild; changed by a new or changed instance)."""
+    items = sorted(f"{r.sop_instance_uid}:{r.sha256 or r.size}" for r in rows)
+    return hashlib.sha256("\n".join(items).encode()).hexdigest()[:32]
 
 
 def _describe(exc: BaseException) -> str:
@@ -137,41 +141,23 @@ class Worker(LoopService):
             last = job.error or "none recorded (the node may have stopped or died during the job)"
             self._fail(job, f"gave up after {job.attempts - 1} attempt(s); last error: {last}")
             return
-        args = dict(job.args)
-        selectors = args.pop(CHANNELS_ARG, None)
-        if selectors is not None:
-            try:
-                study = study_inputs(
-                    self._journal, series_uid, job.rule_name, selectors, self._storage_dir, self._clock()
-                )
-            except StudyIncomplete as exc:
-                self._defer(job, str(exc))
+        # vendor objects, SR, SEG... filed in a series are never given to a model
+        series_uids = [i.series_uid for i in job.inputs] or [series_uid]
+        per_series = [image_instances(self._journal.instances_of_series(uid)) for uid in series_uids]
+        for uid, rows in zip(series_uids, per_series, strict=True):
+            if not rows:
+                self._fail(job, f"series {uid} has no image instances in the journal")
                 return
-            except StudyNotQuiet as exc:
-                self._journal.retry_job(job_id, error=str(exc), not_before=exc.until, waited=True)
-                self.wake()
-                return
-            except MissingChannel as exc:
-                self._fail(job, str(exc))
-                return
-            inputs = study.paths
-            for note in study.warnings:
-                self._journal.log_event("warning", "job_warning", note, series_uid=series_uid, job_id=job_id)
-        else:
-            # vendor objects, SR, SEG... filed in the series are never given to a model
-            rows = self._journal.instances_of_series(series_uid)
-            inputs = [[self._storage_dir / r.path for r in rows if is_image_storage(r.sop_class_uid)]]
-        if not inputs[0]:
-            self._fail(job, f"series {series_uid} has no image instances in the journal")
-            return
+        inputs = [[self._storage_dir / r.path for r in rows] for rows in per_series]
         output_dir = self._storage_dir / "outputs" / series_uid / f"job-{job_id}"
         if output_dir.exists():
             shutil.rmtree(output_dir)  # left by an attempt that did not finish
         output_dir.mkdir(parents=True)
         request = InferenceRequest(
             inputs=inputs,
+            input_versions=[_content_key(rows) for rows in per_series] if len(inputs) > 1 else None,
             models=list(job.models),
-            args=args,
+            args=dict(job.args),
             output_dir=output_dir,
             empty_result=self._empty_result,
             max_inflated_bytes=self._max_dataset_bytes,
@@ -273,17 +259,6 @@ class Worker(LoopService):
             self._retry(job, error, delay=self._retry_delay)
         else:
             self._fail(job, error)
-
-    def _defer(self, job: JobRow, reason: str) -> None:
-        """A study job whose study is still arriving: closed without outputs (the job made when the
-        last series completes runs the study)."""
-        now = self._clock()
-        self._journal.finish_job(job.id, state=JobState.DONE, now=now, error=None)
-        message = f"job {job.id} (rule {job.rule_name}) left to a later series: {reason}"
-        self._journal.log_event(
-            "info", "job_deferred", message, series_uid=job.series_uid, job_id=job.id, now=now
-        )
-        logger.info("%s", message)
 
     def _fail(self, job: JobRow, error: str) -> None:
         job_id = job.id

@@ -148,7 +148,8 @@ def test_explain_errors(
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules: [{name: x}]\n", encoding="utf-8")
     assert main(["rules", "explain", str(tmp_path), "--config", str(bad)]) == 2
-    assert "rules[0] (x).models: " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "rules[0] (x)" in err and "models" in err  # the rule and what it lacks are named
     assert main(["rules", "explain", str(tmp_path / "nope"), "--config", str(bad)]) == 2
     assert "is not a folder" in capsys.readouterr().err
 

@@ -342,3 +342,26 @@ def test_errors_name_the_problem_before_reading_files(executor: InProcessExecuto
     junk.write_bytes(b"not dicom")
     with pytest.raises(SeriesError):
         executor.run(InferenceRequest(inputs=[[junk]], models=["organ"], output_dir=tmp_path))
+
+
+def test_a_multi_series_segs_uids_follow_every_input_series_and_its_content(
+    executor: InProcessExecutor, phantom: Phantom, tmp_path: Path
+) -> None:
+    first = write_ct_series(phantom, tmp_path / "a")
+    late = write_ct_series(phantom, tmp_path / "b")
+    other_late = write_ct_series(phantom, tmp_path / "c")
+
+    def uids(name: str, second: list[Path], versions: list[str] | None = None) -> tuple[str, str]:
+        request = InferenceRequest(
+            inputs=[first, second], models=["two"], output_dir=tmp_path / name, input_versions=versions
+        )
+        ds = dcmread(executor.run(request).outputs[0].path, stop_before_pixels=True)
+        return str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID)
+
+    plain = uids("plain", late)
+    assert uids("again", late) == plain
+    changed = uids("other-second-series", other_late)  # same first series, another second one
+    assert changed[0] != plain[0] and changed[1] != plain[1]
+    v1 = uids("v1", late, ["t2-content", "adc-content"])
+    assert uids("v1-again", late, ["t2-content", "adc-content"]) == v1
+    assert uids("v2", late, ["t2-content", "adc-changed"])[0] != v1[0]

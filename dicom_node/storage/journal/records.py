@@ -52,6 +52,14 @@ class JobSpec:
 
 
 @dataclass(frozen=True)
+class JobInput:
+    """One input series of a study job (a rule with ``channels``), at the generation it was chosen."""
+
+    series_uid: str
+    generation: int
+
+
+@dataclass(frozen=True)
 class RecordOutcome:
     """What :meth:`Journal.record_instance` did."""
 
@@ -152,6 +160,8 @@ class JobRow:
     timings: Mapping[str, float]
     not_before: float | None
     forward: bool = False  # forwards the received instances (no models; done when created)
+    # a study job: its input series in channel order (the first is series_uid); (): the series alone
+    inputs: tuple[JobInput, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -296,7 +306,17 @@ def job_row(r: Row, **changes: Any) -> JobRow:
         timings=MappingProxyType({str(k): float(v) for k, v in timings.items()}),
         not_before=_opt_float(values["not_before"]),
         forward=bool(values["forward"]),
+        inputs=decode_inputs(values.get("inputs")),
     )
+
+
+def encode_inputs(inputs: Sequence[JobInput]) -> str | None:
+    """The ``jobs.inputs`` column: canonical JSON (equal inputs, equal text), NULL for none."""
+    return json.dumps([[i.series_uid, i.generation] for i in inputs]) if inputs else None
+
+
+def decode_inputs(text: str | None) -> tuple[JobInput, ...]:
+    return tuple(JobInput(str(uid), int(gen)) for uid, gen in json.loads(text)) if text else ()
 
 
 def delivery_row(r: Row, **changes: Any) -> DeliveryRow:

@@ -31,7 +31,8 @@ SELECT * FROM (
             COALESCE((SELECT MAX(finished_at) FROM jobs j WHERE j.series_uid = s.series_uid), 0),
             COALESCE((SELECT MAX(done_at) FROM deliveries d WHERE d.series_uid = s.series_uid), 0)
         ) AS last_activity,
-        (SELECT COUNT(*) FROM jobs j WHERE j.series_uid = s.series_uid
+        (SELECT COUNT(*) FROM jobs j
+            WHERE (j.series_uid = s.series_uid OR j.inputs LIKE '%"' || s.series_uid || '"%')
             AND j.state IN ({_sql_in(ACTIVE_JOB_STATES)})) AS active_jobs,
         (SELECT COUNT(*) FROM deliveries d WHERE d.series_uid = s.series_uid
             AND d.state IN ({_sql_in(ACTIVE_DELIVERY_STATES)})) AS active_deliveries

@@ -73,7 +73,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     outputs      TEXT,                     -- JSON list of {path, sop_instance_uid, sop_class_uid}
     timings      TEXT,                     -- JSON {stage: seconds}
     not_before   REAL,                     -- a retried job waits until then (NULL: at once)
-    forward      INTEGER NOT NULL DEFAULT 0  -- forwards the received instances (no models)
+    forward      INTEGER NOT NULL DEFAULT 0,  -- forwards the received instances (no models)
+    inputs       TEXT  -- a study job (rule with channels): JSON [[series_uid, generation], ...] per
+                       -- channel, the first = (series_uid, generation); NULL: the series alone
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_by_series ON jobs(series_uid);
@@ -119,6 +121,7 @@ _ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("series", "completions", "INTEGER NOT NULL DEFAULT 0"),
     ("series", "complete_study", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "forward", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "inputs", "TEXT"),
 )
 
 

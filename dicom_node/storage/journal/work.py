@@ -11,10 +11,12 @@ from dicom_node.storage.journal.base import JournalBase
 from dicom_node.storage.journal.records import (
     DeliveryRow,
     DeliverySpec,
+    JobInput,
     JobOutput,
     JobRow,
     JobSpec,
     delivery_row,
+    encode_inputs,
     job_row,
 )
 from dicom_node.storage.journal.states import (
@@ -100,6 +102,70 @@ class WorkOps(JournalBase):
             )
         return ids
 
+    def create_study_job(
+        self,
+        study_uid: str,
+        spec: JobSpec,
+        *,
+        inputs: Sequence[JobInput],
+        trigger: Trigger,
+        now: float,
+        error: str | None = None,
+    ) -> int | None:
+        """The one job of a ``channels`` rule for a completed study: keyed on the first input series
+        (its ``series_uid`` and ``generation``), the channel series in ``inputs``. Returns its id, or
+        None when nothing is to run:
+
+        - an input series moved on since it was chosen (a new instance: it completes again, and the
+          study job is made then);
+        - a job of the rule with the same inputs at the same generations exists: pending or running,
+          it is left to finish; done, its result is delivered again (an unchanged re-send); a failed
+          one is tried again by a new job.
+
+        Pending jobs of the rule on the study's series are superseded. With ``error`` (a channel no
+        series fits) the job is made ``failed`` with that reason, so ``status`` shows it.
+        """
+        if not inputs:
+            raise ValueError("a study job needs at least one input series")
+        key = encode_inputs(inputs)
+        first = inputs[0]
+        with self._tx() as cur:
+            for item in inputs:
+                row = cur.execute(
+                    "SELECT generation FROM series WHERE series_uid = ?", (item.series_uid,)
+                ).fetchone()
+                if row is None or row["generation"] != item.generation:
+                    return None
+            same = cur.execute(
+                "SELECT * FROM jobs WHERE rule_name = ? AND forward = 0 AND series_uid = ? AND inputs = ?"
+                " AND state IN (?,?,?,?) ORDER BY id DESC LIMIT 1",
+                (
+                    spec.rule_name,
+                    first.series_uid,
+                    key,
+                    JobState.PENDING,
+                    JobState.RUNNING,
+                    JobState.DONE,
+                    JobState.EMPTY,
+                ),
+            ).fetchone()
+            if same is not None and error is None:
+                if same["state"] in (JobState.DONE, JobState.EMPTY):
+                    _redeliver(cur, job_row(same), spec, now)
+                return None
+            cur.execute(
+                "UPDATE jobs SET state = ?, finished_at = ? WHERE rule_name = ? AND forward = 0"
+                " AND state = ? AND series_uid IN (SELECT series_uid FROM series WHERE study_uid = ?)",
+                (JobState.SUPERSEDED, now, spec.rule_name, JobState.PENDING, study_uid),
+            )
+            state = JobState.PENDING if error is None else JobState.FAILED
+            job_id = _insert_job(
+                cur, first.series_uid, first.generation, spec, trigger, now, state=state, inputs=inputs
+            )
+            if error is not None:
+                cur.execute("UPDATE jobs SET error = ? WHERE id = ?", (error, job_id))
+        return job_id
+
     def forward_received(self, series_uid: str, spec: JobSpec, *, now: float) -> int | None:
         """Forward the instances of a series not yet delivered to the spec's destinations since they
         were received (``forward_when: received``). Returns the forwarding job's id, or None when
@@ -150,10 +216,11 @@ class WorkOps(JournalBase):
         deliveries: Sequence[DeliverySpec] = (),
     ) -> bool:
         """Close a running job (``done``, ``empty`` or ``failed``) and queue its deliveries, in one
-        transaction. If the series received new instances since the job's generation, the job is
-        ``superseded`` instead and nothing is queued (a newer job will deliver). Queuing a delivery
-        supersedes pending deliveries of the same SOP instance to the same destination. Returns
-        whether deliveries were queued (or would have been, for an empty list)."""
+        transaction. If the series (for a study job: any of its input series) received new instances
+        since the job's generation, the job is ``superseded`` instead and nothing is queued (a newer
+        job will deliver). Queuing a delivery supersedes pending deliveries of the same SOP instance
+        to the same destination. Returns whether deliveries were queued (or would have been, for an
+        empty list)."""
         state = JobState(state)
         if state not in FINISHED_JOB_STATES:
             raise ValueError(f"a job is finished as one of {', '.join(FINISHED_JOB_STATES)}, not {state}")
@@ -161,10 +228,11 @@ class WorkOps(JournalBase):
             job = cur.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if job is None:
                 raise KeyError(job_id)
-            series = cur.execute(
-                "SELECT generation FROM series WHERE series_uid = ?", (job["series_uid"],)
-            ).fetchone()
-            current = series is not None and series["generation"] == job["generation"]
+            current = all(
+                _is_current(cur, uid, generation)
+                for uid, generation in [(job["series_uid"], job["generation"])]
+                + [(i.series_uid, i.generation) for i in job_row(job).inputs]
+            )
             final_state = state if current or state == JobState.FAILED else JobState.SUPERSEDED
             cur.execute(
                 "UPDATE jobs SET state = ?, finished_at = ?, outputs = ?, timings = ?, error = ?"
@@ -288,10 +356,12 @@ class ManualOps(JournalBase):
 
     def manual_rerun_series(self, series_uid: str, *, rule: str | None, now: float) -> list[int]:
         """New pending jobs for the series' current instances: one per rule that ran models on it
-        (only ``rule`` when given), as its latest job did. Raises KeyError when there is nothing."""
+        (only ``rule`` when given; a study job that took it as an input counts), as its latest job
+        did. Raises KeyError when there is nothing."""
         with self._tx() as cur:
             rows = cur.execute(
-                "SELECT * FROM jobs WHERE series_uid = ? AND forward = 0 ORDER BY id", (series_uid,)
+                "SELECT * FROM jobs WHERE (series_uid = ? OR inputs LIKE ?) AND forward = 0 ORDER BY id",
+                (series_uid, f'%"{series_uid}"%'),  # a study job that took the series as an input
             ).fetchall()
             latest = {r["rule_name"]: job_row(r) for r in rows if rule is None or r["rule_name"] == rule}
             if not latest:
@@ -338,6 +408,11 @@ def _event(
     )
 
 
+def _is_current(cur: sqlite3.Cursor, series_uid: str, generation: int) -> bool:
+    row = cur.execute("SELECT generation FROM series WHERE series_uid = ?", (series_uid,)).fetchone()
+    return row is not None and row["generation"] == generation
+
+
 def _insert_job(
     cur: sqlite3.Cursor,
     series_uid: str,
@@ -347,11 +422,13 @@ def _insert_job(
     now: float,
     *,
     state: JobState = JobState.PENDING,
+    inputs: Sequence[JobInput] = (),
 ) -> int:
     closed = None if state == JobState.PENDING else now
     cur.execute(
         "INSERT INTO jobs (series_uid, generation, rule_name, models, destinations, args, trigger,"
-        " state, created_at, forward, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        " state, created_at, forward, started_at, finished_at, inputs)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             series_uid,
             generation,
@@ -365,6 +442,7 @@ def _insert_job(
             int(spec.forward),
             closed,
             closed,
+            encode_inputs(inputs),
         ),
     )
     return int(cur.lastrowid or 0)
@@ -457,11 +535,19 @@ def _redeliver(cur: sqlite3.Cursor, job: JobRow, spec: JobSpec, now: float) -> N
 
 
 def _manual_copy(cur: sqlite3.Cursor, job: JobRow, now: float) -> int:
-    series = cur.execute("SELECT generation FROM series WHERE series_uid = ?", (job.series_uid,)).fetchone()
-    if series is None:
-        raise KeyError(f"series {job.series_uid} is no longer in the journal")
+    """A pending copy of ``job`` on the current generation of its series (every input series of a
+    study job)."""
+    generations: dict[str, int] = {}
+    for uid in [job.series_uid, *(i.series_uid for i in job.inputs)]:
+        series = cur.execute("SELECT generation FROM series WHERE series_uid = ?", (uid,)).fetchone()
+        if series is None:
+            raise KeyError(f"series {uid} is no longer in the journal")
+        generations[uid] = int(series["generation"])
+    inputs = [JobInput(i.series_uid, generations[i.series_uid]) for i in job.inputs]
     spec = JobSpec(rule_name=job.rule_name, models=job.models, destinations=job.destinations, args=job.args)
-    new_id = _insert_job(cur, job.series_uid, int(series["generation"]), spec, Trigger.MANUAL, now)
+    new_id = _insert_job(
+        cur, job.series_uid, generations[job.series_uid], spec, Trigger.MANUAL, now, inputs=inputs
+    )
     _event(
         cur,
         now,

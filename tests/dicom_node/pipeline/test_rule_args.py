@@ -205,3 +205,31 @@ def test_a_rule_with_channels_matches_only_series_fitting_a_channel() -> None:
     assert check_rule(rule, facts("ep2d_diff", "DERIVED\\PRIMARY\\ADC")) == ()
     [failure] = check_rule(rule, facts("localizer", "ORIGINAL\\PRIMARY"))
     assert failure.field == "channels" and "(?i)t2.*" in failure.pattern
+
+
+def test_a_rule_with_channels_completes_on_the_study_and_refuses_complete_series(
+    tmp_path: Path, spec: Path
+) -> None:
+    from pydicom.dataset import Dataset
+
+    from dicom_node.pipeline.routing import SeriesFacts, route, routing_settings
+
+    path = tmp_path / "node.yaml"
+    rule = (
+        "models: [mr2], destinations: [pacs], channels: [{series_description: T2}, {series_description: ADC}]"
+    )
+    text = config_text(None).replace("models: [liver], destinations: [pacs]}\n", rule + "}\n")
+    path.write_text(text, encoding="utf-8")
+    assert validate(path, load_model_spec)[0] == []
+    [_, mr] = load_config(path).rules
+    assert mr.complete == "study"
+    header = Dataset()
+    header.Modality, header.SeriesDescription = "MR", "T2"
+    settings = routing_settings(route(SeriesFacts.from_dataset(header, called_ae="N", calling_ae="S"), [mr]))
+    assert settings.complete_study and not settings.use_expected_count
+    path.write_text(
+        config_text(None).replace("models: [liver], destinations: [pacs]}\n", rule + ", complete: series}\n"),
+        encoding="utf-8",
+    )
+    errors, _, _ = validate(path, load_model_spec)
+    assert any("'channels' take several series of one study" in e and "complete: series" in e for e in errors)

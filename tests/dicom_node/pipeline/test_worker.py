@@ -380,35 +380,47 @@ def test_a_crash_loop_after_waiting_still_fails_the_job(journal: Journal, tmp_pa
     assert len(executor.requests) == 5
 
 
-def test_a_study_job_waiting_for_quiet_does_not_use_up_attempts(journal: Journal, tmp_path: Path) -> None:
-    """Other series of the study keep arriving (routed elsewhere) for 30 quiet periods: the study
-    job waits each time without giving up, then runs once the study is quiet."""
-    from dicom_node.pipeline.routing import CHANNELS_ARG
-    from tests.support.filed_series import FiledSeries
+def test_a_study_job_runs_on_the_image_instances_of_its_input_series_in_channel_order(
+    journal: Journal, tmp_path: Path
+) -> None:
+    from dicom_node.storage.journal import JobInput
+    from tests.support.journal_rows import instance_record
 
-    clock = Clock()
-    t2 = FiledSeries(tmp_path, journal, modality="MR", description="T2 ax")
-    t2.add_many(T0, 2)
-    journal.set_routing(t2.uid, rules=["p"], quiet_seconds=5.0)
-    [job_id] = journal.create_jobs(
-        t2.uid,
-        generation=2,
-        jobs=[JobSpec("p", ["demo"], ["pacs"], {CHANNELS_ARG: [{"series_description": "(?i)t2.*"}]})],
-        trigger="quiet_period",
+    adc = generate_uid()
+    adc_paths = [add_instance(journal, tmp_path, adc) for _ in range(2)]
+    t2 = generate_uid()
+    t2_paths = [add_instance(journal, tmp_path, t2) for _ in range(3)]
+    csa = f"spool/1.2.3/{t2}/csa.dcm"  # a vendor object filed in the T2 series: never an input
+    (tmp_path / csa).write_bytes(b"csa")
+    journal.record_instance(
+        instance_record(generate_uid(), t2, study="1.2.3", path=csa, sop_class="1.3.12.2.1107.5.9.1")
+    )
+    job_id = journal.create_study_job(
+        "1.2.3",
+        JobSpec("p", ["demo"], ["pacs"], {}),
+        inputs=[JobInput(t2, 4), JobInput(adc, 2)],
+        trigger="study_quiet",
         now=T0,
     )
-    other = FiledSeries(tmp_path, journal, modality="MR", description="localizer", study_uid=t2.study_uid)
+    assert job_id is not None
     executor = StubExecutor()
-    worker = make_worker(journal, tmp_path, executor, max_attempts=2, clock=clock)
-    for i in range(30):
-        clock.now = T0 + 10 * i + 1
-        other.add(clock.now)
-        journal.set_routing(other.uid, rules=["elsewhere"], quiet_seconds=5.0)
-        worker.run_next()
-        job = journal.get_job(job_id)
-        assert job is not None and job.state == "pending" and job.attempts == 0, (i, job)
-    clock.now += 10
-    worker.run_next()
+    make_worker(journal, tmp_path, executor).run_next()
+    [request] = executor.requests
+    assert [sorted(i) for i in request.inputs] == [sorted(t2_paths), sorted(adc_paths)]
+    assert request.input_versions is not None and len(set(request.input_versions)) == 2
+    assert request.output_dir == tmp_path / "outputs" / t2 / f"job-{job_id}"
     job = journal.get_job(job_id)
-    assert job is not None and job.state == "done", job
-    assert len(executor.requests) == 1
+    assert job is not None and job.state == "done"
+    add_instance(journal, tmp_path, adc)  # the ADC series changes: its content token too
+    journal.manual_retry_job(job_id, now=T0)
+    make_worker(journal, tmp_path, executor).run_next()
+    assert executor.requests[1].input_versions is not None
+    assert executor.requests[1].input_versions[0] == request.input_versions[0]
+    assert executor.requests[1].input_versions[1] != request.input_versions[1]
+
+
+def test_a_one_series_job_sends_no_content_tokens(journal: Journal, tmp_path: Path) -> None:
+    executor = StubExecutor()
+    queue_job(journal, tmp_path)
+    make_worker(journal, tmp_path, executor).run_next()
+    assert executor.requests[0].input_versions is None  # its SEG UIDs: series and model alone

@@ -426,3 +426,28 @@ def test_node_runs_retention(tmp_path: Path) -> None:
         assert sum(int(e.message.split(" instance(s)")[0].split()[-1]) for e in events) == 3
         assert journal.list_series() == []
     assert not [p for p in (storage / "spool").rglob("*.dcm")]
+
+
+def test_a_pending_study_job_keeps_each_of_its_input_series(
+    journal: Journal, storage: Path, clock: Clock
+) -> None:
+    from dicom_node.storage.journal import JobInput
+
+    t2 = Series(storage, journal)
+    t2.add_many(clock.now, 2)
+    adc = Series(storage, journal, study_uid=t2.study_uid)
+    adc.add_many(clock.now, 2)
+    job_id = journal.create_study_job(
+        t2.study_uid,
+        JobSpec("p", ["demo"], ["pacs"], {}),
+        inputs=[JobInput(t2.uid, 2), JobInput(adc.uid, 2)],
+        trigger="study_quiet",
+        now=clock.now,
+    )
+    assert job_id is not None
+    for s in (t2, adc):
+        journal.set_routing(s.uid, rules=["p"], quiet_seconds=5.0)
+        journal.create_jobs(s.uid, generation=2, jobs=[], trigger="study_quiet", now=clock.now)
+    clock.advance(30)
+    report = service(journal, storage, clock).sweep()
+    assert report.purged == [] and set(report.kept) == {t2.uid, adc.uid}

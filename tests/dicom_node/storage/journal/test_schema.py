@@ -45,6 +45,7 @@ def test_old_database_without_not_before_gets_the_column(tmp_path: Path) -> None
         assert "not_before" in {r["name"] for r in j._query("PRAGMA table_info(jobs)")}
         job = j.claim_job(now=10.0)  # the old row survived and is claimable (NULL not_before)
         assert job is not None and job.models == ("demo",) and job.not_before is None
+        assert job.inputs == ()  # jobs.inputs added: an old job is a one-series job
         j.retry_job(job.id, error="busy", not_before=50.0)
         assert j.claim_job(now=20.0) is None
         assert j.next_job_time() == 50.0

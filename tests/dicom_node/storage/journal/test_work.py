@@ -11,6 +11,7 @@ from tests.support.journal_rows import (
     SB,
     SEG,
     SPEC,
+    STUDY,
     delivery,
     finished_job_with,
     instance_record,
@@ -299,3 +300,18 @@ def test_manual_actions_queue_new_work_with_trigger_manual(journal: Journal) -> 
     with pytest.raises(KeyError, match="no delivery 999"):
         journal.manual_resend_delivery(999, now=250.0)
     assert [e.kind for e in journal.recent_events(3)] == ["manual"] * 3
+
+
+def test_rerunning_any_input_series_of_a_study_job_copies_the_study_job(journal: Journal) -> None:
+    from dicom_node.storage.journal import JobInput
+
+    journal.record_instance(instance_record("1.1", SA, at=100.0))
+    journal.record_instance(instance_record("2.1", SB, at=100.0))
+    inputs = [JobInput(SA, 1), JobInput(SB, 1)]
+    job_id = journal.create_study_job(STUDY, SPEC, inputs=inputs, trigger="study_quiet", now=110.0)
+    assert job_id is not None
+    journal.record_instance(instance_record("2.2", SB, at=120.0))  # the second input changes
+    [copy] = journal.manual_rerun_series(SB, rule=None, now=130.0)
+    job = journal.get_job(copy)
+    assert job is not None and job.trigger == "manual"
+    assert (job.series_uid, job.inputs) == (SA, (JobInput(SA, 1), JobInput(SB, 2)))
