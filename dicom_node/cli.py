@@ -54,7 +54,7 @@ class _SubParsers(argparse._SubParsersAction):
         return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dicom-node",
         description="DICOM node that segments received series with nnU-Net and sends DICOM SEG back.",
@@ -69,13 +69,30 @@ def build_parser() -> argparse.ArgumentParser:
         " also accepted after the command",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
+    for name in _modules_for(argv):
         importlib.import_module(f"dicom_node.commands.{name}").register(sub)
     return parser
 
 
+def _modules_for(argv: Sequence[str] | None) -> tuple[str, ...]:
+    """The command modules to load for ``argv`` (all when None): only the named command's when it has
+    a module of its own (``dicom-node send`` starts without importing the server, the journal or
+    inference), else all (help, an unknown command, a module with several commands)."""
+    if argv is None:
+        return COMMAND_MODULES
+    args = list(argv)
+    while args and args[0].startswith("--log-level"):
+        args = args[1 if "=" in args[0] else 2 :]
+    if args and args[0] in COMMAND_MODULES:
+        return (args[0],)
+    if args and f"{args[0]}_cmd" in COMMAND_MODULES:
+        return (f"{args[0]}_cmd",)
+    return COMMAND_MODULES
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     configure_logging(args.log_level or DEFAULT_LOG_LEVEL)
     configure_process()

@@ -7,7 +7,7 @@ change is another's surprise), so each is set once, before any thread of ours ru
 - :func:`configure_process` (called by the ``dicom-node`` entry point and by :meth:`Node.start`):
   pynetdicom sends files given by path as their raw bytes (``STORE_SEND_CHUNKED_DATASET``, see
   :func:`dicom_node.net.scu.use_raw_file_sending`), streams received data sets to disk
-  (``STORE_RECV_CHUNKED_DATASET``, see :func:`dicom_node.net.receive.stream_received_datasets`), and
+  (``STORE_RECV_CHUNKED_DATASET``, see :func:`dicom_node.net.switches.stream_received_datasets`), and
   nnU-Net's prints from worker threads are
   captured per thread (:func:`inference.stdout_capture.install`), and pydicom reads values without a
   warning per slightly invalid value (:func:`quiet_value_validation`);
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import pydicom.config
 
-from dicom_node.net.receive import stream_received_datasets
 from dicom_node.net.scu import use_raw_file_sending
+from dicom_node.net.switches import stream_received_datasets
 from inference import stdout_capture
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dicom_node.net.receive import stream_received_datasets
 from dicom_node.net.scu import use_raw_file_sending
+from dicom_node.net.switches import stream_received_datasets
 from dicom_node.storage.journal import Journal
 
 

@@ -5,7 +5,7 @@ our AE titles, the calling-AE allow-list, the wake-up callbacks) and the per-ass
 pynetdicom state of its own. :class:`~dicom_node.net.scp_server.ScpServer` builds the pynetdicom AE from
 the node configuration and runs a PDU-guarded association server (:mod:`dicom_node.net.pdu_guard`).
 
-C-STORE: pynetdicom streams the data set into a temp file as it arrives (:func:`stream_received_datasets`:
+C-STORE: pynetdicom streams the data set into a temp file as it arrives (:mod:`~dicom_node.net.switches`:
 memory per association stays one PDU, whatever the instance's size); the handler parses it only up to
 (0020,1002), checks it (UIDs valid
 and equal to the command's), filed durably and journaled, and only then answered 0x0000. Failures get
@@ -340,7 +340,7 @@ def _check_matches_command(header: InstanceHeader, request: Any) -> None:
 
 
 def received_path(event: Event) -> Path:
-    """The file pynetdicom streamed this C-STORE's data set into (see :func:`stream_received_datasets`)."""
+    """The file pynetdicom streamed this C-STORE's data set into (see :mod:`dicom_node.net.switches`)."""
     path = cast(C_STORE, event.request)._dataset_path
     if not isinstance(path, Path):
         raise StorageError("pynetdicom did not stream the data set to a file (receive setting off)")
@@ -397,15 +397,6 @@ def _peer_text(assoc: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------- receive mode
-
-
-def stream_received_datasets() -> None:
-    """Make pynetdicom stream every received C-STORE data set into a temp file (in the system temp
-    folder, ``TMPDIR``) instead of memory, so an instance of any size costs the receiver one PDU of
-    memory, not its size. pynetdicom has no size threshold: the switch is module-wide and all or
-    nothing, and every SCP in the process (the node's, the demo's store receiver) reads the data set
-    from that file. Set once at start-up (:func:`dicom_node.process.configure_process`)."""
-    _config.STORE_RECV_CHUNKED_DATASET = True
 
 
 def require_streamed_receive() -> None:

@@ -37,6 +37,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from dicom_node.errors import CannotUnderstandError, DeliveryError, InvalidUIDError
 from dicom_node.net.dimse_status import describe_abort, describe_rejection, is_stored
 from dicom_node.net.peers import Peer
+from dicom_node.net.scu_fastpath import SendingAE
 from dicom_node.storage.header import read_part10_layout
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def iter_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def _make_ae(calling_ae: str, timeout: float) -> AE:
-    ae = AE(ae_title=calling_ae)
+    ae = SendingAE(ae_title=calling_ae)
     ae.acse_timeout = timeout
     ae.dimse_timeout = timeout
     ae.network_timeout = timeout

@@ -97,7 +97,7 @@ def test_exit_code_comes_from_the_command_and_ctrl_c_is_130(monkeypatch: pytest.
         parser.set_defaults(func=func)
         return parser
 
-    monkeypatch.setattr(cli, "build_parser", lambda: parser_with(lambda _a: 3))
+    monkeypatch.setattr(cli, "build_parser", lambda *_: parser_with(lambda _a: 3))
     assert cli.main([]) == 3
-    monkeypatch.setattr(cli, "build_parser", lambda: parser_with(interrupted))
+    monkeypatch.setattr(cli, "build_parser", lambda *_: parser_with(interrupted))
     assert cli.main([]) == 130

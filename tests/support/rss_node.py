@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-from dicom_node.net.receive import stream_received_datasets
+from dicom_node.net.switches import stream_received_datasets
 from tests.support.scp import running_node
 
 
