@@ -5,15 +5,12 @@ they work while the node runs."""
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
-from dicom_node.config import load_config
-from dicom_node.errors import ConfigError
 from dicom_node.ops.actions import ActionError, ActionResult, rerun_series, resend_delivery, retry_job
-from dicom_node.storage.journal import Journal
+from dicom_node.ops.node_journal import CommandExit, open_node_journal, report_exit
 
 
 def register(subparsers: Any) -> None:
@@ -43,19 +40,9 @@ def register(subparsers: Any) -> None:
 
 def _act(args: argparse.Namespace, action: Any) -> int:
     try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    path = config.node.storage_dir / "journal.sqlite"
-    if not path.exists():
-        print(f"no journal at {path}: the node has not run with this storage_dir yet", file=sys.stderr)
-        return 1
-    try:
-        journal = Journal(path)
-    except sqlite3.Error as exc:
-        print(f"cannot open the journal {path}: {exc}", file=sys.stderr)
-        return 1
+        journal = open_node_journal(args.config, readonly=False)
+    except CommandExit as exc:
+        return report_exit(exc)
     try:
         result: ActionResult = action(journal)
     except ActionError as exc:

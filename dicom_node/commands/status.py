@@ -12,10 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dicom_node.config import load_config
-from dicom_node.errors import ConfigError
+from dicom_node.ops.node_journal import CommandExit, open_node_journal, report_exit
 from dicom_node.status_report import snapshot, to_json, to_text
-from dicom_node.storage.journal import Journal
 
 logger = logging.getLogger(__name__)
 
@@ -34,23 +32,13 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    path = config.node.storage_dir / "journal.sqlite"
-    if not path.exists():
-        print(f"no journal at {path}: the node has not run with this storage_dir yet", file=sys.stderr)
-        return 1
-    try:
-        journal = Journal(path, readonly=True)
-    except sqlite3.Error as exc:
-        print(f"cannot open the journal {path}: {exc}", file=sys.stderr)
-        return 1
+        journal = open_node_journal(args.config, readonly=True)
+    except CommandExit as exc:
+        return report_exit(exc)
     try:
         snap = snapshot(journal, limit=max(1, args.limit))
     except sqlite3.Error as exc:
-        print(f"cannot read the journal {path}: {exc}", file=sys.stderr)
+        print(f"cannot read the journal: {exc}", file=sys.stderr)
         return 1
     finally:
         journal.close()
