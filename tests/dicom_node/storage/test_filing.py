@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
-import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -22,6 +18,7 @@ from dicom_node.storage.ingest import Ingestor, Origin
 from dicom_node.storage.journal import Journal
 from tests.support.instances import dataset_bytes, make_ct, send_datasets
 from tests.support.scp import running_node
+from tests.support.small_disk import run_on_small_tmpfs
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -124,23 +121,7 @@ _FULL_DISK_PROBE = textwrap.dedent(
 
 def test_disk_full_while_writing_removes_the_temp_file(tmp_path: Path) -> None:
     """A real ENOSPC: a 256 KiB tmpfs mounted in a private user+mount namespace."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("unshare not available")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    script = f'mount -t tmpfs -o size=256k tmpfs "$1" && exec "{sys.executable}" -c "$2" "$1"'
-    proc = subprocess.run(
-        [unshare, "-Urm", "sh", "-c", script, "sh", str(mnt), _FULL_DISK_PROBE],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
-    if proc.returncode != 0 and "mount" in proc.stderr:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    result = run_on_small_tmpfs(tmp_path, "256k", _FULL_DISK_PROBE)
     assert result["outcome"].startswith("refused: no space left"), result
     # the first instance is intact, the second left neither a final file nor a temp file
     assert result["files"] == ["1.2/1.2.3/1.2.3.4.dcm"], result

@@ -5,14 +5,10 @@ spool and the journal agree at once (no orphan file waiting for the start-up rec
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-import pytest
+from tests.support.small_disk import run_on_small_tmpfs
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -61,23 +57,7 @@ _PROBE = textwrap.dedent(
 def test_disk_full_during_the_journal_commit_is_out_of_resources_and_leaves_no_orphan(
     tmp_path: Path,
 ) -> None:
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("unshare not available")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    script = f'mount -t tmpfs -o size=512k tmpfs "$1" && exec "{sys.executable}" -c "$2" "$1"'
-    proc = subprocess.run(
-        [unshare, "-Urm", "sh", "-c", script, "sh", str(mnt), _PROBE],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
-    if proc.returncode != 0 and "mount" in proc.stderr:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    result = run_on_small_tmpfs(tmp_path, "512k", _PROBE)
     assert result["outcome"].startswith("refused: the journal cannot record"), result
     assert "full" in result["outcome"], result
     assert result["files"] == ["spool/1.2/1.2.3/1.2.3.4.dcm"], result
