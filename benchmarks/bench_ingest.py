@@ -31,6 +31,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -159,6 +160,108 @@ def run_durable_loop(files: list[Path], work: Path) -> float:
         finally:
             os.close(dfd)
     return time.perf_counter() - start
+
+
+def run_durable_threads(files: list[Path], work: Path, threads: int = 4) -> float:
+    """The durable write loop in ``threads`` threads at once (a share of the files each, one folder):
+    how many durable writes per second the disk takes when they come in parallel."""
+    out = work / "durable"
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "tmp").mkdir(parents=True)
+    (out / "files").mkdir()
+    datas = [p.read_bytes() for p in files]
+
+    def share(k: int) -> None:
+        for i in range(k, len(datas), threads):
+            tmp = out / "tmp" / f"{i}.part"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(datas[i])
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, out / "files" / f"{i}.dcm")
+            dfd = os.open(out / "files", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    workers = [threading.Thread(target=share, args=(k,)) for k in range(threads)]
+    start = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return time.perf_counter() - start
+
+
+def serve_child(storage: Path, fsync: bool) -> None:
+    """``--serve-child``: one receiver (ScpServer, journal, spool) in this process; prints its port,
+    waits for a line on stdin, prints how many instances it journaled, stops."""
+    section = NodeSection(
+        ae_title=["NNUNET"], host="127.0.0.1", port=0, storage_dir=storage, fsync=fsync, min_free_disk_mb=100
+    )
+    journal = Journal(storage / "journal.sqlite")
+    spool = Spool(storage, fsync=fsync, min_free_bytes=section.min_free_disk_mb * 1024 * 1024)
+    server = ScpServer(section, Receiver(Ingestor(spool, journal), ae_titles=section.ae_title)).start()
+    print(server.port, flush=True)
+    input()
+    print(journal.counts().instances, flush=True)
+    server.stop()
+    journal.close()
+
+
+def run_node_processes(files: list[Path], work: Path, *, processes: int, associations: int) -> float:
+    """The receiver in ``processes`` separate processes (each its own journal and spool: the most a
+    receive design split over processes could get on this machine), ``associations`` storescu
+    associations spread over them."""
+    children = []
+    for k in range(processes):
+        storage = work / f"node{k}"
+        shutil.rmtree(storage, ignore_errors=True)
+        storage.mkdir(parents=True)
+        children.append(
+            subprocess.Popen(
+                [sys.executable, __file__, "--serve-child", str(storage)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+    try:
+        ports = [int(child.stdout.readline()) for child in children]  # type: ignore[union-attr]
+        shares = [files[i::associations] for i in range(associations)]
+        start = time.perf_counter()
+        procs = [
+            subprocess.Popen(
+                [STORESCU, "-aec", "NNUNET", "127.0.0.1", str(ports[i % processes]), *map(str, share)],
+                env=peer_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i, share in enumerate(shares)
+        ]
+        errors = [p.communicate()[1] for p in procs]
+        elapsed = time.perf_counter() - start
+        for proc, err in zip(procs, errors, strict=True):
+            if proc.returncode != 0:
+                raise RuntimeError(f"storescu failed ({proc.returncode}): {err[-2000:]}")
+        recorded = 0
+        for child in children:
+            child.stdin.write("\n")  # type: ignore[union-attr]
+            child.stdin.flush()  # type: ignore[union-attr]
+            recorded += int(child.stdout.readline())  # type: ignore[union-attr]
+        if recorded != len(files):
+            raise RuntimeError(f"the node processes journaled {recorded} of {len(files)} instances")
+        return elapsed
+    finally:
+        for child in children:
+            child.stdin.close()  # type: ignore[union-attr]
+            child.wait(timeout=60)
 
 
 def run_storescp(files: list[Path], work: Path) -> float:
@@ -294,8 +397,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="profile one fsync-on node run")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temp folder)")
+    parser.add_argument("--serve-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     configure_process()
+    if args.serve_child is not None:
+        serve_child(args.serve_child, fsync=True)
+        return
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_ingest_"))
     try:
@@ -306,8 +413,12 @@ def main() -> None:
         configs: dict[str, Callable[[], float]] = {
             "dcmtk storescp": lambda: run_storescp(files, work),
             "durable write loop": lambda: run_durable_loop(files, work),
+            "durable write loop, 4 threads": lambda: run_durable_threads(files, work),
             "node, fsync on": lambda: run_node(files, work, fsync=True),
             "node, fsync on, 4 assocs": lambda: run_node(files, work, fsync=True, associations=4),
+            "node x2 processes, 4 assocs": lambda: run_node_processes(
+                files, work, processes=2, associations=4
+            ),
             "node, fsync off": lambda: run_node(files, work, fsync=False),
             "node, fsync off, 4 assocs": lambda: run_node(files, work, fsync=False, associations=4),
             "handler only, fsync on": lambda: run_handler_only(files, work, fsync=True),
@@ -333,13 +444,13 @@ def main() -> None:
                 cpu_ms[name].extend(NODE_CPU_MS)
 
         base = len(files) / statistics.median(times["dcmtk storescp"])
-        head = f"{'receiver':30s} {'inst/s':>8s} {'MB/s':>7s} {'vs storescp':>12s} {'CPU ms/inst':>12s}"
+        head = f"{'receiver':32s} {'inst/s':>8s} {'MB/s':>7s} {'vs storescp':>12s} {'CPU ms/inst':>12s}"
         print(f"{head}   runs (s)")
         for name, values in times.items():
             rate = len(files) / statistics.median(values)
             runs = " ".join(f"{v:.2f}" for v in values)
             cpu = f"{statistics.median(cpu_ms[name]):.2f}" if cpu_ms[name] else ""
-            row = f"{name:30s} {rate:8.1f} {rate * mb / len(files):7.1f} {rate / base:12.2f} {cpu:>12s}"
+            row = f"{name:32s} {rate:8.1f} {rate * mb / len(files):7.1f} {rate / base:12.2f} {cpu:>12s}"
             print(f"{row}   {runs}")
 
         def rate(name: str) -> float:
@@ -366,6 +477,17 @@ def main() -> None:
         ]
         for label, value, goal in goals:
             print(f"  {label:58s} {value:6.2f}  {'met' if value >= goal else 'NOT met'}")
+        print("what limits parallel associations on this machine:")
+        print(
+            f"  durable write loop, 4 threads / 1 thread: "
+            f"{rate('durable write loop, 4 threads') / rate('durable write loop'):.2f}"
+            "  (the disk's gain from parallel fsyncs)"
+        )
+        print(
+            f"  node x2 processes, 4 assocs / node 1 assoc: "
+            f"{rate('node x2 processes, 4 assocs') / rate('node, fsync on'):.2f}"
+            "  (what receiving in several processes could add)"
+        )
         print(f"  load average during the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
         if args.profile:
