@@ -1,6 +1,8 @@
 """``dicom-node``: the command-line entry point. Logging is configured only here and by ``serve``
 (which applies the config's ``logging`` section), never by library modules; this module also makes
-the process-wide settings once (:func:`dicom_node.process.configure_process`) before a command runs."""
+the process-wide settings once (:func:`dicom_node.process.configure_process`) before a command runs,
+except for commands that say they need none (``send``, ``echo``: they import neither pydicom nor
+pynetdicom, whose imports would be most of their time)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from dicom_node.logs import configure_logging
-from dicom_node.process import configure_process
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     configure_logging(args.log_level or DEFAULT_LOG_LEVEL)
-    configure_process()
+    if getattr(args, "process_settings", True):  # send and echo need none (and start faster without)
+        from dicom_node.process import configure_process
+
+        configure_process()
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
