@@ -79,10 +79,8 @@ class Negotiated:
 
 
 def _uid(value: str) -> bytes:
-    """A UID on the wire (PS3.8 Annex F: no padding needed; an odd one is padded with NUL as
-    pynetdicom does)."""
-    raw = value.encode("ascii")
-    return raw + b"\0" if len(raw) % 2 else raw
+    """A UID in an association PDU: not padded (PS3.8 Annex F, PS3.5 9.1)."""
+    return value.encode("ascii")
 
 
 def _item(item_type: int, value: bytes) -> bytes:
