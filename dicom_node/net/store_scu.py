@@ -121,13 +121,15 @@ class Association:
             raise AssociationError(f"association aborted: the peer broke the protocol ({exc})") from exc
         except ul.ConnectionClosed as exc:
             sock.close()
-            raise AssociationError("the peer closed the connection instead of answering") from exc
+            raise AssociationError(
+                "association failed: the peer closed the connection without answering"
+            ) from exc
         except TimeoutError as exc:
             _abort_quietly(sock, ul.abort())
             raise AssociationError(f"no answer to the association request within {timeout:.0f} s") from exc
         except OSError as exc:
             sock.close()
-            raise AssociationError(f"connection lost: {exc.strerror or exc}") from exc
+            raise AssociationError(f"association failed: connection lost ({exc.strerror or exc})") from exc
         except BaseException:
             sock.close()
             raise
