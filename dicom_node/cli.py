@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
@@ -38,10 +37,25 @@ DEFAULT_LOG_LEVEL = "INFO"
 
 
 def version() -> str:
+    import importlib.metadata  # only when asked: its import is a tenth of a ``send``'s start-up
+
     try:
         return importlib.metadata.version("nnunet-dicom-node")
     except importlib.metadata.PackageNotFoundError:
         return "unknown (not installed)"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, looking the version up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version and exit"
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(f"dicom-node {version()}")  # on stdout, as argparse's own version action
+        parser.exit()
 
 
 class _SubParsers(argparse._SubParsersAction):
@@ -61,7 +75,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         description="DICOM node that segments received series with nnU-Net and sends DICOM SEG back.",
     )
     parser.register("action", "parsers", _SubParsers)
-    parser.add_argument("--version", action="version", version=f"dicom-node {version()}")
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument(
         "--log-level",
         default=None,

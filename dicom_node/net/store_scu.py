@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import ssl
 from collections.abc import Sequence
 from io import BufferedReader
 from pathlib import Path
@@ -63,9 +62,9 @@ def connect(peer: Peer, timeout: float) -> socket.socket:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if peer.tls is None:
         return sock
-    try:
+    try:  # ssl.SSLError and ssl.CertificateError are OSErrors
         return peer.tls.wrap_socket(sock, server_hostname=host)
-    except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
+    except OSError as exc:
         sock.close()
         raise AssociationError(f"TLS handshake with {host}:{port} failed: {exc}") from exc
 
@@ -274,7 +273,7 @@ class Association:
 
     def _write(self, parts: list[bytes | memoryview]) -> None:
         sock = self._sock
-        if isinstance(sock, ssl.SSLSocket):  # no sendmsg over TLS
+        if type(sock) is not socket.socket:  # TLS (ssl.SSLSocket): no sendmsg
             sock.sendall(b"".join(parts))
             return
         for start in range(0, len(parts), _IOV_MAX):
