@@ -1,5 +1,6 @@
 """The sender's own upper layer against real peers: dcmtk storescp (small and large PDUs, refusing,
-aborting), the node's SCP, and peers that vanish or stall behind a relay that cuts the connection."""
+aborting), the node's SCP over DICOM TLS, and peers that vanish or stall behind a relay that cuts the
+connection."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_node.net.peers import Peer
 from dicom_node.net.scu import SendResult, send_files
+from dicom_node.net.tls import ClientTls, client_context
+from tests.support.certificates import make_pki
 from tests.support.instances import dataset_bytes, dcmtk_storescp, make_private_object, write_series
+from tests.support.scp import running_node
 from tests.support.tools import dcmtk, free_port, peer_env, wait_for
 
 
@@ -203,3 +207,31 @@ def test_pynetdicom_own_requestor_thread_takes_responses(tmp_path: Path) -> None
             wait_for(assoc.dimse.msg_queue.empty, timeout=20, what="pynetdicom's thread taking the response")
         finally:
             assoc.abort()
+
+
+def test_tls_sends_to_a_node_requiring_client_certificates_and_says_why_a_handshake_fails(
+    tmp_path: Path,
+) -> None:
+    pki = make_pki(tmp_path / "pki")
+    tls = {
+        "certificate": str(pki.server.certificate),
+        "private_key": str(pki.server.key),
+        "ca_certificates": str(pki.ca),
+        "require_client_certificate": True,
+    }
+    files = write_series(tmp_path / "in", 3, rows=128, columns=128)  # ~33 kB: several PDUs each
+    trusted = client_context(
+        ClientTls(ca_certificates=pki.ca, certificate=pki.client.certificate, private_key=pki.client.key),
+        "test",
+    )
+    system_cas = client_context(ClientTls(), "test")  # does not trust the node's CA
+    with running_node(tmp_path / "storage", tls=tls) as node:
+        results = send_files(files, Peer("NNUNET", "127.0.0.1", node.port, tls=trusted), "SCU", timeout=20)
+        [refused] = send_files(files[:1], Peer("NNUNET", "127.0.0.1", node.port, tls=system_cas), "SCU")
+        stored = node.journal.counts().instances
+        port = node.port
+    assert [(r.status, r.error) for r in results] == [(0, "")] * 3
+    assert stored == 3
+    assert refused.status is None
+    assert refused.error.startswith(f"TLS handshake with 127.0.0.1:{port} failed:")
+    assert "CERTIFICATE_VERIFY_FAILED" in refused.error
