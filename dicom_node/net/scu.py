@@ -20,8 +20,9 @@ from their tables: ``dicom-node send`` starts in a fraction of their import time
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -65,36 +66,47 @@ class _Planned:
 
 
 def iter_files(paths: Iterable[Path]) -> list[Path]:
-    """Files named and files under named folders (recursive, sorted, hidden entries skipped)."""
+    """Files named and files under named folders (recursive, sorted, hidden entries skipped; links to
+    folders not followed)."""
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
-            out.extend(
-                sorted(
-                    p
-                    for p in path.rglob("*")
-                    if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                )
-            )
+            out.extend(sorted(_files_under(path)))
         else:
             out.append(path)
     return out
 
 
+def _files_under(folder: Path) -> Iterator[Path]:
+    """Files below ``folder`` whose path below it has no hidden part (one ``scandir`` per folder, no
+    ``stat`` per file)."""
+    try:
+        with os.scandir(folder) as entries:
+            found = list(entries)
+    except PermissionError:
+        return
+    for entry in found:
+        if entry.name.startswith("."):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _files_under(Path(entry.path))
+            elif entry.is_file():
+                yield Path(entry.path)
+        except OSError:
+            continue
+
+
 def echo(peer: Peer, calling_ae: str = "DICOMNODE", timeout: float = 30.0) -> int:
     """C-ECHO ``peer``; returns the response status. Raises DeliveryError if no association or no
     response."""
+    syntaxes = (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN)
     try:
-        assoc = Association.request(
-            peer,
-            calling_ae,
-            [(VERIFICATION, (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN))],
-            timeout,
-        )
+        assoc = Association.request(peer, calling_ae, [(VERIFICATION, syntaxes)], timeout)
     except AssociationError as exc:
         raise DeliveryError(f"C-ECHO to {peer}: {exc}") from exc
     try:
-        [context_id] = assoc.accepted()[VERIFICATION].values()
+        context_id = next(iter(assoc.accepted()[VERIFICATION].values()))
         status = assoc.echo(context_id)
     except AssociationError as exc:
         raise DeliveryError(f"C-ECHO to {peer}: no response ({exc})") from exc
