@@ -73,10 +73,15 @@ class Association:
     """An established association (build it with :meth:`request`)."""
 
     def __init__(
-        self, sock: socket.socket, contexts: Sequence[ul.Proposed], negotiated: ul.Negotiated, timeout: float
+        self,
+        sock: socket.socket,
+        reader: ul.PduReader,
+        contexts: Sequence[ul.Proposed],
+        negotiated: ul.Negotiated,
+        timeout: float,
     ) -> None:
         self._sock = sock
-        self._reader = ul.PduReader(sock, _READ_LIMIT)
+        self._reader = reader
         self._timeout = timeout
         self._message_id = 0
         self._buffer: bytearray | None = None
@@ -103,9 +108,10 @@ class Association:
         if not 0 < len(proposed) <= 128:
             raise ValueError(f"{len(proposed)} presentation contexts: 1-128 per association")
         sock = connect(peer, timeout)
+        reader = ul.PduReader(sock, _READ_LIMIT)
         try:
             sock.sendall(ul.associate_rq(peer.ae_title, calling_ae, proposed))
-            pdu_type, body = ul.PduReader(sock, _READ_LIMIT).read()
+            pdu_type, body = reader.read()
             if pdu_type == ul.A_ASSOCIATE_RJ:
                 raise AssociationError(f"association rejected: {_reject_words(body)}")
             if pdu_type == ul.A_ABORT:
@@ -132,7 +138,7 @@ class Association:
         except BaseException:
             sock.close()
             raise
-        assoc = cls(sock, proposed, negotiated, timeout)
+        assoc = cls(sock, reader, proposed, negotiated, timeout)
         if not assoc.accepted():
             assoc.abort()
             raise AssociationError(
@@ -183,8 +189,8 @@ class Association:
                 pdu_type, _ = self._reader.read()
                 if pdu_type in (ul.A_RELEASE_RP, ul.A_ABORT):
                     break
-                if pdu_type == ul.A_RELEASE_RQ:  # release collision (PS3.8 7.2.2.3): we are the requestor
-                    continue
+                if pdu_type == ul.A_RELEASE_RQ:  # release collision (PS3.8 7.2.2.3): the requestor
+                    self._sock.sendall(ul.release_rp())  # answers first, then waits for its answer
         except (OSError, ul.ConnectionClosed, ul.ProtocolError):
             pass
         finally:
@@ -245,10 +251,13 @@ class Association:
         except OSError as exc:
             raise FileReadError(f"cannot read: {exc.strerror or exc}") from exc
         with fp:
-            sent_any = False
             try:
                 remaining = fp.seek(0, 2) - offset
                 fp.seek(offset)
+            except OSError as exc:
+                raise FileReadError(f"cannot read: {exc.strerror or exc}") from exc
+            sent_any = False
+            try:
                 per_chunk = max(1, _CHUNK_BYTES // self.fragment) * self.fragment
                 if remaining <= 0:
                     parts.append(ul.pdv_header(context_id, ul.DATA_LAST, 0))

@@ -235,3 +235,22 @@ def test_tls_sends_to_a_node_requiring_client_certificates_and_says_why_a_handsh
     assert refused.status is None
     assert refused.error.startswith(f"TLS handshake with 127.0.0.1:{port} failed:")
     assert "CERTIFICATE_VERIFY_FAILED" in refused.error
+
+
+@pytest.mark.dcmtk
+def test_a_file_gone_between_planning_and_sending_fails_alone_and_the_association_goes_on(
+    tmp_path: Path,
+) -> None:
+    files = write_series(tmp_path / "in", 3)
+
+    def remove_the_second(result: SendResult) -> None:
+        if result.path == files[0]:
+            files[1].unlink()
+
+    with dcmtk_storescp(tmp_path / "out", "--ignore") as port:
+        results = send_files(files, Peer("STORESCP", "127.0.0.1", port), "SCU", on_result=remove_the_second)
+    assert [(r.status, r.error) for r in results] == [
+        (0, ""),
+        (None, "not sent: cannot read: No such file or directory"),
+        (0, ""),
+    ]
