@@ -9,7 +9,7 @@ sleeps stretch to several ms on a loaded machine. It also reads each PDU in 4 Ki
 ``bytearray``.
 
 :func:`install` (called by the server for each accepted plain-TCP connection, before the association
-thread starts) changes three things, by switching the classes of pynetdicom's own objects to the
+thread starts) changes these things, by switching the classes of pynetdicom's own objects to the
 subclasses below; no pynetdicom module is patched, nothing else differs:
 
 - :class:`WakingDUL`: the DUL thread waits in ``select`` on the socket and on a wake-up socket that
@@ -22,6 +22,10 @@ subclasses below; no pynetdicom module is patched, nothing else differs:
   does for ``recv``).
 - :class:`ResponseEncodingDIMSE`: a C-STORE-RSP with status Success (and nothing else) is encoded
   directly, byte for byte what pynetdicom would send, instead of through a pydicom data set.
+- With a store target (the server passes the :class:`~dicom_node.net.receive.Receiver`), each
+  P-DATA-TF in the data transfer state is read by :class:`~dicom_node.net.direct_store.PDataReader`:
+  C-STORE data sets go from the socket into their spool temp file and are answered at once; other
+  messages are handed to pynetdicom's DIMSE provider as pynetdicom would have made them.
 
 Upstream, this would be: an event-driven DUL reactor (the "TODO: try and make this event based" in
 ``dul.py``: wake on the provider queue and the socket instead of ``_run_loop_delay``), an association
@@ -38,7 +42,7 @@ import queue
 import select
 import socket
 import struct
-from typing import Any
+from typing import Any, cast
 
 import pynetdicom
 from pynetdicom import evt
@@ -49,6 +53,8 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
+
+from dicom_node.net.direct_store import ConnectionEnded, MalformedPData, PDataReader, StoreTarget
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +81,7 @@ class WakingDUL(DULServiceProvider):
 
     _wake_r: socket.socket
     _wake_w: socket.socket
+    _pdata_reader: PDataReader | None = None
 
     def run(self) -> None:  # Thread.run: the target bound in __init__ is pynetdicom's reactor
         try:
@@ -82,6 +89,39 @@ class WakingDUL(DULServiceProvider):
         finally:
             self._wake_r.close()
             self._wake_w.close()
+            if self._pdata_reader is not None:
+                self._pdata_reader.close()
+
+    def _read_pdu_data(self) -> None:
+        """In the data transfer state, a P-DATA-TF goes to the :class:`PDataReader`; any other PDU
+        (and every PDU in other states) to pynetdicom, as read."""
+        reader = self._pdata_reader
+        sock = self.socket
+        if reader is None or self.state_machine.current_state != "Sta6" or sock is None:
+            super()._read_pdu_data()
+            return
+        try:
+            header = bytes(sock.recv(6))
+        except (OSError, TimeoutError):
+            header = b""
+        if len(header) < 6:
+            self.event_queue.put("Evt17")  # closed, as pynetdicom reports it
+            return
+        pdu_type, _, length = struct.unpack(">BBL", header)
+        if pdu_type != 0x04:
+            cast(BufferedAssociationSocket, sock).unread(header)
+            super()._read_pdu_data()
+            return
+        try:
+            reader.read_pdu(length)
+        except (ConnectionEnded, OSError, TimeoutError):
+            reader.close()
+            logger.error("connection closed before the entire PDU was received")
+            self.event_queue.put("Evt17")
+        except MalformedPData as exc:
+            reader.close()
+            logger.error("invalid P-DATA-TF PDU received: %s", exc)
+            self.event_queue.put("Evt19")
 
     def run_reactor(self) -> None:
         self._idle_timer.start()
@@ -194,8 +234,18 @@ class BufferedAssociationSocket(AssociationSocket):
     """pynetdicom's association socket reading each PDU part into one reused buffer."""
 
     _buffer: bytearray
+    _unread: bytes = b""
+
+    def unread(self, data: bytes) -> None:
+        """Give back bytes read: the next :meth:`recv` returns them first."""
+        self._unread = data + self._unread
 
     def recv(self, nr_bytes: int) -> bytearray:
+        if self._unread:
+            out, self._unread = self._unread[:nr_bytes], self._unread[nr_bytes:]
+            if len(out) < nr_bytes:
+                out += bytes(self.recv(nr_bytes - len(out)))
+            return bytearray(out)
         sock = self.socket
         assert sock is not None
         if len(self._buffer) < nr_bytes:
@@ -277,9 +327,10 @@ def supported() -> bool:
     return pynetdicom.__version__ in SUPPORTED_VERSIONS
 
 
-def install(assoc: Association) -> bool:
+def install(assoc: Association, store_target: StoreTarget | None = None) -> bool:
     """Switch a new acceptor association (not started yet) on a plain TCP socket to the fast path;
-    returns whether it was."""
+    returns whether it was. With ``store_target``, C-STORE data sets are streamed to it by a
+    :class:`~dicom_node.net.direct_store.PDataReader` instead of going through pynetdicom."""
     if assoc.is_alive() or assoc.dul.is_alive():
         raise RuntimeError("the fast path is installed before the association starts")
     if not supported():
@@ -297,4 +348,16 @@ def install(assoc: Association) -> bool:
     sock.__class__ = BufferedAssociationSocket
     assoc.dimse.__class__ = ResponseEncodingDIMSE
     sock._buffer = bytearray(64 * 1024)  # type: ignore[attr-defined]
+    if store_target is not None and not _wants_pynetdicom_messages(assoc):
+        dul._pdata_reader = PDataReader(dul, store_target)  # type: ignore[attr-defined]
     return True
+
+
+def _wants_pynetdicom_messages(assoc: Association) -> bool:
+    """Whether a handler is bound that expects pynetdicom's own PDU or message objects (which the
+    P-DATA reader does not make); pynetdicom's own debug-logging handlers do not count."""
+    for event in (evt.EVT_DATA_RECV, evt.EVT_PDU_RECV, evt.EVT_DIMSE_RECV, evt.EVT_DATA_SENT):
+        for handler, _ in assoc.get_handlers(event):  # type: ignore[misc]
+            if getattr(handler, "__module__", "") != "pynetdicom._handlers":
+                return True
+    return False

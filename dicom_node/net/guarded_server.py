@@ -23,6 +23,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from dicom_node.config import NodeSection
 from dicom_node.net import fastpath
 from dicom_node.net.conn_limits import ConnectionGate, ConnectionLimits, Ticket
+from dicom_node.net.direct_store import StoreTarget
 from dicom_node.net.pdu_guard import PduGuardSocket, PduLimits, ReadDeadlines, RefusedCallback
 from dicom_node.net.pdv_meter import MessageLimits
 
@@ -45,7 +46,7 @@ class GuardedRequestHandler(RequestHandler):
                 return
             assoc = self._create_association()
             if self.server.fast_path:
-                fastpath.install(assoc)
+                fastpath.install(assoc, self.server.store_target)
             evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
             assoc.start()
             assoc.join()
@@ -75,10 +76,12 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         deadlines: ReadDeadlines | None = None,
         message_limits: MessageLimits | None = None,
         fast_path: bool = True,
+        store_target: StoreTarget | None = None,
         handshake_timeout: float = 30.0,
         **kwargs: Any,
     ) -> None:
         self.fast_path = fast_path
+        self.store_target = store_target
         self.handshake_timeout = handshake_timeout
         self.pdu_limits = pdu_limits
         self.on_pdu_refused = on_pdu_refused

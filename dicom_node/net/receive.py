@@ -5,10 +5,12 @@ our AE titles, the calling-AE allow-list, the wake-up callbacks) and the per-ass
 pynetdicom state of its own. :class:`~dicom_node.net.scp_server.ScpServer` builds the pynetdicom AE from
 the node configuration and runs a PDU-guarded association server (:mod:`dicom_node.net.pdu_guard`).
 
-C-STORE: pynetdicom streams the data set into a temp file as it arrives (:mod:`~dicom_node.net.switches`:
-memory per association stays one PDU, whatever the instance's size); the handler parses it only up to
-(0020,1002), checks it (UIDs valid
-and equal to the command's), filed durably and journaled, and only then answered 0x0000. Failures get
+C-STORE: on plain TCP the receive fast path writes the data set into a spool temp file as it arrives
+(:mod:`~dicom_node.net.direct_store`, through :meth:`Receiver.begin_store` and :class:`StoreSink`);
+under TLS pynetdicom streams it into a temp file of its own (:mod:`~dicom_node.net.switches`) and calls
+:meth:`Receiver.handle_store`. Either way memory per association stays one PDU, whatever the
+instance's size, and the instance is parsed up to its pixel data, checked (UIDs valid and equal to
+the command's), filed durably and journaled, and only then answered 0x0000. Failures get
 specific statuses with an ErrorComment (see :func:`status_for`): 0xA9xx/0xCxxx when the data is at
 fault, 0xA7xx (out of resources, retry later) when we could not keep it; nothing here raises into
 pynetdicom (whose generic answer would be 0xC211). Rejections and aborts are logged and journaled in
@@ -46,6 +48,7 @@ from dicom_node.errors import (
 )
 from dicom_node.net import dimse_status as st
 from dicom_node.net.contexts import prefer_our_syntaxes
+from dicom_node.storage.filing import IncomingFile
 from dicom_node.storage.header import InstanceHeader, read_part10_header
 from dicom_node.storage.ingest import Ingestor, Origin
 from dicom_node.storage.journal import Journal
@@ -83,9 +86,9 @@ def status_dataset(status: int, comment: str = "") -> Dataset:
     """A C-STORE response status with an Error Comment (LO: 64 printable characters, no backslash)."""
     ds = Dataset()
     ds.Status = status
-    text = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in comment).strip()
+    text = error_comment(comment)
     if text:
-        ds.ErrorComment = text[:64]
+        ds.ErrorComment = text
     return ds
 
 
@@ -288,7 +291,6 @@ class Receiver:
         try:
             header = self._store(event, transfer_syntax, origin)
         except Exception as exc:
-            info.failed += 1
             return self._failure(exc, info, command_uid)
         info.stored += 1
         logger.debug(
@@ -308,7 +310,23 @@ class Receiver:
             self.ingestor.ingest(header, transfer_syntax, fp, origin)
         return header
 
+    def begin_store(
+        self, assoc: Any, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str
+    ) -> StoreSink:
+        """A C-STORE-RQ arrived on the receive fast path (:mod:`dicom_node.net.direct_store`): where
+        its data set goes as it arrives. The sink's ``finish`` checks and files it as
+        :meth:`handle_store` does and returns the answer."""
+        info = self.association(assoc)
+        origin = Origin(info.called_ae, info.calling_ae, info.association_id)
+        return StoreSink(self, info, origin, transfer_syntax, sop_class_uid, sop_instance_uid)
+
     def _failure(self, exc: Exception, info: AssociationInfo, command_uid: str) -> Dataset:
+        status, comment = self.failure_answer(exc, info, command_uid)
+        return status_dataset(status, comment)
+
+    def failure_answer(self, exc: Exception, info: AssociationInfo, command_uid: str) -> tuple[int, str]:
+        """Log and journal a failed C-STORE; the status and Error Comment that answer it."""
+        info.failed += 1
         status, level, kind = status_for(exc)
         shown = command_uid if len(command_uid) <= 70 else command_uid[:67] + "..."
         message = (
@@ -323,12 +341,82 @@ class Receiver:
             self.journal.log_event(level, kind, message)
         except Exception:
             logger.exception("cannot record the C-STORE failure in the journal")
-        return status_dataset(status, str(exc) or type(exc).__name__)
+        return status, error_comment(str(exc) or type(exc).__name__)
+
+
+class StoreSink:
+    """One C-STORE data set on the receive fast path: written to a spool temp file fragment by
+    fragment (:meth:`write`), then checked, filed and journaled by :meth:`finish`, which answers as
+    :meth:`Receiver.handle_store` would. :meth:`discard` drops it (the association ended half-way)."""
+
+    def __init__(
+        self,
+        receiver: Receiver,
+        info: AssociationInfo,
+        origin: Origin,
+        transfer_syntax: str,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+    ) -> None:
+        self.receiver = receiver
+        self.info = info
+        self.origin = origin
+        self.transfer_syntax = transfer_syntax
+        self.sop_class_uid = sop_class_uid
+        self.sop_instance_uid = sop_instance_uid
+        self.incoming: IncomingFile | None = None
+        self.error: Exception | None = None
+        try:
+            self.incoming = receiver.ingestor.open_incoming(
+                sop_class_uid, sop_instance_uid, transfer_syntax, origin
+            )
+        except Exception as exc:  # answered once the data set has been read off the network
+            self.error = exc
+
+    def write(self, fragment: memoryview) -> None:
+        if self.incoming is not None:
+            self.incoming.write(fragment)
+
+    def finish(self) -> tuple[int, str]:
+        """File the complete data set; (status, Error Comment) for the C-STORE-RSP."""
+        incoming, self.incoming = self.incoming, None
+        try:
+            if self.error is not None:
+                raise self.error
+            assert incoming is not None
+            ingestor = self.receiver.ingestor
+            incoming.start_sync()  # the data reaches the disk while its header is parsed
+            with open(incoming.path, "rb") as fp:
+                _, header = read_part10_header(fp, max_inflated_bytes=ingestor.spool.max_dataset_bytes)
+            header.validated()
+            _check_matches_uids(header, self.sop_class_uid, self.sop_instance_uid)
+            ingestor.ingest_incoming(header, self.transfer_syntax, incoming, self.origin)
+        except Exception as exc:
+            if incoming is not None:
+                incoming.discard()
+            return self.receiver.failure_answer(exc, self.info, self.sop_instance_uid)
+        self.info.stored += 1
+        logger.debug("stored %s (series %s) from %s", header.sop_instance_uid, header.series_uid, self.origin)
+        return st.SUCCESS, ""
+
+    def discard(self) -> None:
+        incoming, self.incoming = self.incoming, None
+        if incoming is not None:
+            incoming.discard()
+
+
+def error_comment(text: str) -> str:
+    """An Error Comment (LO): 64 printable characters, no backslash."""
+    return "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in text).strip()[:64]
 
 
 def _check_matches_command(header: InstanceHeader, request: Any) -> None:
     command_class = str(getattr(request, "AffectedSOPClassUID", "") or "")
     command_instance = str(getattr(request, "AffectedSOPInstanceUID", "") or "")
+    _check_matches_uids(header, command_class, command_instance)
+
+
+def _check_matches_uids(header: InstanceHeader, command_class: str, command_instance: str) -> None:
     if header.sop_class_uid != command_class:
         raise DatasetMismatchError(
             f"SOP Class UID {header.sop_class_uid} differs from the command's {command_class}"

@@ -68,6 +68,7 @@ class ScpServer:
             ssl_context=None if self.node.tls is None else server_context(self.node.tls),
             server_class=GuardedAssociationServer,
             on_pdu_refused=self.receiver.pdu_refused,
+            store_target=self.receiver,
             **guard_options(self.node),
         )
         self._server = cast(GuardedAssociationServer, server)

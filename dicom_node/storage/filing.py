@@ -10,6 +10,7 @@ leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -18,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -121,6 +123,22 @@ class Spool:
         self.dir_syncer = DirSyncer()
         self._free_estimate = 0
         self._free_checked_at: float | None = None
+        self._background: ThreadPoolExecutor | None = None
+        self._background_lock = threading.Lock()
+
+    def background(self) -> ThreadPoolExecutor:
+        """Threads for fsyncs that overlap other work (made on first use; :meth:`close` ends them)."""
+        with self._background_lock:
+            if self._background is None:
+                self._background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spool-sync")
+            return self._background
+
+    def close(self) -> None:
+        """End the background threads (a stopping node)."""
+        with self._background_lock:
+            background, self._background = self._background, None
+        if background is not None:
+            background.shutdown(wait=True)
 
     # ------------------------------------------------------------------ paths
 
@@ -185,15 +203,27 @@ class Spool:
             new_dirs = self._place(tmp, final, relpath)
         except OSError as exc:
             _unlink_quietly(tmp)
-            if exc.errno in _NO_SPACE:
-                raise OutOfResourcesError(f"no space left writing {relpath} in {self.root}") from exc
-            raise StorageError(f"cannot write {relpath} in {self.root}: {exc}") from exc
+            raise self._write_error(exc, relpath) from exc
         except BaseException:
             _unlink_quietly(tmp)
             raise
         if self.fsync:
             self._sync_dirs(final.parent, new_dirs)
         return StoredFile(relpath=relpath, size=written, sha256=digest.hexdigest() if digest else None)
+
+    def open_incoming(self, head: Buffer) -> IncomingFile:
+        """A temp file for an instance whose bytes arrive in pieces (the receive fast path writes
+        each network fragment as it comes): ``head`` (preamble and file meta, not hashed) first, then
+        :meth:`IncomingFile.write`; :meth:`IncomingFile.commit` files it as :meth:`store` does.
+
+        Raises OutOfResourcesError or StorageError (nothing left behind)."""
+        self._check_space(memoryview(head).nbytes)
+        return IncomingFile(self, head)
+
+    def _write_error(self, exc: OSError, relpath: str) -> StorageError:
+        if exc.errno in _NO_SPACE:
+            return OutOfResourcesError(f"no space left writing {relpath} in {self.root}")
+        return StorageError(f"cannot write {relpath} in {self.root}: {exc}")
 
     def _place(self, tmp: Path, final: Path, relpath: str) -> list[Path]:
         """Rename the written temp file to its final path, creating the folders; returns the new
@@ -345,6 +375,87 @@ class Spool:
             acquisition=header.acquisition,
             sha256=digest.hexdigest(),
         )
+
+
+class IncomingFile:
+    """A spool temp file written piece by piece (see :meth:`Spool.open_incoming`); the SHA-256 of
+    everything after the head is taken as it is written. A failed write is kept and raised by
+    :meth:`commit`, so the caller can read the rest of the message off the network first."""
+
+    def __init__(self, spool: Spool, head: Buffer) -> None:
+        self.spool = spool
+        self.path = spool.tmp_dir / f"{uuid.uuid4().hex}.part"
+        self.size = 0
+        self.error: OSError | None = None
+        self._sync: Future[None] | None = None
+        self._digest = hashlib.sha256()
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise spool._write_error(exc, self.path.name) from exc
+        self.write(head, hashed=False)
+
+    def write(self, data: Buffer, *, hashed: bool = True) -> None:
+        if self.error is not None or self._fd < 0:
+            return
+        try:
+            if hashed:
+                self._digest.update(data)
+            _write_all(self._fd, data)
+            self.size += memoryview(data).nbytes
+        except OSError as exc:
+            self.error = exc
+
+    def commit(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> StoredFile:
+        """fsync, rename to the instance's spool path, fsync its folder. Raises InvalidUIDError,
+        OutOfResourcesError or StorageError, after which the temp file is gone."""
+        spool = self.spool
+        try:
+            relpath = spool.relpath_for(study_uid, series_uid, sop_instance_uid)
+            if self.error is not None:
+                raise spool._write_error(self.error, relpath) from self.error
+            spool._check_space(self.size)
+            final = spool.storage_dir / relpath
+            try:
+                if spool.fsync:
+                    self._synced()
+                self._close()
+                new_dirs = spool._place(self.path, final, relpath)
+            except OSError as exc:
+                raise spool._write_error(exc, relpath) from exc
+        except BaseException:
+            self.discard()
+            raise
+        if spool.fsync:
+            spool._sync_dirs(final.parent, new_dirs)
+        return StoredFile(relpath=relpath, size=self.size, sha256=self._digest.hexdigest())
+
+    def start_sync(self) -> None:
+        """Begin the file's fsync in the background (the caller parses the header meanwhile);
+        :meth:`commit` waits for it."""
+        if self.spool.fsync and self.error is None and self._fd >= 0 and self._sync is None:
+            self._sync = self.spool.background().submit(os.fsync, self._fd)
+
+    def _synced(self) -> None:
+        sync, self._sync = self._sync, None
+        if sync is None:
+            os.fsync(self._fd)
+        else:
+            sync.result()  # raises the fsync's OSError
+
+    def discard(self) -> None:
+        """Drop the temp file (the message failed or its association ended half-way)."""
+        sync, self._sync = self._sync, None
+        if sync is not None:
+            with contextlib.suppress(OSError):
+                sync.result()  # the fd stays open until its fsync is done
+        self._close()
+        _unlink_quietly(self.path)
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -103,14 +103,22 @@ def _p_data(context_id: int, control: int, payload: bytes) -> bytes:
     return b"\x04\x00" + len(pdv).to_bytes(4, "big") + pdv
 
 
+@pytest.mark.parametrize("path", ["fast path", "pynetdicom"])
 def test_a_data_set_abandoned_half_way_leaves_no_temp_file(
-    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
-    """The sender aborts after the command and part of the data set: pynetdicom's temp file for it
-    is removed (pynetdicom itself only removes the files of complete C-STOREs)."""
+    """The sender aborts after the command and part of the data set: the temp file it was being
+    written to is removed, whether the receive fast path wrote it (into the spool's temp folder) or
+    pynetdicom did (pynetdicom itself only removes the files of complete C-STOREs)."""
     receiving = tmp_path / "receiving"
     receiving.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(receiving))
+    if path == "pynetdicom":
+        assert node.server._server is not None
+        monkeypatch.setattr(node.server._server, "store_target", None)
+        temp_files = lambda: list(receiving.glob("*.dcm"))  # noqa: E731
+    else:
+        temp_files = lambda: list((node.storage / "spool" / ".tmp").iterdir())  # noqa: E731
     ds = make_ct()
     ae = AE(ae_title="HALFWAY")
     ae.add_requested_context(ds.SOPClassUID, ExplicitVRLittleEndian)
@@ -120,7 +128,8 @@ def test_a_data_set_abandoned_half_way_leaves_no_temp_file(
     sock = assoc.dul.socket.socket
     sock.sendall(_p_data(context_id, 0x03, _c_store_rq(ds)))
     sock.sendall(_p_data(context_id, 0x00, b"\x08\x00\x05\x00CS\x0a\x00ISO_IR 100"))
-    wait_for(lambda: list(receiving.glob("*.dcm")), timeout=30, what="the temp file of the data set")
+    wait_for(temp_files, timeout=30, what="the temp file of the data set")
     assoc.abort()
-    wait_for(lambda: not list(receiving.iterdir()), timeout=30, what="the temp file to be removed")
+    wait_for(lambda: not temp_files(), timeout=30, what="the temp file to be removed")
     assert node.spool_files() == []
+    assert node.journal.counts().instances == 0

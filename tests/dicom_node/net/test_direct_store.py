@@ -1,0 +1,146 @@
+"""The receive fast path's P-DATA reader (dicom_node.net.direct_store) on real associations: C-STORE data
+sets go from the socket into the spool without pynetdicom's message assembly; everything else still
+reaches pynetdicom; broken or abandoned messages leave nothing behind and the node goes on serving."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
+
+from dicom_node.net import command_set as cs
+from dicom_node.net import dimse_status as st
+from dicom_node.net.receive import Receiver
+from tests.support.instances import dataset_bytes, make_ct
+from tests.support.scp import Node, running_node
+from tests.support.tools import dcmtk, peer_env, wait_for
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    with running_node(tmp_path / "storage") as n:
+        yield n
+
+
+def _p_data(context_id: int, control: int, payload: bytes) -> bytes:
+    pdv = (len(payload) + 2).to_bytes(4, "big") + bytes([context_id, control]) + payload
+    return b"\x04\x00" + len(pdv).to_bytes(4, "big") + pdv
+
+
+def _count_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    calls = {"fast": 0, "pynetdicom": 0}
+    begin, handle = Receiver.begin_store, Receiver.handle_store
+
+    def counted_begin(self: Receiver, *args: Any) -> Any:
+        calls["fast"] += 1
+        return begin(self, *args)
+
+    def counted_handle(self: Receiver, *args: Any) -> Any:
+        calls["pynetdicom"] += 1
+        return handle(self, *args)
+
+    monkeypatch.setattr(Receiver, "begin_store", counted_begin)
+    monkeypatch.setattr(Receiver, "handle_store", counted_handle)
+    return calls
+
+
+@pytest.mark.dcmtk
+@pytest.mark.parametrize("max_send_pdu", [4096, 65536])
+def test_storescu_instances_go_straight_to_the_spool_byte_for_byte(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_send_pdu: int
+) -> None:
+    calls = _count_calls(monkeypatch)
+    sent = []
+    for k in range(3):
+        path = tmp_path / f"ct{k}.dcm"
+        make_ct(rows=200, columns=200).save_as(path, enforce_file_format=True)
+        sent.append(path)
+    result = subprocess.run(
+        [
+            dcmtk("storescu"),
+            "--max-send-pdu",
+            str(max_send_pdu),
+            "-aec",
+            "NNUNET",
+            "127.0.0.1",
+            str(node.port),
+            *map(str, sent),
+        ],
+        env=peer_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert calls == {"fast": 3, "pynetdicom": 0}
+    assert sorted(dataset_bytes(p) for p in node.spool_files()) == sorted(dataset_bytes(p) for p in sent)
+    assert node.journal.counts().instances == 3
+    assert list((node.storage / "spool" / ".tmp").iterdir()) == []
+
+
+def test_echo_and_store_alternate_on_one_association(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """C-ECHO goes to pynetdicom, C-STORE to the fast path; each answers its own message."""
+    calls = _count_calls(monkeypatch)
+    ae = AE(ae_title="MIXED")
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="NNUNET")
+    assert assoc.is_established
+    try:
+        for _ in range(3):
+            assert assoc.send_c_echo().Status == st.SUCCESS
+            assert assoc.send_c_store(make_ct()).Status == st.SUCCESS
+    finally:
+        assoc.release()
+    assert calls == {"fast": 3, "pynetdicom": 0}
+    assert node.journal.counts().instances == 3
+
+
+def _raw_association(node: Node) -> tuple[Any, int]:
+    ae = AE(ae_title="RAWSCU")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="NNUNET")
+    assert assoc.is_established
+    return assoc, assoc.accepted_contexts[0].context_id
+
+
+def test_a_pdv_longer_than_its_pdu_aborts_only_that_association(node: Node) -> None:
+    assoc, context_id = _raw_association(node)
+    ds = make_ct()
+    command = cs.store_request(1, str(ds.SOPClassUID), str(ds.SOPInstanceUID))
+    sock = assoc.dul.socket.socket
+    sock.sendall(_p_data(context_id, 0x03, command))
+    pdv = (5000).to_bytes(4, "big") + bytes([context_id, 0x02]) + b"\0" * 100  # claims 5000 bytes
+    sock.sendall(b"\x04\x00" + len(pdv).to_bytes(4, "big") + pdv)
+    wait_for(lambda: assoc.is_aborted or not assoc.is_alive(), timeout=30, what="the abort")
+    assert node.spool_files() == []
+    assert list((node.storage / "spool" / ".tmp").iterdir()) == []
+    good, _ = _raw_association(node)
+    try:
+        assert good.send_c_store(make_ct()).Status == st.SUCCESS
+    finally:
+        good.release()
+
+
+def test_a_command_inside_a_data_set_drops_the_unfinished_instance(node: Node) -> None:
+    """A peer that starts a new message before the last fragment of a data set: the unfinished
+    instance is never filed; the new message is served."""
+    assoc, context_id = _raw_association(node)
+    try:
+        first, second = make_ct(), make_ct()
+        sock = assoc.dul.socket.socket
+        command = cs.store_request(1, str(first.SOPClassUID), str(first.SOPInstanceUID))
+        sock.sendall(_p_data(context_id, 0x03, command))
+        sock.sendall(_p_data(context_id, 0x00, b"\x08\x00\x05\x00CS\x0a\x00ISO_IR 100"))
+        assert assoc.send_c_store(second).Status == st.SUCCESS
+    finally:
+        assoc.release()
+    [stored] = node.spool_files()
+    assert stored.name == f"{second.SOPInstanceUID}.dcm"
+    assert list((node.storage / "spool" / ".tmp").iterdir()) == []
