@@ -4,8 +4,8 @@ series without duplicates. ``dicom-node serve`` runs as a real subprocess withou
 needs none), so this runs in the quick suite.
 
 The kill lands at a known point, not after a delay: the sender (dcmtk storescu) sends five small
-instances, then a large one, and the node is killed once pynetdicom's temp file for the large one
-holds over a megabyte of it (the node's ``TMPDIR`` is a folder of the test)."""
+instances, then a large one, and the node is killed once the spool temp file the receive fast path
+writes the large one into holds over a megabyte of it."""
 
 from __future__ import annotations
 
@@ -47,8 +47,8 @@ def assert_filed(storage: Path, files: list[Path]) -> None:
 
 
 def test_acknowledged_instances_survive_kill_9_mid_transfer(tmp_path: Path) -> None:
-    storage, receiving = tmp_path / "var", tmp_path / "receiving"
-    receiving.mkdir()
+    storage = tmp_path / "var"
+    receiving = storage / "spool" / ".tmp"
     config = write_config(
         tmp_path / "node.yaml",
         {"node": {"ae_title": "NNUNET", "host": "127.0.0.1", "port": 0, "storage_dir": str(storage)}},
@@ -59,7 +59,10 @@ def test_acknowledged_instances_survive_kill_9_mid_transfer(tmp_path: Path) -> N
     big.save_as(tmp_path / "ct" / "big.dcm", enforce_file_format=True)
     files = [*small, tmp_path / "ct" / "big.dcm"]
 
-    node = start_node(config, log_path=tmp_path / "node1.log", env={"TMPDIR": str(receiving)})
+    node = start_node(
+        config,
+        log_path=tmp_path / "node1.log",
+    )
     try:
         sender = subprocess.Popen(
             storescu_command(node.port, files),
@@ -70,7 +73,7 @@ def test_acknowledged_instances_survive_kill_9_mid_transfer(tmp_path: Path) -> N
         )
         try:
             wait_for(
-                lambda: any(size(p) > 1024 * 1024 for p in receiving.glob("*.dcm")),
+                lambda: any(size(p) > 1024 * 1024 for p in receiving.glob("*.part")),
                 timeout=60,
                 interval=0.01,
                 what="the large instance arriving",
@@ -86,7 +89,10 @@ def test_acknowledged_instances_survive_kill_9_mid_transfer(tmp_path: Path) -> N
     assert acknowledged == small, output  # storescu waits for each answer: the small ones, only them
     assert_filed(storage, acknowledged)
 
-    node = start_node(config, log_path=tmp_path / "node2.log", env={"TMPDIR": str(receiving)})
+    node = start_node(
+        config,
+        log_path=tmp_path / "node2.log",
+    )
     try:
         assert_filed(storage, acknowledged)  # start-up reconciliation lost nothing either
         run = storescu(node.port, files)  # the sender tries again, as modalities do
