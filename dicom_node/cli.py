@@ -1,19 +1,19 @@
 """``dicom-node``: the command-line entry point. Logging is configured only here and by ``serve``
 (which applies the config's ``logging`` section), never by library modules; this module also makes
-the process-wide settings once (:func:`dicom_node.process.configure_process`) before a command runs."""
+the process-wide settings once (:func:`dicom_node.process.configure_process`) before a command runs,
+except for commands that say they need none (``send``, ``echo``: they import neither pydicom nor
+pynetdicom, whose imports would be most of their time)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from dicom_node.logs import configure_logging
-from dicom_node.process import configure_process
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +37,25 @@ DEFAULT_LOG_LEVEL = "INFO"
 
 
 def version() -> str:
+    import importlib.metadata  # only when asked: its import is a tenth of a ``send``'s start-up
+
     try:
         return importlib.metadata.version("nnunet-dicom-node")
     except importlib.metadata.PackageNotFoundError:
         return "unknown (not installed)"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, looking the version up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version and exit"
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(f"dicom-node {version()}")  # on stdout, as argparse's own version action
+        parser.exit()
 
 
 class _SubParsers(argparse._SubParsersAction):
@@ -60,7 +75,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         description="DICOM node that segments received series with nnU-Net and sends DICOM SEG back.",
     )
     parser.register("action", "parsers", _SubParsers)
-    parser.add_argument("--version", action="version", version=f"dicom-node {version()}")
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument(
         "--log-level",
         default=None,
@@ -95,7 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     configure_logging(args.log_level or DEFAULT_LOG_LEVEL)
-    configure_process()
+    if getattr(args, "process_settings", True):  # send and echo need none (and start faster without)
+        from dicom_node.process import configure_process
+
+        configure_process()
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

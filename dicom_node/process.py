@@ -4,9 +4,9 @@ Some libraries keep their switches for the whole process: pynetdicom in its modu
 in ``sys.stdout``, torch in its thread pool. Changing them per call from threads races (one thread's
 change is another's surprise), so each is set once, before any thread of ours runs:
 
-- :func:`configure_process` (called by the ``dicom-node`` entry point and by :meth:`Node.start`):
-  pynetdicom sends files given by path as their raw bytes (``STORE_SEND_CHUNKED_DATASET``, see
-  :func:`dicom_node.net.scu.use_raw_file_sending`), streams received data sets to disk
+- :func:`configure_process` (called by the ``dicom-node`` entry point for every command but ``send``
+  and ``echo``, which use neither pynetdicom nor pydicom nor inference, and by :meth:`Node.start`):
+  pynetdicom streams received data sets to disk
   (``STORE_RECV_CHUNKED_DATASET``, see :func:`dicom_node.net.switches.stream_received_datasets`), and
   nnU-Net's prints from worker threads are
   captured per thread (:func:`inference.stdout_capture.install`), and pydicom reads values without a
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import pydicom.config
 
-from dicom_node.net.scu import use_raw_file_sending
 from dicom_node.net.switches import stream_received_datasets
 from inference import stdout_capture
 
@@ -30,7 +29,6 @@ from inference import stdout_capture
 def configure_process() -> None:
     """Make the process-wide settings the node relies on. Idempotent; call it from the main thread
     before starting threads."""
-    use_raw_file_sending()
     stream_received_datasets()
     stdout_capture.install()
     quiet_value_validation()

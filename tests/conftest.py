@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from dicom_node.net.scu import use_raw_file_sending
 from dicom_node.net.switches import stream_received_datasets
 from dicom_node.storage.journal import Journal
 
@@ -17,7 +16,6 @@ from dicom_node.storage.journal import Journal
 def _process_settings() -> None:
     """What the entry point and Node.start set once per process (dicom_node.process); set here
     without the stdout capture, which would sit in front of pytest's own."""
-    use_raw_file_sending()
     stream_received_datasets()
 
 

@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
         help="our AE title (default %(default)s)",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per step (default %(default)s)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, process_settings=False)
 
 
 def run(args: argparse.Namespace) -> int:

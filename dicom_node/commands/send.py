@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
         "peer (network round trips), not on a busy machine",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per failed file")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, process_settings=False)
 
 
 def failure_kind(result: SendResult) -> str:

@@ -1,6 +1,10 @@
 """The DIMSE statuses and association outcomes the node uses, named once; their meaning and wording
 come from pynetdicom (:mod:`pynetdicom.status`, :mod:`pynetdicom.pdu`), not from copies of its tables.
 
+pynetdicom is imported only when a text is asked for (a failure to describe): ``dicom-node send`` and
+``echo`` start without it, and :func:`is_stored` says "stored" by PS3.7 Annex C itself (a test checks
+it agrees with pynetdicom's categories for every code).
+
 C-STORE failures follow PS3.4 B.2.3 as pynetdicom's own storescp uses them: 0xA7xx "Refused: Out of
 Resources" when *we* cannot keep the data (disk full, a write/fsync/rename error, the journal cannot
 commit: the sender should retry later), 0xA9xx and 0xCxxx only when the *data* is at fault.
@@ -8,16 +12,11 @@ commit: the sender should retry later), 0xA9xx and 0xCxxx only when the *data* i
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from pynetdicom.pdu import A_ABORT_RQ
-from pynetdicom.pdu_primitives import A_ABORT, A_ASSOCIATE, A_P_ABORT
-from pynetdicom.status import (
-    STATUS_SUCCESS,
-    STATUS_WARNING,
-    STORAGE_SERVICE_CLASS_STATUS,
-    code_to_category,
-)
+if TYPE_CHECKING:
+    from pynetdicom.pdu import A_ABORT_RQ
+    from pynetdicom.pdu_primitives import A_ABORT, A_ASSOCIATE, A_P_ABORT
 
 SUCCESS: Final = 0x0000
 
@@ -39,16 +38,19 @@ REJECT_CALLED_AE_NOT_RECOGNIZED: Final = 0x07
 
 
 def is_stored(status: int) -> bool:
-    """The peer kept the instance: success, or a warning (stored with changes)."""
-    return code_to_category(status) in (STATUS_SUCCESS, STATUS_WARNING)
+    """The peer kept the instance: success, or a warning (stored with changes: 0x0001, 0x0107,
+    0x0116, 0xBxxx; PS3.7 C.1-C.4)."""
+    return status in (SUCCESS, 0x0001, 0x0107, 0x0116) or 0xB000 <= status <= 0xBFFF
 
 
 def describe(status: int) -> str:
     """pynetdicom's category and text for a C-STORE (or C-ECHO) status, e.g. ``"Failure: Refused:
     Out of Resources"``; a code it does not know is shown by its category alone."""
-    category = code_to_category(status)
     if status == SUCCESS:
-        return category
+        return "Success"
+    from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
+
+    category = code_to_category(status)
     entry = STORAGE_SERVICE_CLASS_STATUS.get(status)
     return f"{category}: {entry[1]}" if entry else category
 
@@ -56,6 +58,8 @@ def describe(status: int) -> str:
 def rejection_text(result: int, source: int, reason: int) -> str:
     """An A-ASSOCIATE-RJ in pynetdicom's words, e.g. ``"Rejected Permanent by Service User: Called AE
     title not recognised"``."""
+    from pynetdicom.pdu_primitives import A_ASSOCIATE
+
     rj = A_ASSOCIATE()
     rj.result = result
     rj.result_source = source
@@ -71,8 +75,25 @@ def describe_rejection(rj: A_ASSOCIATE) -> str:
 def describe_abort(primitive: A_ABORT | A_P_ABORT) -> str:
     """An A-ABORT or A-P-ABORT in pynetdicom's words, e.g. ``"DUL service-user"`` or ``"DUL
     service-provider: Unexpected PDU"``."""
+    from pynetdicom.pdu import A_ABORT_RQ
+
     pdu = A_ABORT_RQ()
     pdu.from_primitive(primitive)
+    return _abort_words(pdu)
+
+
+def abort_text(source: int, reason: int) -> str:
+    """A received A-ABORT PDU's source and reason (PS3.8 9.3.8) in the words of
+    :func:`describe_abort`."""
+    from pynetdicom.pdu import A_ABORT_RQ
+
+    pdu = A_ABORT_RQ()
+    pdu.source = source
+    pdu.reason_diagnostic = reason
+    return _abort_words(pdu)
+
+
+def _abort_words(pdu: A_ABORT_RQ) -> str:
     if pdu.source == 0x02:
         return f"{pdu.source_str}: {pdu.reason_str}"
     return pdu.source_str

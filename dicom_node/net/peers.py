@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
-import ssl
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dicom_node.errors import ConfigError
 from dicom_node.net.ae_titles import check_ae_title
+
+if TYPE_CHECKING:
+    import ssl
 
 _HOST_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)$")
 
