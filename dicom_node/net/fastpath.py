@@ -54,6 +54,7 @@ from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
+from dicom_node.net import command_set
 from dicom_node.net.direct_store import ConnectionEnded, MalformedPData, PDataReader, StoreTarget
 
 logger = logging.getLogger(__name__)
@@ -261,15 +262,6 @@ class BufferedAssociationSocket(AssociationSocket):
         return view[:got]  # type: ignore[return-value]
 
 
-def _element(element: int, value: bytes) -> bytes:
-    return struct.pack("<HHI", 0x0000, element, len(value)) + value
-
-
-def _uid(value: object) -> bytes:
-    raw = str(value).encode("ascii")
-    return raw + b"\0" if len(raw) % 2 else raw
-
-
 def encode_store_success(primitive: object) -> bytes | None:
     """The command set (implicit VR little endian, PS3.7 9.3.1.2) of a C-STORE-RSP with status
     Success and nothing else to say, or None for any other primitive (pynetdicom encodes those)."""
@@ -279,18 +271,12 @@ def encode_store_success(primitive: object) -> bytes | None:
         return None
     if primitive.OffendingElement is not None or primitive.DataSet is not None:
         return None
-    body = [
-        _element(0x0100, struct.pack("<H", 0x8001)),  # Command Field: C-STORE-RSP
-        _element(0x0120, struct.pack("<H", primitive.MessageIDBeingRespondedTo)),
-        _element(0x0800, struct.pack("<H", 0x0101)),  # Command Data Set Type: none
-        _element(0x0900, struct.pack("<H", 0x0000)),  # Status
-    ]
-    if primitive.AffectedSOPClassUID:
-        body.insert(0, _element(0x0002, _uid(primitive.AffectedSOPClassUID)))
-    if primitive.AffectedSOPInstanceUID:
-        body.append(_element(0x1000, _uid(primitive.AffectedSOPInstanceUID)))
-    elements = b"".join(body)
-    return _element(0x0000, struct.pack("<I", len(elements))) + elements
+    return command_set.store_response(
+        primitive.MessageIDBeingRespondedTo,
+        str(primitive.AffectedSOPClassUID or ""),
+        str(primitive.AffectedSOPInstanceUID or ""),
+        0x0000,
+    )
 
 
 class ResponseEncodingDIMSE(DIMSEServiceProvider):

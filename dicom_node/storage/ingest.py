@@ -15,9 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
-
 from dicom_node.errors import OutOfResourcesError, StorageError
+from dicom_node.net.ul import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicom_node.storage.filing import IncomingFile, Part, Payload, Spool, StoredFile, part_size
 from dicom_node.storage.header import InstanceHeader
 from dicom_node.storage.journal import InstanceRecord, Journal
@@ -78,8 +77,8 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, o
             _meta_element(0x0002, b"UI", _padded(sop_class_uid, b"\x00")),
             _meta_element(0x0003, b"UI", _padded(sop_instance_uid, b"\x00")),
             _meta_element(0x0010, b"UI", _padded(transfer_syntax, b"\x00")),
-            _meta_element(0x0012, b"UI", _padded(PYNETDICOM_IMPLEMENTATION_UID, b"\x00")),
-            _meta_element(0x0013, b"SH", _padded(PYNETDICOM_IMPLEMENTATION_VERSION, b" ")),
+            _meta_element(0x0012, b"UI", _padded(IMPLEMENTATION_CLASS_UID, b"\x00")),
+            _meta_element(0x0013, b"SH", _padded(IMPLEMENTATION_VERSION_NAME, b" ")),
             # PS3.10: the AE that wrote the file (us), the one that sent its content, the one that got it
             _meta_element(0x0016, b"AE", _padded(origin.called_ae, b" ")),
             _meta_element(0x0017, b"AE", _padded(origin.calling_ae, b" ")),
