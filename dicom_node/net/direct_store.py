@@ -21,6 +21,11 @@ for each P-DATA-TF PDU) follows the PDV items as they come off the socket:
 - every other message (C-ECHO, anything unexpected) is handed to pynetdicom's DIMSE provider as the
   P-DATA primitives pynetdicom would have made, so pynetdicom serves it (or refuses it) as before.
 
+Upstream, this would be a streaming C-STORE service in pynetdicom: the DIMSE provider handing each
+data fragment, as its PDV is read, to a writer the C-STORE handler supplies once the command set is
+decoded (instead of assembling the message and then calling ``EVT_C_STORE``), with command sets
+decoded without pydicom. ``tests/dicom_node/net/test_direct_store.py`` guards this module.
+
 The PDU guard still sees every byte (the reader reads through the guarded socket). If the
 association ends before the last fragment, the sink's temp file is deleted. Nothing is answered
 before the instance's bytes and its journal row are safe: ``finish`` returns only then.
