@@ -64,8 +64,10 @@ class StoreTarget(Protocol):
     """What the fast path files C-STORE data sets through (the :class:`Receiver`)."""
 
     def begin_store(
-        self, assoc: Any, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str
-    ) -> Sink: ...
+        self, assoc: Any, context_class: str, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str
+    ) -> Sink:
+        """A sink for a C-STORE-RQ's data set; ``context_class`` is the abstract syntax of the
+        context it came on (a different SOP class is refused once the data set was read)."""
 
 
 class ConnectionEnded(Exception):
@@ -191,7 +193,10 @@ class PDataReader:
         sop_instance = cs.get_text(command, cs.AFFECTED_SOP_INSTANCE)
         transfer_syntax = str(context.transfer_syntax[0])
         self._answer = (sop_class, sop_instance, transfer_syntax, message_id, context_id)
-        return self.target.begin_store(self.dul.assoc, transfer_syntax, sop_class, sop_instance)
+        context_class = str(context.abstract_syntax)
+        return self.target.begin_store(
+            self.dul.assoc, context_class, transfer_syntax, sop_class, sop_instance
+        )
 
     def _finish_store(self, context_id: int) -> None:
         sink, self._sink = self._sink, None
