@@ -31,7 +31,6 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -45,12 +44,15 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from dicom_node.config import NodeSection
 from dicom_node.net import fastpath
 from dicom_node.net.receive import Receiver
+from dicom_node.net.receive_child import lock_dir
+from dicom_node.net.receive_processes import ReceiveProcesses
 from dicom_node.net.scp_server import ScpServer
 from dicom_node.process import configure_process
 from dicom_node.storage.filing import Spool
 from dicom_node.storage.header import read_header, read_part10_layout
 from dicom_node.storage.ingest import Ingestor, Origin
 from dicom_node.storage.journal import Journal
+from dicom_node.storage.series_locks import SeriesLocks
 
 STORESCU = "/usr/bin/storescu"
 STORESCP = "/usr/bin/storescp"
@@ -198,72 +200,6 @@ def run_durable_threads(files: list[Path], work: Path, threads: int = 4) -> floa
     return time.perf_counter() - start
 
 
-def serve_child(storage: Path, fsync: bool) -> None:
-    """``--serve-child``: one receiver (ScpServer, journal, spool) in this process; prints its port,
-    waits for a line on stdin, prints how many instances it journaled, stops."""
-    section = NodeSection(
-        ae_title=["NNUNET"], host="127.0.0.1", port=0, storage_dir=storage, fsync=fsync, min_free_disk_mb=100
-    )
-    journal = Journal(storage / "journal.sqlite")
-    spool = Spool(storage, fsync=fsync, min_free_bytes=section.min_free_disk_mb * 1024 * 1024)
-    server = ScpServer(section, Receiver(Ingestor(spool, journal), ae_titles=section.ae_title)).start()
-    print(server.port, flush=True)
-    input()
-    print(journal.counts().instances, flush=True)
-    server.stop()
-    journal.close()
-
-
-def run_node_processes(files: list[Path], work: Path, *, processes: int, associations: int) -> float:
-    """The receiver in ``processes`` separate processes (each its own journal and spool: the most a
-    receive design split over processes could get on this machine), ``associations`` storescu
-    associations spread over them."""
-    children = []
-    for k in range(processes):
-        storage = work / f"node{k}"
-        shutil.rmtree(storage, ignore_errors=True)
-        storage.mkdir(parents=True)
-        children.append(
-            subprocess.Popen(
-                [sys.executable, __file__, "--serve-child", str(storage)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-        )
-    try:
-        ports = [int(child.stdout.readline()) for child in children]  # type: ignore[union-attr]
-        shares = [files[i::associations] for i in range(associations)]
-        start = time.perf_counter()
-        procs = [
-            subprocess.Popen(
-                [STORESCU, "-aec", "NNUNET", "127.0.0.1", str(ports[i % processes]), *map(str, share)],
-                env=peer_env(),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for i, share in enumerate(shares)
-        ]
-        errors = [p.communicate()[1] for p in procs]
-        elapsed = time.perf_counter() - start
-        for proc, err in zip(procs, errors, strict=True):
-            if proc.returncode != 0:
-                raise RuntimeError(f"storescu failed ({proc.returncode}): {err[-2000:]}")
-        recorded = 0
-        for child in children:
-            child.stdin.write("\n")  # type: ignore[union-attr]
-            child.stdin.flush()  # type: ignore[union-attr]
-            recorded += int(child.stdout.readline())  # type: ignore[union-attr]
-        if recorded != len(files):
-            raise RuntimeError(f"the node processes journaled {recorded} of {len(files)} instances")
-        return elapsed
-    finally:
-        for child in children:
-            child.stdin.close()  # type: ignore[union-attr]
-            child.wait(timeout=60)
-
-
 def run_storescp(files: list[Path], work: Path) -> float:
     out = work / "storescp"
     shutil.rmtree(out, ignore_errors=True)
@@ -335,17 +271,33 @@ def run_node(
     *,
     fsync: bool,
     associations: int = 1,
+    processes: int = 1,
     profiler: ThreadProfiler | None = None,
 ) -> float:
+    """The node's receiver (``processes`` > 1: plus that many - 1 receive processes on the same port,
+    as ``node.receive_processes`` runs them) receiving the files over ``associations``."""
     storage = work / "node"
     shutil.rmtree(storage, ignore_errors=True)
     section = NodeSection(
-        ae_title=["NNUNET"], host="127.0.0.1", port=0, storage_dir=storage, fsync=fsync, min_free_disk_mb=100
+        ae_title=["NNUNET"],
+        host="127.0.0.1",
+        port=0,
+        storage_dir=storage,
+        fsync=fsync,
+        min_free_disk_mb=100,
+        receive_processes=processes,
     )
     journal = Journal(storage / "journal.sqlite")
     spool = Spool(storage, fsync=fsync, min_free_bytes=section.min_free_disk_mb * 1024 * 1024)
-    receiver = Receiver(Ingestor(spool, journal), ae_titles=section.ae_title)
+    locks = SeriesLocks(lock_dir=lock_dir(storage) if processes > 1 else None)
+    receiver = Receiver(Ingestor(spool, journal, locks=locks), ae_titles=section.ae_title)
     server = ScpServer(section, receiver).start()
+    others = None
+    if processes > 1:
+        others = ReceiveProcesses(
+            section, server.port, on_instance=lambda _: None, on_released=lambda _: None
+        )
+        others.start(grace_seconds=5)
     try:
         if profiler is not None:
             with profiler:
@@ -354,14 +306,18 @@ def run_node(
             cpu = time.process_time()
             elapsed = send(server.port, files, "NNUNET", associations)
             # this process is the node: its CPU time per instance is steadier than the rate on a
-            # loaded machine
-            NODE_CPU_MS.append(1000 * (time.process_time() - cpu) / len(files))
+            # loaded machine (the other receive processes' CPU is not counted)
+            if processes == 1:
+                NODE_CPU_MS.append(1000 * (time.process_time() - cpu) / len(files))
         recorded = journal.counts().instances
         if recorded != len(files):
             raise RuntimeError(f"node journaled {recorded} of {len(files)} instances")
         return elapsed
     finally:
+        if others is not None:
+            others.stop(timeout=15)
         server.stop(grace_seconds=5)
+        spool.close()
         journal.close()
 
 
@@ -397,12 +353,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="profile one fsync-on node run")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temp folder)")
-    parser.add_argument("--serve-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     configure_process()
-    if args.serve_child is not None:
-        serve_child(args.serve_child, fsync=True)
-        return
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_ingest_"))
     try:
@@ -416,8 +368,8 @@ def main() -> None:
             "durable write loop, 4 threads": lambda: run_durable_threads(files, work),
             "node, fsync on": lambda: run_node(files, work, fsync=True),
             "node, fsync on, 4 assocs": lambda: run_node(files, work, fsync=True, associations=4),
-            "node x2 processes, 4 assocs": lambda: run_node_processes(
-                files, work, processes=2, associations=4
+            "node, 2 receive processes, 4 assocs": lambda: run_node(
+                files, work, fsync=True, associations=4, processes=2
             ),
             "node, fsync off": lambda: run_node(files, work, fsync=False),
             "node, fsync off, 4 assocs": lambda: run_node(files, work, fsync=False, associations=4),
@@ -484,9 +436,9 @@ def main() -> None:
             "  (the disk's gain from parallel fsyncs)"
         )
         print(
-            f"  node x2 processes, 4 assocs / node 1 assoc: "
-            f"{rate('node x2 processes, 4 assocs') / rate('node, fsync on'):.2f}"
-            "  (what receiving in several processes could add)"
+            f"  node with 2 receive processes, 4 assocs / node 1 assoc: "
+            f"{rate('node, 2 receive processes, 4 assocs') / rate('node, fsync on'):.2f}"
+            "  (node.receive_processes: 2)"
         )
         print(f"  load average during the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

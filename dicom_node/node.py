@@ -26,6 +26,8 @@ from dicom_node.config import NodeConfig
 from dicom_node.errors import ConfigError, NodeError
 from dicom_node.http.metrics import NodeMetrics
 from dicom_node.net.receive import Receiver
+from dicom_node.net.receive_child import lock_dir
+from dicom_node.net.receive_processes import ReceiveProcesses
 from dicom_node.net.scp_server import ScpServer
 from dicom_node.pipeline.completion import CompletionLoop
 from dicom_node.pipeline.executors import build_executors, worker_threads
@@ -48,6 +50,8 @@ from inference.api import Executor
 from inference.errors import InferenceError
 
 logger = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 5.0  # running associations get this long to finish when the node stops
 
 MB = 1024 * 1024
 
@@ -89,6 +93,7 @@ class Node:
         self.completion: CompletionLoop | None = None
         self.retention: RetentionService | None = None
         self.server: ScpServer | None = None
+        self.receive_processes: ReceiveProcesses | None = None
         self.ingestor: Ingestor | None = None
         self.catalog: Any = None
         self.executors: list[Executor] = []  # one per inference device
@@ -191,7 +196,8 @@ class Node:
             clock=self._clock,
         )
         self.completion.start()
-        locks = SeriesLocks()  # filing and retention purges of one series never interleave
+        # filing and retention purges of one series never interleave (in every receive process)
+        locks = SeriesLocks(lock_dir=lock_dir(self.storage_dir) if cfg.node.receive_processes > 1 else None)
         self.retention = RetentionService(
             journal,
             storage_dir=self.storage_dir,
@@ -223,10 +229,18 @@ class Node:
             self.server = server.start()
         except OSError as exc:
             raise NodeError(f"cannot listen on {cfg.node.host}:{cfg.node.port}: {exc}") from exc
+        if cfg.node.receive_processes > 1:
+            self.receive_processes = ReceiveProcesses(
+                cfg.node,
+                self.server.port,
+                on_instance=self._on_instance,
+                on_released=self._on_released,
+                log_format=cfg.logging.format,
+            ).start(grace_seconds=STOP_GRACE_SECONDS)
         self._start_http()
         logger.info("node %s ready; storage %s", self.address, self.storage_dir)
 
-    def stop(self, grace_seconds: float = 5.0) -> None:
+    def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
         """Stop accepting, finish the store in progress, stop the threads, close the journal.
         Safe to call more than once and after a failed start."""
         if self.http is not None:
@@ -235,9 +249,14 @@ class Node:
         for part in (self.retention, *self.workers, self.completion, self.sender):
             if part is not None:
                 part.request_stop()  # no new jobs or sends from here on
+        if self.receive_processes is not None:
+            self.receive_processes.request_stop()  # they wind down while our own receiver does
         if self.server is not None:
             self.server.stop(grace_seconds)
             self.server = None
+        if self.receive_processes is not None:
+            self.receive_processes.stop(timeout=grace_seconds + 10.0)
+            self.receive_processes = None
         for watcher in reversed(self._watchers):
             try:
                 watcher.stop()

@@ -78,6 +78,14 @@ class NodeSection(Strict):
         " or group (0640/0750)",
     )
     retention_days: float = Field(default=7.0, gt=0)
+    receive_processes: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="processes receiving on the port (the kernel spreads connections over them):"
+        " parallel associations then add throughput beyond one Python process's; each process applies"
+        " the association and pending-connection limits to the connections it gets",
+    )
 
     @field_validator("ae_title", mode="before")
     @classmethod
@@ -118,4 +126,14 @@ class NodeSection(Strict):
     def _pending_limits(self) -> NodeSection:
         if self.max_pending_per_peer > self.max_pending_connections:
             raise ValueError("max_pending_per_peer cannot exceed max_pending_connections")
+        return self
+
+    @model_validator(mode="after")
+    def _one_quota_count(self) -> NodeSection:
+        if self.receive_processes > 1 and self.calling_ae_quota_mb:
+            # each process would count its own filings between journal refreshes: a quota could be
+            # passed by what the others filed meanwhile
+            raise ValueError(
+                "calling_ae_quota_mb needs receive_processes: 1 (quotas are counted in one process)"
+            )
         return self

@@ -78,8 +78,11 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         fast_path: bool = True,
         store_target: StoreTarget | None = None,
         handshake_timeout: float = 30.0,
+        reuse_port: bool = False,
         **kwargs: Any,
     ) -> None:
+        # SO_REUSEPORT: several receive processes listen on one port (the kernel spreads connections)
+        self.allow_reuse_port = reuse_port
         self.fast_path = fast_path
         self.store_target = store_target
         self.handshake_timeout = handshake_timeout
@@ -95,6 +98,11 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         self._tickets_lock = threading.Lock()
         kwargs["request_handler"] = GuardedRequestHandler
         super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        if self.allow_reuse_port:  # pynetdicom's server_bind sets SO_REUSEADDR only
+            cast(socket.socket, self.socket).setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept a connection. Under TLS the handshake is left to the connection's own thread

@@ -42,9 +42,17 @@ class ScpServer:
     """A running SCP: ``start()`` binds and serves in a background thread, ``stop()`` ends it."""
 
     def __init__(
-        self, node: NodeSection, receiver: Receiver, *, host: str | None = None, port: int | None = None
+        self,
+        node: NodeSection,
+        receiver: Receiver,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        reuse_port: bool | None = None,
     ):
         self.node = node
+        # with several receive processes every listening socket of the port shares it
+        self.reuse_port = node.receive_processes > 1 if reuse_port is None else reuse_port
         self.receiver = receiver
         self.host = node.host if host is None else host
         self._port = node.port if port is None else port
@@ -69,6 +77,7 @@ class ScpServer:
             server_class=GuardedAssociationServer,
             on_pdu_refused=self.receiver.pdu_refused,
             store_target=self.receiver,
+            reuse_port=self.reuse_port,
             **guard_options(self.node),
         )
         self._server = cast(GuardedAssociationServer, server)

@@ -7,10 +7,13 @@ by a hash of the series UID, so no state grows with the number of series.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 
 
 class _SharedExclusiveLock:
@@ -52,18 +55,41 @@ class _SharedExclusiveLock:
 
 
 class SeriesLocks:
-    def __init__(self, stripes: int = 64) -> None:
+    """``lock_dir``: when several processes file into one spool (``node.receive_processes``), each
+    stripe is also an ``flock`` on a file there, so a purge in one process excludes filing in all."""
+
+    def __init__(self, stripes: int = 64, *, lock_dir: Path | None = None) -> None:
         if stripes < 1:
             raise ValueError("stripes must be >= 1")
         self._locks = [_SharedExclusiveLock() for _ in range(stripes)]
+        self._lock_dir = lock_dir
+        if lock_dir is not None:
+            lock_dir.mkdir(parents=True, exist_ok=True)
 
-    def _lock(self, series_uid: str) -> _SharedExclusiveLock:
-        return self._locks[zlib.crc32(series_uid.encode("ascii", "replace")) % len(self._locks)]
+    def _stripe(self, series_uid: str) -> int:
+        return zlib.crc32(series_uid.encode("ascii", "replace")) % len(self._locks)
+
+    @contextmanager
+    def _held(self, series_uid: str, exclusive: bool) -> Iterator[None]:
+        stripe = self._stripe(series_uid)
+        lock = self._locks[stripe]
+        with lock.exclusive() if exclusive else lock.shared():
+            if self._lock_dir is None:
+                yield
+                return
+            fd = os.open(
+                self._lock_dir / f"series-{stripe:02d}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
 
     def filing(self, series_uid: str) -> AbstractContextManager[None]:
         """Held (shared) while an instance of the series is filed and journaled."""
-        return self._lock(series_uid).shared()
+        return self._held(series_uid, exclusive=False)
 
     def purging(self, series_uid: str) -> AbstractContextManager[None]:
         """Held (exclusive) while the series is purged: no instance of it is filed meanwhile."""
-        return self._lock(series_uid).exclusive()
+        return self._held(series_uid, exclusive=True)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dicom_node.storage.journal.schema import migrate
+
+T = TypeVar("T")
 
 
 class JournalBase:
@@ -27,12 +30,15 @@ class JournalBase:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA busy_timeout = 30000")
+        self._conn.execute("PRAGMA busy_timeout = 30000")  # opening and migrating may wait long
         if not readonly:
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             migrate(self._conn)
+            # from here on, waiting for another process's write (node.receive_processes) is ours to do
+            # (see _begin): SQLite's own busy handler sleeps 1 ms, then 2, 5, 10... per retry
+            self._conn.execute("PRAGMA busy_timeout = 0")
 
     def check_integrity(self) -> None:
         """Raise :class:`sqlite3.DatabaseError` if SQLite's quick check finds the file damaged."""
@@ -51,7 +57,7 @@ class JournalBase:
         """One IMMEDIATE transaction under the lock."""
         with self._lock:
             cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+            _retrying_busy(lambda: cur.execute("BEGIN IMMEDIATE"))
             try:
                 yield cur
             except BaseException:
@@ -64,5 +70,32 @@ class JournalBase:
 
     def _query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
-            rows = self._conn.execute(sql, params).fetchall()
+            rows = _retrying_busy(lambda: self._conn.execute(sql, params).fetchall())
         return [{k: r[k] for k in r.keys()} for r in rows]  # noqa: SIM118
+
+
+_BUSY_WAIT_SECONDS = 30.0
+_BUSY_FIRST_SLEEP = 0.0001
+_BUSY_MAX_SLEEP = 0.002
+
+
+def _retrying_busy(attempt: Callable[[], T]) -> T:
+    """``attempt()``, again while another connection holds the database (SQLITE_BUSY), sleeping
+    0.1 ms at first and at most 2 ms between tries, for up to 30 s; then the error is raised."""
+    deadline = time.monotonic() + _BUSY_WAIT_SECONDS
+    pause = _BUSY_FIRST_SLEEP
+    while True:
+        try:
+            return attempt()
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) not in _BUSY_CODES or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, _BUSY_MAX_SLEEP)
+
+
+_BUSY_CODES = {
+    sqlite3.SQLITE_BUSY,
+    getattr(sqlite3, "SQLITE_BUSY_SNAPSHOT", -1),
+    getattr(sqlite3, "SQLITE_LOCKED", -2),
+}
