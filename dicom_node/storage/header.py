@@ -17,6 +17,7 @@ deflated data set is inflated at most ``MAX_INFLATED_HEADER_BYTES`` (decompressi
 from __future__ import annotations
 
 import io
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ _IMAGES_IN_ACQUISITION = 0x00201002
 _TS_TAG = 0x00020010
 _CHARSET = 0x00080005
 _SERIES_DESCRIPTION = 0x0008103E
+_PLAIN_INTEGER = re.compile(rb"[1-9][0-9]{0,8}")
 _WANTED = frozenset(
     (
         _CHARSET,
@@ -267,6 +269,13 @@ def _header_from_scan(found: dict[int, tuple[str, bytes]], implicit: bool) -> In
             raise Unsure("no character set")
 
     def text(tag: int) -> str:
+        vr, raw = found.get(tag, ("", b""))
+        if not vr:
+            return ""
+        if vr in ("UI", "CS") and b"\\" not in raw:  # what pydicom's conversion and _text make of it
+            return raw.decode("latin-1").rstrip(" \x00").strip()
+        if vr == "IS" and _PLAIN_INTEGER.fullmatch(raw.rstrip(b" \x00")):
+            return raw.decode("ascii").rstrip(" \x00")  # an IS shows a plain integer as it is
         return _value_text(_convert(found, tag, implicit, encoding))
 
     description = _convert(found, _SERIES_DESCRIPTION, implicit, encoding)

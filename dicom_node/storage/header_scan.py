@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 from pydicom import config
 from pydicom import hooks as pydicom_hooks
-from pydicom.datadict import dictionary_VR, private_dictionary_VR
+from pydicom.datadict import DicomDictionary, dictionary_VR, private_dictionaries, private_dictionary_VR
 
 try:  # the tags whose 'US or SS' pydicom resolves by Pixel Representation alone
     from pydicom.filewriter import _AMBIGUOUS_US_SS_TAGS as _US_OR_SS_TAGS
@@ -215,13 +215,17 @@ def _dictionary_knows(tag: int, creators: dict[int, tuple[str, bytes]]) -> bool:
 
 def _implicit_vr(tag: int, creators: dict[int, tuple[str, bytes]]) -> str:
     """The VR pydicom's ``raw_element_vr`` gives an implicit VR element (or :class:`Unsure`)."""
-    try:
-        vr = str(dictionary_VR(tag))
-    except KeyError:
-        if tag >> 16 & 1:
-            vr = _private_vr(tag, creators)
+    if tag >> 16 & 1:  # the DICOM dictionary holds no private tags
+        vr = _private_vr(tag, creators)
+    else:
+        entry = DicomDictionary.get(tag)
+        if entry is not None:
+            vr = entry[0]
         else:
-            return "UL" if tag & 0xFFFF == 0 else "UN"
+            try:
+                vr = str(dictionary_VR(tag))  # the repeating groups (60xx...)
+            except KeyError:
+                return "UL" if tag & 0xFFFF == 0 else "UN"
     if vr == "US or SS" and tag in _US_OR_SS_TAGS:
         return "US"  # pydicom reads it as US or SS (by Pixel Representation): 2 bytes a value either way
     if vr not in _FREE_VRS and vr not in _ITEM_SIZE and vr not in ("SQ", "UN"):
@@ -243,8 +247,11 @@ def _private_vr(tag: int, creators: dict[int, tuple[str, bytes]]) -> str:
     vr, raw = creator
     if vr != "LO":
         raise Unsure("a private creator that is not LO")
+    name = _plain_text(raw)
+    if name not in private_dictionaries:
+        return "UN"
     try:
-        return str(private_dictionary_VR(tag, _plain_text(raw)))
+        return str(private_dictionary_VR(tag, name))
     except KeyError:
         return "UN"
 
