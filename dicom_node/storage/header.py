@@ -2,16 +2,25 @@
 rest of the node parses it, with bounded memory.
 
 :func:`read_part10_header` reads what filing needs from a Part 10 file: the C-STORE handler
-(pynetdicom's streamed file), the drop folder and the spool reconciliation all use it, so they parse
-UIDs, texts and the expected count the same way; :func:`read_routing_header` gives the whole header
-as a data set for rules that match any tag (completion, ``rules explain``).
+(pynetdicom's streamed file, or the receive fast path's spool file), the drop folder, the HTTP upload
+and the spool reconciliation all use it, so they parse UIDs, texts and the expected count the same
+way; :func:`read_routing_header` gives the whole header as a data set for rules that match any tag
+(completion, ``rules explain``).
 The whole header (every element before (7FE0,0008) Float Pixel Data / (7FE0,0010) Pixel Data) is
-parsed, sequences included, so an instance whose header the completion loop, the routing or the worker
-could not parse (a corrupted VR, sequences nested thousands deep) is refused when it arrives instead
-of being acknowledged and failing later. Values larger than ``DEFER_BYTES`` are skipped, not read; a
+checked, sequences included, so an instance whose header the completion loop, the routing or the
+worker could not parse (a corrupted VR, sequences nested thousands deep) is refused when it arrives
+instead of being acknowledged and failing later. :func:`read_header_dataset` parses it with pydicom
+(every raw element converted); :func:`read_header` first lets
+:func:`~dicom_node.storage.header_scan.scan_header` walk an explicit or implicit VR little endian
+header without pydicom: where the walk vouches for a header, pydicom's parse reads the same
+:class:`InstanceHeader` from it (tests/dicom_node/storage/test_header_scan.py checks this against
+pydicom's test files, the node's own instances and tens of thousands of damaged headers); anything else
+(a refusal included, deflated and big endian data sets, unusual encodings) is read by pydicom, so
+exactly what pydicom refuses is refused. Values larger than ``DEFER_BYTES`` are skipped, not read; a
 deflated data set is inflated at most ``MAX_INFLATED_HEADER_BYTES`` (decompression bombs inflate
-~1000:1), and a header that does not end within that is refused. Measured cost: 0.4 ms for a
-55-element CT header, 1.5 ms for a 256-element one (vs 0.3/0.6 ms for the leading attributes only).
+~1000:1), and a header that does not end within that is refused. Measured per
+:func:`read_part10_header` call (file meta included): 0.06 ms for a 27-element CT header (pydicom:
+0.3 ms), 0.23 ms for a 272-element one with sequences (3.1 ms).
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ _MAX_BUFFER = 16 * 1024 * 1024  # one top-level element larger than this goes to
 _FIRST_PIXEL_TAG = 0x7FE00008
 _CHARSET = 0x00080005
 _PIXEL_REPRESENTATION = 0x00280103
+_PIXEL_DATA = 0x7FE00010
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
@@ -226,6 +227,8 @@ def _implicit_vr(tag: int, creators: dict[int, tuple[str, bytes]]) -> str:
                 vr = str(dictionary_VR(tag))  # the repeating groups (60xx...)
             except KeyError:
                 return "UL" if tag & 0xFFFF == 0 else "UN"
+    if vr == "OB or OW" and tag == _PIXEL_DATA:
+        return "OB"  # in an item (an icon image): pydicom reads it as OW in implicit VR, any length
     if vr == "US or SS" and tag in _US_OR_SS_TAGS:
         return "US"  # pydicom reads it as US or SS (by Pixel Representation): 2 bytes a value either way
     if vr not in _FREE_VRS and vr not in _ITEM_SIZE and vr not in ("SQ", "UN"):

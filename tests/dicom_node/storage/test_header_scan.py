@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from pydicom import config
 from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -105,6 +106,11 @@ def rich_ct(syntax: str) -> Dataset:
     ds.WindowCenter, ds.WindowWidth = [40, 400], [400, 1500]
     ds.add_new(0x00181160, "SH", "FILTER")
     ds.SmallestImagePixelValue, ds.LargestImagePixelValue = 0, 1000  # 'US or SS' in the dictionary
+    icon = Dataset()  # pixel data in an item ('OB or OW' in the dictionary)
+    icon.Rows, icon.Columns, icon.BitsAllocated, icon.BitsStored, icon.HighBit = 2, 2, 8, 8, 7
+    icon.SamplesPerPixel, icon.PhotometricInterpretation, icon.PixelRepresentation = 1, "MONOCHROME2", 0
+    icon.PixelData = bytes(range(4))
+    ds.IconImageSequence = Sequence([icon])
     return ds
 
 
@@ -238,3 +244,15 @@ def test_damaged_real_headers_are_read_alike(name: str) -> None:
     rng = random.Random(name)
     for _ in range(300):
         assert_agree(damaged(data, rng), syntax)
+
+
+def test_the_walk_steps_aside_when_pydicom_is_set_to_refuse_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With pydicom set to raise on invalid values, a Series Number of 'many' is refused, as pydicom
+    refuses it."""
+    data = encoded(make_ct(ImagesInAcquisition=3), ExplicitVRLittleEndian)
+    at = data.index(b"\x20\x00\x11\x00IS\x02\x001 ")  # (0020,0011) Series Number
+    bad = data[:at] + b"\x20\x00\x11\x00IS\x04\x00many" + data[at + 10 :]
+    assert read(bad, ExplicitVRLittleEndian) is not None  # read as text by default
+    monkeypatch.setattr(config.settings, "_reading_validation_mode", config.RAISE)
+    assert by_scan(bad, ExplicitVRLittleEndian) is not None  # the walk alone would vouch for it
+    assert read(bad, ExplicitVRLittleEndian) is None
