@@ -178,10 +178,13 @@ def hostile_headers(syntax: str) -> dict[str, bytes]:
         # the bytes left are fewer than announced, and odd: pydicom cannot read them as US
         "length past the end": head + tail[:4] + (b"US\xff\x7f" if explicit else long) + tail[8:41],
     }
+    pixels = base.rindex(b"\xe0\x7f\x10\x00")
     if explicit:
         cases["corrupted VR"] = head + tail[:4] + b"ZZ" + tail[6:]
-        pixels = base.rindex(b"\xe0\x7f\x10\x00")
         cases["5,000-deep sequences"] = base[:pixels] + deeply_nested(5000) + base[pixels:]
+    else:  # (0040,A730) Content Sequence without its VR
+        deep = deeply_nested(5000).replace(b"\x40\x00\x30\xa7SQ\x00\x00", b"\x40\x00\x30\xa7")
+        cases["5,000-deep sequences"] = base[:pixels] + deep + base[pixels:]
     return cases
 
 
