@@ -27,6 +27,11 @@ class DatasetMismatchError(StorageError):
     """The dataset does not match the SOP class/instance of the request (answered 0xA900)."""
 
 
+class SopClassNotSupportedError(StorageError):
+    """A C-STORE whose SOP class is not the one of the presentation context it came on (answered
+    0x0122)."""
+
+
 class CannotUnderstandError(StorageError):
     """The dataset cannot be parsed or lacks what filing needs (answered 0xC000-class)."""
 

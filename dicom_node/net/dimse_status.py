@@ -24,6 +24,7 @@ SUCCESS: Final = 0x0000
 OUT_OF_RESOURCES: Final = 0xA700  # disk full, below the reserve, or an I/O error filing the data
 OUT_OF_RESOURCES_UNEXPECTED: Final = 0xA701  # the journal could not commit, or another failure of ours
 DATASET_DOES_NOT_MATCH_SOP_CLASS: Final = 0xA900
+SOP_CLASS_NOT_SUPPORTED: Final = 0x0122  # the command's SOP class is not its context's
 CANNOT_UNDERSTAND: Final = 0xC000
 # 0xC001-0xC0FF are "cannot understand" too; we use the sub-codes to say what was wrong.
 CANNOT_UNDERSTAND_INVALID_UID: Final = 0xC001

@@ -21,6 +21,11 @@ for each P-DATA-TF PDU) follows the PDV items as they come off the socket:
 - every other message (C-ECHO, anything unexpected) is handed to pynetdicom's DIMSE provider as the
   P-DATA primitives pynetdicom would have made, so pynetdicom serves it (or refuses it) as before.
 
+Upstream, this would be a streaming C-STORE service in pynetdicom: the DIMSE provider handing each
+data fragment, as its PDV is read, to a writer the C-STORE handler supplies once the command set is
+decoded (instead of assembling the message and then calling ``EVT_C_STORE``), with command sets
+decoded without pydicom. ``tests/dicom_node/net/test_direct_store.py`` guards this module.
+
 The PDU guard still sees every byte (the reader reads through the guarded socket). If the
 association ends before the last fragment, the sink's temp file is deleted. Nothing is answered
 before the instance's bytes and its journal row are safe: ``finish`` returns only then.
@@ -59,8 +64,10 @@ class StoreTarget(Protocol):
     """What the fast path files C-STORE data sets through (the :class:`Receiver`)."""
 
     def begin_store(
-        self, assoc: Any, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str
-    ) -> Sink: ...
+        self, assoc: Any, context_class: str, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str
+    ) -> Sink:
+        """A sink for a C-STORE-RQ's data set; ``context_class`` is the abstract syntax of the
+        context it came on (a different SOP class is refused once the data set was read)."""
 
 
 class ConnectionEnded(Exception):
@@ -186,7 +193,10 @@ class PDataReader:
         sop_instance = cs.get_text(command, cs.AFFECTED_SOP_INSTANCE)
         transfer_syntax = str(context.transfer_syntax[0])
         self._answer = (sop_class, sop_instance, transfer_syntax, message_id, context_id)
-        return self.target.begin_store(self.dul.assoc, transfer_syntax, sop_class, sop_instance)
+        context_class = str(context.abstract_syntax)
+        return self.target.begin_store(
+            self.dul.assoc, context_class, transfer_syntax, sop_class, sop_instance
+        )
 
     def _finish_store(self, context_id: int) -> None:
         sink, self._sink = self._sink, None

@@ -43,6 +43,7 @@ from dicom_node.errors import (
     InvalidUIDError,
     MissingAttributeError,
     OutOfResourcesError,
+    SopClassNotSupportedError,
     StorageError,
     UnreadableDatasetError,
 )
@@ -66,6 +67,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int, str, str], ...] = (
     (DatasetTooLargeError, st.OUT_OF_RESOURCES, "warning", "store_rejected"),
     (CannotUnderstandError, st.CANNOT_UNDERSTAND, "warning", "store_rejected"),
     (DatasetMismatchError, st.DATASET_DOES_NOT_MATCH_SOP_CLASS, "warning", "store_rejected"),
+    (SopClassNotSupportedError, st.SOP_CLASS_NOT_SUPPORTED, "warning", "store_rejected"),
     (OutOfResourcesError, st.OUT_OF_RESOURCES, "error", "store_refused"),
     # a write, fsync or rename failed: our fault, not the data's (pynetdicom's storescp answers so too)
     (StorageError, st.OUT_OF_RESOURCES, "error", "store_failed"),
@@ -195,7 +197,9 @@ class Receiver:
             # before the latter, so EVT_CONN_CLOSE cannot be the cue); drop any that ended otherwise
             for ended in [a for a in self._assocs if not a.is_alive()]:
                 del self._assocs[ended]
-            self._assocs[assoc] = info
+            # the fast path may have begun a C-STORE before this event ran (its DUL thread reads
+            # while the association thread is still here): that info stays the association's
+            info = self._assocs.setdefault(assoc, info)
         logger.info(
             "association %s accepted: %s -> %s from %s",
             info.association_id,
@@ -300,6 +304,9 @@ class Receiver:
 
     def _store(self, event: Event, transfer_syntax: str, origin: Origin) -> InstanceHeader:
         request = cast(C_STORE, event.request)
+        context_class = str(event.context.abstract_syntax)
+        if context_class != str(request.AffectedSOPClassUID or ""):
+            raise _context_mismatch(context_class, str(request.AffectedSOPClassUID or ""))
         received = received_path(event)
         with open(received, "rb") as fp:
             # pynetdicom's meta names the context's syntax
@@ -311,14 +318,17 @@ class Receiver:
         return header
 
     def begin_store(
-        self, assoc: Any, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str
+        self, assoc: Any, context_class: str, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str
     ) -> StoreSink:
         """A C-STORE-RQ arrived on the receive fast path (:mod:`dicom_node.net.direct_store`): where
         its data set goes as it arrives. The sink's ``finish`` checks and files it as
         :meth:`handle_store` does and returns the answer."""
         info = self.association(assoc)
         origin = Origin(info.called_ae, info.calling_ae, info.association_id)
-        return StoreSink(self, info, origin, transfer_syntax, sop_class_uid, sop_instance_uid)
+        sink = StoreSink(self, info, origin, transfer_syntax, sop_class_uid, sop_instance_uid)
+        if context_class != sop_class_uid:
+            sink.error = _context_mismatch(context_class, sop_class_uid)
+        return sink
 
     def _failure(self, exc: Exception, info: AssociationInfo, command_uid: str) -> Dataset:
         status, comment = self.failure_answer(exc, info, command_uid)
@@ -365,7 +375,7 @@ class StoreSink:
         self.sop_class_uid = sop_class_uid
         self.sop_instance_uid = sop_instance_uid
         self.incoming: IncomingFile | None = None
-        self.error: Exception | None = None
+        self.error: Exception | None = None  # answered once the data set has been read
         try:
             self.incoming = receiver.ingestor.open_incoming(
                 sop_class_uid, sop_instance_uid, transfer_syntax, origin
@@ -403,6 +413,10 @@ class StoreSink:
         incoming, self.incoming = self.incoming, None
         if incoming is not None:
             incoming.discard()
+
+
+def _context_mismatch(context_class: str, command_class: str) -> SopClassNotSupportedError:
+    return SopClassNotSupportedError(f"{command_class} sent on the {context_class} context")
 
 
 def error_comment(text: str) -> str:

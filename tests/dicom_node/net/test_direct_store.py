@@ -144,3 +144,43 @@ def test_a_command_inside_a_data_set_drops_the_unfinished_instance(node: Node) -
     [stored] = node.spool_files()
     assert stored.name == f"{second.SOPInstanceUID}.dcm"
     assert list((node.storage / "spool" / ".tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("path", ["fast path", "pynetdicom"])
+def test_a_store_on_another_classes_context_is_refused(
+    node: Node, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """A C-STORE-RQ of a CT sent on the Verification context (PS3.7: the command's SOP class is the
+    context's): refused with 0x0122, nothing filed, the association goes on."""
+    if path == "pynetdicom":
+        assert node.server._server is not None
+        monkeypatch.setattr(node.server._server, "store_target", None)
+    ae = AE(ae_title="WRONGCX")
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="NNUNET")
+    assert assoc.is_established
+    verification = next(cx.context_id for cx in assoc.accepted_contexts if cx.abstract_syntax == Verification)
+    ds = make_ct()
+    path_ = Path(node.storage) / "ct.dcm"
+    ds.save_as(path_, enforce_file_format=True)
+    sock = assoc.dul.socket.socket
+    assoc._reactor_checkpoint.clear()  # keep pynetdicom's requestor thread off the answer
+    try:
+        wait_for(lambda: assoc._is_paused, timeout=10, what="the requestor thread to pause")
+        sock.sendall(
+            _p_data(verification, 0x03, cs.store_request(7, str(ds.SOPClassUID), str(ds.SOPInstanceUID)))
+        )
+        sock.sendall(_p_data(verification, 0x02, dataset_bytes(path_)))
+        _, rsp = assoc.dimse.get_msg(block=True)
+        assert rsp is not None and rsp.Status == 0x0122
+        assert rsp.ErrorComment
+        assoc._reactor_checkpoint.set()
+        assert assoc.send_c_store(make_ct()).Status == st.SUCCESS
+    finally:
+        assoc._reactor_checkpoint.set()
+        if assoc.is_established:
+            assoc.release()
+    [stored] = node.spool_files()
+    assert stored.name != f"{ds.SOPInstanceUID}.dcm"
+    assert list((node.storage / "spool" / ".tmp").iterdir()) == []
