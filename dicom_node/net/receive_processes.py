@@ -11,9 +11,11 @@ durable and journaled, exactly as the node's own receiver. Their "instance filed
 released" events reach the node's completion loop through a pipe; were one lost, the completion loop's
 own look at the journal still finds the series.
 
-A child that ends unexpectedly is logged (its connections end with it; senders retry), and the
-others go on. Stopping the node closes the children's stdin: each lets its running associations
-finish (up to the grace period) and exits; should the node be killed, the same end of stdin stops them.
+A child that ends unexpectedly is logged (its connections end with it; senders retry) and started
+again, unless it ended within :attr:`ReceiveProcesses.restart_after` seconds of its start (then it
+would only fail again: the log says why); the others go on meanwhile. Stopping the node closes the
+children's stdin: each lets its running associations finish (up to the grace period) and exits;
+should the node be killed, the same end of stdin stops them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,10 +59,19 @@ class ReceiveProcesses:
         self._children: list[subprocess.Popen[str]] = []
         self._readers: list[threading.Thread] = []
         self._stopping = False
+        self._settings = ""
+        self._ready: set[int] = set()
+        self._lock = threading.Lock()
+        self.restart_after = 10.0  # seconds a child must have run to be started again when it ends
 
     @property
     def pids(self) -> list[int]:
         return [child.pid for child in self._children]
+
+    @property
+    def listening(self) -> list[int]:
+        """The pids of the children that listen (have reported ready and still run)."""
+        return [child.pid for child in self._children if child.pid in self._ready and child.poll() is None]
 
     def start(self, grace_seconds: float) -> ReceiveProcesses:
         """Start ``receive_processes - 1`` children and wait until each listens. Raises NodeError
@@ -71,9 +83,10 @@ class ReceiveProcesses:
             "log_format": self.log_format,
             "grace": grace_seconds,
         }
+        self._settings = json.dumps(settings)
         try:
             for index in range(1, self.node.receive_processes):
-                self._start_child(index, json.dumps(settings))
+                self._start_child(index)
         except BaseException:
             self.stop(timeout=5.0)
             raise
@@ -85,21 +98,24 @@ class ReceiveProcesses:
         )
         return self
 
-    def _start_child(self, index: int, settings: str) -> None:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "dicom_node.net.receive_child"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=Path.cwd(),
-        )
-        self._children.append(child)
+    def _start_child(self, index: int) -> None:
+        with self._lock:
+            if self._stopping:
+                return
+            child = subprocess.Popen(
+                [sys.executable, "-m", "dicom_node.net.receive_child"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=Path.cwd(),
+            )
+            self._children.append(child)
         assert child.stdin is not None and child.stdout is not None
-        child.stdin.write(settings + "\n")
+        child.stdin.write(self._settings + "\n")
         child.stdin.flush()
         ready = threading.Event()
         reader = threading.Thread(
-            target=self._read_events, args=(child, ready), name=f"receive-process-{index}", daemon=True
+            target=self._read_events, args=(index, child, ready), name=f"receive-process-{index}", daemon=True
         )
         reader.start()
         self._readers.append(reader)
@@ -109,7 +125,8 @@ class ReceiveProcesses:
                 f" (exit status {child.poll()}; its log lines above say why)"
             )
 
-    def _read_events(self, child: subprocess.Popen[str], ready: threading.Event) -> None:
+    def _read_events(self, index: int, child: subprocess.Popen[str], ready: threading.Event) -> None:
+        started = time.monotonic()
         assert child.stdout is not None
         for line in child.stdout:
             try:
@@ -123,15 +140,32 @@ class ReceiveProcesses:
                 elif "released" in event:
                     self.on_released(str(event["released"]))
                 elif "ready" in event:
+                    self._ready.add(child.pid)
                     ready.set()
             except Exception:
                 logger.exception("handling an event of receive process %d failed", child.pid)
         status = child.wait()
         ready.set()  # an early end is seen by start() at once (it checks whether the child runs)
-        if not self._stopping:
+        if self._stopping:
+            return
+        lived = time.monotonic() - started
+        if lived < self.restart_after:
             logger.error(
-                "receive process %d ended (exit status %s); the other receivers go on", child.pid, status
+                "receive process %d ended (exit status %s) %.0f s after its start: not started again;"
+                " the other receivers go on",
+                child.pid,
+                status,
+                lived,
             )
+            return
+        logger.error("receive process %d ended (exit status %s): starting it again", child.pid, status)
+        with self._lock:
+            if child in self._children:
+                self._children.remove(child)
+        try:
+            self._start_child(index)
+        except NodeError as exc:
+            logger.error("%s", exc)
 
     def request_stop(self) -> None:
         """Tell the children to stop (they finish their associations and exit); returns at once."""

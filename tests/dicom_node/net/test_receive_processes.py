@@ -4,6 +4,7 @@ journal, tell the node's completion loop what they filed, stop with the node, an
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -99,6 +100,34 @@ def test_the_second_process_files_into_the_journal_and_tells_the_node(
     wait_for(lambda: len(instances) == 12 and len(released) == 1, timeout=30, what="the child's events")
     running.stop()
     assert not _alive(child)
+
+
+def test_a_receive_process_that_dies_is_started_again(
+    node: tuple[Node, list[str], list[str]], tmp_path: Path
+) -> None:
+    running, instances, _ = node
+    others = running.receive_processes
+    assert others is not None and running.server is not None
+    others.restart_after = 0.0
+    [first] = others.pids
+    os.kill(first, signal.SIGKILL)
+    [second] = wait_for(
+        lambda: [p for p in others.listening if p != first], timeout=60, what="a new one listening"
+    )
+    server = running.server._server
+    assert server is not None
+    server.shutdown()  # only the new receive process listens now
+    files = phantom_series(tmp_path / "ct", slices=4)
+    sent = subprocess.run(
+        storescu_command(running.server.port, files),
+        env=peer_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    wait_for(lambda: len(instances) == 4, timeout=30, what="the new process's events")
+    assert _alive(second)
 
 
 def test_quotas_are_refused_with_several_receive_processes(tmp_path: Path) -> None:
