@@ -46,7 +46,7 @@ def _alive(pid: int) -> bool:
         return False
     # a zombie (ended, not reaped yet) counts as gone
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
 
@@ -176,5 +176,13 @@ def test_the_receive_processes_end_when_the_node_is_killed(tmp_path: Path) -> No
 
 
 def _children_of(pid: int) -> list[str]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-    return out.stdout.split()
+    """Pids whose parent is ``pid`` (from /proc: no procps needed)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == str(pid) and fields[0] != "Z":
+            found.append(stat.parent.name)
+    return found
