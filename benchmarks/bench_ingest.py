@@ -140,37 +140,28 @@ def send(port: int, files: list[Path], called: str, associations: int = 1) -> fl
     return elapsed
 
 
-def run_durable_loop(files: list[Path], work: Path) -> float:
-    """The floor for durable filing without a network: each file's bytes written to a temp file,
-    fsynced, renamed into one folder, and the folder fsynced (what the spool does per instance)."""
-    out = work / "durable"
-    shutil.rmtree(out, ignore_errors=True)
-    (out / "tmp").mkdir(parents=True)
-    (out / "files").mkdir()
-    datas = [p.read_bytes() for p in files]
-    start = time.perf_counter()
-    for i, data in enumerate(datas):
-        tmp = out / "tmp" / f"{i}.part"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, out / "files" / f"{i}.dcm")
-        dfd = os.open(out / "files", os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    return time.perf_counter() - start
+def _durable_write(data: bytes, tmp: Path, final: Path) -> None:
+    """What the spool does per instance: write to a temp file, fsync, rename, fsync the folder."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+    dfd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
-def run_durable_threads(files: list[Path], work: Path, threads: int = 4) -> float:
-    """The durable write loop in ``threads`` threads at once (a share of the files each, one folder):
-    how many durable writes per second the disk takes when they come in parallel."""
+def run_durable_loop(files: list[Path], work: Path, threads: int = 1) -> float:
+    """The floor for durable filing without a network: each file's bytes written durably into one
+    folder (:func:`_durable_write`), in ``threads`` threads at once (a share of the files each: how
+    many durable writes per second the disk takes when they come in parallel)."""
     out = work / "durable"
     shutil.rmtree(out, ignore_errors=True)
     (out / "tmp").mkdir(parents=True)
@@ -179,21 +170,7 @@ def run_durable_threads(files: list[Path], work: Path, threads: int = 4) -> floa
 
     def share(k: int) -> None:
         for i in range(k, len(datas), threads):
-            tmp = out / "tmp" / f"{i}.part"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(datas[i])
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, out / "files" / f"{i}.dcm")
-            dfd = os.open(out / "files", os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            _durable_write(datas[i], out / "tmp" / f"{i}.part", out / "files" / f"{i}.dcm")
 
     workers = [threading.Thread(target=share, args=(k,)) for k in range(threads)]
     start = time.perf_counter()
@@ -369,7 +346,7 @@ def main() -> None:
         configs: dict[str, Callable[[], float]] = {
             "dcmtk storescp": lambda: run_storescp(files, work),
             "durable write loop": lambda: run_durable_loop(files, work),
-            "durable write loop, 4 threads": lambda: run_durable_threads(files, work),
+            "durable write loop, 4 threads": lambda: run_durable_loop(files, work, threads=4),
             "node, fsync on": lambda: run_node(files, work, fsync=True),
             "node, fsync on, 4 assocs": lambda: run_node(files, work, fsync=True, associations=4),
             "node, 2 receive processes, 4 assocs": lambda: run_node(
