@@ -49,8 +49,8 @@ from dicom_node.errors import (
 )
 from dicom_node.net import dimse_status as st
 from dicom_node.net.contexts import prefer_our_syntaxes
-from dicom_node.storage.filing import IncomingFile
-from dicom_node.storage.header import InstanceHeader, read_part10_header
+from dicom_node.net.store_sink import Command, StoreSink, checked_header, error_comment
+from dicom_node.storage.header import InstanceHeader
 from dicom_node.storage.ingest import Ingestor, Origin
 from dicom_node.storage.journal import Journal
 
@@ -304,15 +304,15 @@ class Receiver:
 
     def _store(self, event: Event, transfer_syntax: str, origin: Origin) -> InstanceHeader:
         request = cast(C_STORE, event.request)
-        context_class = str(event.context.abstract_syntax)
-        if context_class != str(request.AffectedSOPClassUID or ""):
-            raise _context_mismatch(context_class, str(request.AffectedSOPClassUID or ""))
-        received = received_path(event)
-        with open(received, "rb") as fp:
+        with open(received_path(event), "rb") as fp:
             # pynetdicom's meta names the context's syntax
-            _, header = read_part10_header(fp, max_inflated_bytes=self.ingestor.spool.max_dataset_bytes)
-            header.validated()
-            _check_matches_command(header, request)
+            header = checked_header(
+                fp,
+                self.ingestor.spool.max_dataset_bytes,
+                context_class=str(event.context.abstract_syntax),
+                command_class=str(request.AffectedSOPClassUID or ""),
+                command_instance=str(request.AffectedSOPInstanceUID or ""),
+            )
             # copied kernel-side behind our own file meta; pynetdicom deletes its file afterwards
             self.ingestor.ingest(header, transfer_syntax, fp, origin)
         return header
@@ -324,11 +324,16 @@ class Receiver:
         its data set goes as it arrives. The sink's ``finish`` checks and files it as
         :meth:`handle_store` does and returns the answer."""
         info = self.association(assoc)
+
+        def answer(exc: Exception) -> tuple[int, str]:
+            return self.failure_answer(exc, info, sop_instance_uid)
+
+        def stored() -> None:
+            info.stored += 1
+
         origin = Origin(info.called_ae, info.calling_ae, info.association_id)
-        sink = StoreSink(self, info, origin, transfer_syntax, sop_class_uid, sop_instance_uid)
-        if context_class != sop_class_uid:
-            sink.error = _context_mismatch(context_class, sop_class_uid)
-        return sink
+        command = Command(context_class, transfer_syntax, sop_class_uid, sop_instance_uid)
+        return StoreSink(self.ingestor, command, origin, on_failure=answer, on_stored=stored)
 
     def _failure(self, exc: Exception, info: AssociationInfo, command_uid: str) -> Dataset:
         status, comment = self.failure_answer(exc, info, command_uid)
@@ -352,93 +357,6 @@ class Receiver:
         except Exception:
             logger.exception("cannot record the C-STORE failure in the journal")
         return status, error_comment(str(exc) or type(exc).__name__)
-
-
-class StoreSink:
-    """One C-STORE data set on the receive fast path: written to a spool temp file fragment by
-    fragment (:meth:`write`), then checked, filed and journaled by :meth:`finish`, which answers as
-    :meth:`Receiver.handle_store` would. :meth:`discard` drops it (the association ended half-way)."""
-
-    def __init__(
-        self,
-        receiver: Receiver,
-        info: AssociationInfo,
-        origin: Origin,
-        transfer_syntax: str,
-        sop_class_uid: str,
-        sop_instance_uid: str,
-    ) -> None:
-        self.receiver = receiver
-        self.info = info
-        self.origin = origin
-        self.transfer_syntax = transfer_syntax
-        self.sop_class_uid = sop_class_uid
-        self.sop_instance_uid = sop_instance_uid
-        self.incoming: IncomingFile | None = None
-        self.error: Exception | None = None  # answered once the data set has been read
-        try:
-            self.incoming = receiver.ingestor.open_incoming(
-                sop_class_uid, sop_instance_uid, transfer_syntax, origin
-            )
-        except Exception as exc:  # answered once the data set has been read off the network
-            self.error = exc
-
-    def write(self, fragment: memoryview) -> None:
-        if self.incoming is not None:
-            self.incoming.write(fragment)
-
-    def finish(self) -> tuple[int, str]:
-        """File the complete data set; (status, Error Comment) for the C-STORE-RSP."""
-        incoming, self.incoming = self.incoming, None
-        try:
-            if self.error is not None:
-                raise self.error
-            assert incoming is not None
-            ingestor = self.receiver.ingestor
-            incoming.start_sync()  # the data reaches the disk while its header is parsed
-            with open(incoming.path, "rb") as fp:
-                _, header = read_part10_header(fp, max_inflated_bytes=ingestor.spool.max_dataset_bytes)
-            header.validated()
-            _check_matches_uids(header, self.sop_class_uid, self.sop_instance_uid)
-            ingestor.ingest_incoming(header, self.transfer_syntax, incoming, self.origin)
-        except Exception as exc:
-            if incoming is not None:
-                incoming.discard()
-            return self.receiver.failure_answer(exc, self.info, self.sop_instance_uid)
-        self.info.stored += 1
-        logger.debug("stored %s (series %s) from %s", header.sop_instance_uid, header.series_uid, self.origin)
-        return st.SUCCESS, ""
-
-    def discard(self) -> None:
-        incoming, self.incoming = self.incoming, None
-        if incoming is not None:
-            incoming.discard()
-
-
-def _context_mismatch(context_class: str, command_class: str) -> SopClassNotSupportedError:
-    return SopClassNotSupportedError(f"{command_class} sent on the {context_class} context")
-
-
-def error_comment(text: str) -> str:
-    """An Error Comment (LO): 64 printable characters, no backslash."""
-    return "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in text).strip()[:64]
-
-
-def _check_matches_command(header: InstanceHeader, request: Any) -> None:
-    command_class = str(getattr(request, "AffectedSOPClassUID", "") or "")
-    command_instance = str(getattr(request, "AffectedSOPInstanceUID", "") or "")
-    _check_matches_uids(header, command_class, command_instance)
-
-
-def _check_matches_uids(header: InstanceHeader, command_class: str, command_instance: str) -> None:
-    if header.sop_class_uid != command_class:
-        raise DatasetMismatchError(
-            f"SOP Class UID {header.sop_class_uid} differs from the command's {command_class}"
-        )
-    if header.sop_instance_uid != command_instance:
-        raise DatasetMismatchError(
-            f"SOP Instance UID {header.sop_instance_uid} differs from the command's {command_instance}"
-        )
 
 
 def received_path(event: Event) -> Path:
