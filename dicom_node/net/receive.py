@@ -50,7 +50,7 @@ from dicom_node.errors import (
 from dicom_node.net import dimse_status as st
 from dicom_node.net.contexts import prefer_our_syntaxes
 from dicom_node.net.store_sink import Command, StoreSink, checked_header, error_comment
-from dicom_node.storage.header import InstanceHeader
+from dicom_node.storage.header import InstanceHeader, read_part10_layout
 from dicom_node.storage.ingest import Ingestor, Origin
 from dicom_node.storage.journal import Journal
 
@@ -305,15 +305,17 @@ class Receiver:
     def _store(self, event: Event, transfer_syntax: str, origin: Origin) -> InstanceHeader:
         request = cast(C_STORE, event.request)
         with open(received_path(event), "rb") as fp:
-            # pynetdicom's meta names the context's syntax
+            layout = read_part10_layout(fp)  # pynetdicom's meta names the context's syntax
             header = checked_header(
                 fp,
+                layout.transfer_syntax,
                 self.ingestor.spool.max_dataset_bytes,
                 context_class=str(event.context.abstract_syntax),
                 command_class=str(request.AffectedSOPClassUID or ""),
                 command_instance=str(request.AffectedSOPInstanceUID or ""),
             )
             # copied kernel-side behind our own file meta; pynetdicom deletes its file afterwards
+            fp.seek(layout.dataset_offset)
             self.ingestor.ingest(header, transfer_syntax, fp, origin)
         return header
 

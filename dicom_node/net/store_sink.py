@@ -19,8 +19,8 @@ from typing import BinaryIO
 
 from dicom_node.errors import DatasetMismatchError, SopClassNotSupportedError
 from dicom_node.net import dimse_status as st
-from dicom_node.storage.filing import IncomingFile
-from dicom_node.storage.header import InstanceHeader, read_part10_header
+from dicom_node.storage.header import InstanceHeader, read_header
+from dicom_node.storage.incoming import IncomingFile
 from dicom_node.storage.ingest import Ingestor, Origin
 
 logger = logging.getLogger(__name__)
@@ -37,15 +37,21 @@ class Command:
 
 
 def checked_header(
-    fp: BinaryIO, max_dataset_bytes: int, *, context_class: str, command_class: str, command_instance: str
+    dataset: BinaryIO,
+    transfer_syntax: str,
+    max_dataset_bytes: int,
+    *,
+    context_class: str,
+    command_class: str,
+    command_instance: str,
 ) -> InstanceHeader:
-    """The validated header of the Part 10 file at ``fp`` (left at an unspecified position) for a
-    C-STORE of ``command_class``/``command_instance`` on a context of ``context_class``. Raises
-    SopClassNotSupportedError, the header's errors, or DatasetMismatchError."""
+    """The validated header of the data set at ``dataset``'s position (no file meta; left at an
+    unspecified position) in ``transfer_syntax``, for a C-STORE of ``command_class``/
+    ``command_instance`` on a context of ``context_class``. Raises SopClassNotSupportedError, the
+    header's errors, or DatasetMismatchError."""
     if context_class != command_class:
         raise SopClassNotSupportedError(f"{command_class} sent on the {context_class} context")
-    _, header = read_part10_header(fp, max_inflated_bytes=max_dataset_bytes)
-    header.validated()
+    header = read_header(dataset, transfer_syntax, max_inflated_bytes=max_dataset_bytes).validated()
     if header.sop_class_uid != command_class:
         raise DatasetMismatchError(
             f"SOP Class UID {header.sop_class_uid} differs from the command's {command_class}"
@@ -103,15 +109,19 @@ class StoreSink:
             if self.error is not None:
                 raise self.error
             assert incoming is not None
-            incoming.start_sync()  # the data reaches the disk while its header is parsed
-            with open(incoming.path, "rb") as fp:
-                header = checked_header(
-                    fp,
-                    self.ingestor.spool.max_dataset_bytes,
-                    context_class=command.context_class,
-                    command_class=command.sop_class_uid,
-                    command_instance=command.sop_instance_uid,
-                )
+            # the header is checked in a pool thread while this one waits for the file's fsync
+            checking = self.ingestor.spool.background().submit(
+                checked_header,
+                incoming.dataset_reader(),
+                command.transfer_syntax,
+                self.ingestor.spool.max_dataset_bytes,
+                context_class=command.context_class,
+                command_class=command.sop_class_uid,
+                command_instance=command.sop_instance_uid,
+            )
+            incoming.start_hash()
+            incoming.sync()
+            header = checking.result()
             self.ingestor.ingest_incoming(header, command.transfer_syntax, incoming, self.origin)
         except Exception as exc:
             if incoming is not None:

@@ -15,11 +15,12 @@ import errno
 import hashlib
 import logging
 import os
+import stat
 import threading
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -27,6 +28,7 @@ from typing import Any, BinaryIO, cast
 from dicom_node.errors import InvalidUIDError, OutOfResourcesError, StorageError
 from dicom_node.storage.dir_sync import DirSyncer
 from dicom_node.storage.header import read_part10_header
+from dicom_node.storage.incoming import IncomingFile
 from dicom_node.storage.journal import InstanceRecord, Journal
 from dicom_node.uids import require_uid
 from inference.inflate_guard import DEFAULT_MAX_INFLATED_BYTES
@@ -127,10 +129,11 @@ class Spool:
         self._background_lock = threading.Lock()
 
     def background(self) -> ThreadPoolExecutor:
-        """Threads for fsyncs that overlap other work (made on first use; :meth:`close` ends them)."""
+        """Threads for fsyncs and hashes that overlap other work (made on first use; :meth:`close`
+        ends them): two per association receiving at once, for the usual few."""
         with self._background_lock:
             if self._background is None:
-                self._background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spool-sync")
+                self._background = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool-sync")
             return self._background
 
     def close(self) -> None:
@@ -231,9 +234,6 @@ class Spool:
         folders of purged series)."""
         for attempt in (1, 2):
             new_dirs = self._make_parents(final.parent)
-            # resolved once the folders exist: a symlink planted in the spool would show here
-            if not final.parent.resolve().is_relative_to(self.root):
-                raise StorageError(f"{relpath} resolves outside the spool {self.root}")
             try:
                 os.replace(tmp, final)
             except FileNotFoundError:
@@ -265,11 +265,21 @@ class Spool:
             self._free_estimate = free - size
 
     def _make_parents(self, directory: Path) -> list[Path]:
-        """Create the series folder (and its study folder); return those created, outermost first."""
-        if directory.is_dir():
-            return []
-        created = [d for d in (directory.parent, directory) if not d.is_dir()]
-        directory.mkdir(parents=True, exist_ok=True)
+        """Make sure the series folder (``directory``) and its study folder are real folders inside
+        the spool, creating them; return those created, outermost first. The spool root was
+        resolved at start-up and the folder names are UIDs, so only these two could lead elsewhere:
+        a symlink planted in their place raises StorageError."""
+        created = []
+        for folder in (directory.parent, directory):
+            try:
+                mode = os.lstat(folder).st_mode
+            except FileNotFoundError:
+                with contextlib.suppress(FileExistsError):  # a concurrent store made it
+                    os.mkdir(folder)
+                    created.append(folder)
+                mode = os.lstat(folder).st_mode
+            if not stat.S_ISDIR(mode):
+                raise StorageError(f"{folder} is no folder: it could lead outside the spool {self.root}")
         return created
 
     def _sync_dirs(self, directory: Path, new_dirs: list[Path]) -> None:
@@ -375,87 +385,6 @@ class Spool:
             acquisition=header.acquisition,
             sha256=digest.hexdigest(),
         )
-
-
-class IncomingFile:
-    """A spool temp file written piece by piece (see :meth:`Spool.open_incoming`); the SHA-256 of
-    everything after the head is taken as it is written. A failed write is kept and raised by
-    :meth:`commit`, so the caller can read the rest of the message off the network first."""
-
-    def __init__(self, spool: Spool, head: Buffer) -> None:
-        self.spool = spool
-        self.path = spool.tmp_dir / f"{uuid.uuid4().hex}.part"
-        self.size = 0
-        self.error: OSError | None = None
-        self._sync: Future[None] | None = None
-        self._digest = hashlib.sha256()
-        try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise spool._write_error(exc, self.path.name) from exc
-        self.write(head, hashed=False)
-
-    def write(self, data: Buffer, *, hashed: bool = True) -> None:
-        if self.error is not None or self._fd < 0:
-            return
-        try:
-            if hashed:
-                self._digest.update(data)
-            _write_all(self._fd, data)
-            self.size += memoryview(data).nbytes
-        except OSError as exc:
-            self.error = exc
-
-    def commit(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> StoredFile:
-        """fsync, rename to the instance's spool path, fsync its folder. Raises InvalidUIDError,
-        OutOfResourcesError or StorageError, after which the temp file is gone."""
-        spool = self.spool
-        try:
-            relpath = spool.relpath_for(study_uid, series_uid, sop_instance_uid)
-            if self.error is not None:
-                raise spool._write_error(self.error, relpath) from self.error
-            spool._check_space(self.size)
-            final = spool.storage_dir / relpath
-            try:
-                if spool.fsync:
-                    self._synced()
-                self._close()
-                new_dirs = spool._place(self.path, final, relpath)
-            except OSError as exc:
-                raise spool._write_error(exc, relpath) from exc
-        except BaseException:
-            self.discard()
-            raise
-        if spool.fsync:
-            spool._sync_dirs(final.parent, new_dirs)
-        return StoredFile(relpath=relpath, size=self.size, sha256=self._digest.hexdigest())
-
-    def start_sync(self) -> None:
-        """Begin the file's fsync in the background (the caller parses the header meanwhile);
-        :meth:`commit` waits for it."""
-        if self.spool.fsync and self.error is None and self._fd >= 0 and self._sync is None:
-            self._sync = self.spool.background().submit(os.fsync, self._fd)
-
-    def _synced(self) -> None:
-        sync, self._sync = self._sync, None
-        if sync is None:
-            os.fsync(self._fd)
-        else:
-            sync.result()  # raises the fsync's OSError
-
-    def discard(self) -> None:
-        """Drop the temp file (the message failed or its association ended half-way)."""
-        sync, self._sync = self._sync, None
-        if sync is not None:
-            with contextlib.suppress(OSError):
-                sync.result()  # the fd stays open until its fsync is done
-        self._close()
-        _unlink_quietly(self.path)
-
-    def _close(self) -> None:
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 from dicom_node.errors import OutOfResourcesError, StorageError
 from dicom_node.net.ul import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from dicom_node.storage.filing import IncomingFile, Part, Payload, Spool, StoredFile, part_size
+from dicom_node.storage.filing import Part, Payload, Spool, StoredFile, part_size
 from dicom_node.storage.header import InstanceHeader
+from dicom_node.storage.incoming import IncomingFile
 from dicom_node.storage.journal import InstanceRecord, Journal
 from dicom_node.storage.quota import CallingAeQuotas
 from dicom_node.storage.series_locks import SeriesLocks
