@@ -31,6 +31,7 @@ import cProfile
 import io
 import os
 import pstats
+import resource
 import shutil
 import socket
 import statistics
@@ -61,6 +62,8 @@ from dicom_node.storage.series_locks import SeriesLocks
 STORESCU = "/usr/bin/storescu"
 STORESCP = "/usr/bin/storescp"
 NODE_CPU_MS: list[float] = []  # CPU ms per instance of the last node run (benchmark bookkeeping)
+SENDER_CPU_MS: list[float] = []  # storescu's CPU ms per instance in the last node run
+LOOP_WRITE_S: list[float] = []  # seconds the last one-thread durable loop spent in write() (not fsync)
 
 
 def peer_env() -> dict[str, str]:
@@ -111,6 +114,14 @@ def write_series(folder: Path, count: int, size: int) -> list[Path]:
     return paths
 
 
+def clear(folder: Path) -> None:
+    """Remove the previous run's output and flush the disk before the next clock starts: the
+    deletes and the dirty pages of earlier runs would otherwise be paid for inside the next run's
+    fsyncs."""
+    shutil.rmtree(folder, ignore_errors=True)
+    os.sync()
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
@@ -140,13 +151,16 @@ def send(port: int, files: list[Path], called: str, associations: int = 1) -> fl
     return elapsed
 
 
-def _durable_write(data: bytes, tmp: Path, final: Path) -> None:
-    """What the spool does per instance: write to a temp file, fsync, rename, fsync the folder."""
+def _durable_write(data: bytes, tmp: Path, final: Path) -> float:
+    """What the spool does per instance: write to a temp file, fsync, rename, fsync the folder.
+    Returns the seconds spent creating and writing the file (before its fsync)."""
+    start = time.perf_counter()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
+        written = time.perf_counter() - start
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -156,6 +170,7 @@ def _durable_write(data: bytes, tmp: Path, final: Path) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+    return written
 
 
 def run_durable_loop(files: list[Path], work: Path, threads: int = 1) -> float:
@@ -163,14 +178,16 @@ def run_durable_loop(files: list[Path], work: Path, threads: int = 1) -> float:
     folder (:func:`_durable_write`), in ``threads`` threads at once (a share of the files each: how
     many durable writes per second the disk takes when they come in parallel)."""
     out = work / "durable"
-    shutil.rmtree(out, ignore_errors=True)
+    clear(out)
     (out / "tmp").mkdir(parents=True)
     (out / "files").mkdir()
     datas = [p.read_bytes() for p in files]
 
+    write_s = [0.0] * threads
+
     def share(k: int) -> None:
         for i in range(k, len(datas), threads):
-            _durable_write(datas[i], out / "tmp" / f"{i}.part", out / "files" / f"{i}.dcm")
+            write_s[k] += _durable_write(datas[i], out / "tmp" / f"{i}.part", out / "files" / f"{i}.dcm")
 
     workers = [threading.Thread(target=share, args=(k,)) for k in range(threads)]
     start = time.perf_counter()
@@ -178,12 +195,15 @@ def run_durable_loop(files: list[Path], work: Path, threads: int = 1) -> float:
         worker.start()
     for worker in workers:
         worker.join()
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    if threads == 1:
+        LOOP_WRITE_S.append(write_s[0])
+    return elapsed
 
 
 def run_storescp(files: list[Path], work: Path) -> float:
     out = work / "storescp"
-    shutil.rmtree(out, ignore_errors=True)
+    clear(out)
     out.mkdir(parents=True)
     port = free_port()
     proc = subprocess.Popen(
@@ -258,7 +278,7 @@ def run_node(
     """The node's receiver (``processes`` > 1: plus that many - 1 receive processes on the same port,
     as ``node.receive_processes`` runs them) receiving the files over ``associations``."""
     storage = work / "node"
-    shutil.rmtree(storage, ignore_errors=True)
+    clear(storage)
     section = NodeSection(
         ae_title=["NNUNET"],
         host="127.0.0.1",
@@ -285,11 +305,13 @@ def run_node(
                 elapsed = send(server.port, files, "NNUNET", associations)
         else:
             cpu = time.process_time()
+            children = _children_cpu()
             elapsed = send(server.port, files, "NNUNET", associations)
             # this process is the node: its CPU time per instance is steadier than the rate on a
             # loaded machine (the other receive processes' CPU is not counted)
             if processes == 1:
                 NODE_CPU_MS.append(1000 * (time.process_time() - cpu) / len(files))
+                SENDER_CPU_MS.append(1000 * (_children_cpu() - children) / len(files))
         recorded = journal.counts().instances
         if recorded != len(files):
             raise RuntimeError(f"node journaled {recorded} of {len(files)} instances")
@@ -302,11 +324,17 @@ def run_node(
         journal.close()
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (the storescu senders)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_handler_only(files: list[Path], work: Path, *, fsync: bool) -> float:
     """What the C-STORE handler does per instance (header parse, spool write, journal), without
     the network: the data sets are split from their files before the clock starts."""
     storage = work / "handler"
-    shutil.rmtree(storage, ignore_errors=True)
+    clear(storage)
     journal = Journal(storage / "journal.sqlite")
     ingestor = Ingestor(Spool(storage, fsync=fsync, min_free_bytes=100 * 1024 * 1024), journal)
     origin = Origin("NNUNET", "STORESCU", "bench")
@@ -327,6 +355,44 @@ def run_handler_only(files: list[Path], work: Path, *, fsync: bool) -> float:
         journal.close()
 
 
+def print_ceilings(
+    *,
+    storescp: float,
+    loop: float,
+    loop_write_s: float,
+    node: float,
+    node_cpu_ms: float,
+    sender_cpu_ms: float,
+    parallel_disk: float,
+) -> None:
+    """What any receiver could reach on this machine, from figures of this run.
+
+    One association: the sender waits for each answer, and an answer may go only once the instance
+    is durable, so every instance costs at least storescp's whole cycle (the sender's reads and
+    sends, the receiver's reads and writes) plus the durable loop's fsyncs and rename (its time
+    without the write). Several associations: each instance costs the node's CPU (as measured over
+    one association) and the sender's, and this machine has ``os.cpu_count()`` cores for both."""
+    cycle = 1 / storescp + max(0.0, 1 / loop - loop_write_s)
+    one = 1 / cycle
+    cores = os.cpu_count() or 1
+    cpu_bound = 1000 * cores / (node_cpu_ms + sender_cpu_ms)
+    print("ceilings on this machine, from the figures above:")
+    print(
+        f"  one association: storescp's cycle {1000 / storescp:.2f} ms + durable loop without its"
+        f" write {1000 * (1 / loop - loop_write_s):.2f} ms = {1000 * cycle:.2f} ms per instance"
+    )
+    print(
+        f"    -> at most {one:.0f}/s: {one / storescp:.2f} x storescp, {one / loop:.2f} x durable loop;"
+        f" the node reaches {node / one:.2f} of it"
+    )
+    print(
+        f"  parallel associations: {cores} cores / (node {node_cpu_ms:.2f} + storescu"
+        f" {sender_cpu_ms:.2f} CPU ms per instance) -> at most {cpu_bound:.0f}/s,"
+        f" {cpu_bound / node:.2f} x one association; the disk gives {parallel_disk:.2f} x"
+        " to parallel fsyncs"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--count", type=int, default=300)
@@ -340,6 +406,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_ingest_"))
     try:
         files = write_series(work / "series", args.count, args.size)
+        os.sync()
         mb = sum(p.stat().st_size for p in files) / 1e6
         print(f"series: {len(files)} instances, {mb / len(files) * 1000:.0f} kB each, {mb:.0f} MB, in {work}")
 
@@ -370,11 +437,15 @@ def main() -> None:
 
         times: dict[str, list[float]] = {name: [] for name in configs}
         cpu_ms: dict[str, list[float]] = {name: [] for name in configs}
+        sender_ms: list[float] = []  # storescu's CPU per instance, one association to the node
         for _ in range(args.repeats):
             for name, run in configs.items():
                 NODE_CPU_MS.clear()
+                SENDER_CPU_MS.clear()
                 times[name].append(run())
                 cpu_ms[name].extend(NODE_CPU_MS)
+                if name == "node, fsync on":
+                    sender_ms.extend(SENDER_CPU_MS)
 
         base = len(files) / statistics.median(times["dcmtk storescp"])
         head = f"{'receiver':36s} {'inst/s':>8s} {'MB/s':>7s} {'vs storescp':>12s} {'CPU ms/inst':>12s}"
@@ -415,11 +486,14 @@ def main() -> None:
         ]
         for label, value, goal in goals:
             print(f"  {label:58s} {value:6.2f}  {'met' if value >= goal else 'NOT met'}")
-        print("what limits parallel associations on this machine:")
-        print(
-            f"  durable write loop, 4 threads / 1 thread: "
-            f"{rate('durable write loop, 4 threads') / rate('durable write loop'):.2f}"
-            "  (the disk's gain from parallel fsyncs)"
+        print_ceilings(
+            storescp=rate("dcmtk storescp"),
+            loop=rate("durable write loop"),
+            loop_write_s=statistics.median(LOOP_WRITE_S) / len(files),
+            node=rate("node, fsync on"),
+            node_cpu_ms=statistics.median(cpu_ms["node, fsync on"]),
+            sender_cpu_ms=statistics.median(sender_ms),
+            parallel_disk=rate("durable write loop, 4 threads") / rate("durable write loop"),
         )
         print(f"  load average during the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
