@@ -4,6 +4,7 @@ reaches pynetdicom; broken or abandoned messages leave nothing behind and the no
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,3 +185,38 @@ def test_a_store_on_another_classes_context_is_refused(
     [stored] = node.spool_files()
     assert stored.name != f"{ds.SOPInstanceUID}.dcm"
     assert list((node.storage / "spool" / ".tmp").iterdir()) == []
+
+
+def test_a_command_and_its_data_set_in_one_pdu_are_filed_byte_for_byte(node: Node) -> None:
+    """Several PDV items in one P-DATA-TF (the command and three data fragments of uneven sizes,
+    as PS3.8 allows): each item is found inside the buffered reads and the data set is filed whole."""
+    ae = AE(ae_title="ONEPDU")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="NNUNET", max_pdu=0)
+    assert assoc.is_established
+    (context,) = assoc.accepted_contexts
+    ds = make_ct(rows=64, columns=64)
+    source = Path(node.storage) / "ct.dcm"
+    ds.save_as(source, enforce_file_format=True)
+    data = dataset_bytes(source)
+    cut = [0, 7, len(data) // 3, len(data)]
+    items = [(0x03, cs.store_request(5, str(ds.SOPClassUID), str(ds.SOPInstanceUID)))]
+    items += [(0x02 if end == len(data) else 0x00, data[start:end]) for start, end in itertools.pairwise(cut)]
+    body = b"".join(
+        (len(value) + 2).to_bytes(4, "big") + bytes([context.context_id, control]) + value
+        for control, value in items
+    )
+    sock = assoc.dul.socket.socket
+    assoc._reactor_checkpoint.clear()  # keep pynetdicom's requestor thread off the answer
+    try:
+        wait_for(lambda: assoc._is_paused, timeout=10, what="the requestor thread to pause")
+        sock.sendall(b"\x04\x00" + len(body).to_bytes(4, "big") + body)
+        _, rsp = assoc.dimse.get_msg(block=True)
+        assert rsp is not None and rsp.Status == st.SUCCESS
+    finally:
+        assoc._reactor_checkpoint.set()
+        if assoc.is_established:
+            assoc.release()
+    [stored] = node.spool_files()
+    assert stored.name == f"{ds.SOPInstanceUID}.dcm"
+    assert dataset_bytes(stored) == data
