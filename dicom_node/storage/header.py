@@ -187,12 +187,30 @@ def read_header_dataset(fp: BinaryIO, transfer_syntax: str, *, inflated_limit: i
     except RecursionError as exc:
         raise UnreadableDatasetError("data set header cannot be parsed: sequences nested too deeply") from exc
     except Exception as exc:  # pydicom raises many kinds on malformed input
+        if _raised_while_recursing(exc):
+            # pydicom turns an exception inside a read of a sequence item into "No tag to read":
+            # where the recursion limit strikes depends on how deep the caller's stack already was
+            raise UnreadableDatasetError(
+                "data set header cannot be parsed: sequences nested too deeply"
+            ) from exc
         raise UnreadableDatasetError(f"data set header cannot be parsed: {exc}") from exc
     if truncated and not _stopped_at_pixels(fp):
         raise UnreadableDatasetError(
             f"deflated data set header is larger than {MAX_INFLATED_HEADER_BYTES} bytes inflated"
         )
     return ds
+
+
+def _raised_while_recursing(exc: BaseException) -> bool:
+    """Whether a RecursionError is among the exceptions ``exc`` was raised from."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, RecursionError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _convert_all(ds: Dataset) -> None:

@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicom_node.errors import InvalidUIDError, MissingAttributeError, UnreadableDatasetError
-from dicom_node.storage.header import InstanceHeader, read_header, read_part10_layout
+from dicom_node.storage.header import InstanceHeader, read_header, read_header_dataset, read_part10_layout
 from tests.support.instances import dataset_bytes, make_ct
 
 LIMIT = 1 << 30  # the node's inflated-size limit in these tests
@@ -123,3 +123,25 @@ def test_unreadable() -> None:
         read_part10_layout(io.BytesIO(b"plain text, not DICOM" * 20))
     with pytest.raises(UnreadableDatasetError, match="inflated"):
         read_header(io.BytesIO(b"\xff" * 100), DeflatedExplicitVRLittleEndian, max_inflated_bytes=LIMIT)
+
+
+class _PythonLevelReader(io.BytesIO):
+    """A file whose ``read`` is Python code (as the receive fast path's prefix reader is): the
+    recursion limit can strike inside it, where pydicom turns it into "No tag to read"."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read(size)
+
+
+@pytest.mark.parametrize("stack_depth", [0, 37, 150])
+def test_sequences_nested_too_deeply_are_named_so_whatever_the_reader_and_caller(stack_depth: int) -> None:
+    data = b"\x08\x00\x05\x00CS\x0a\x00ISO_IR 100" + deeply_nested(5000)
+
+    def nested_call(depth: int) -> None:
+        if depth:
+            nested_call(depth - 1)
+            return
+        read_header_dataset(_PythonLevelReader(data), ExplicitVRLittleEndian)
+
+    with pytest.raises(UnreadableDatasetError, match="nested too deeply"):
+        nested_call(stack_depth)
