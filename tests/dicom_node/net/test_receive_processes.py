@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -26,6 +27,7 @@ from dicom_node.net import dimse_status as st
 from dicom_node.net.receive_processes import ReceiveProcesses
 from dicom_node.node import Node
 from dicom_node.storage.journal import Journal
+from tests.support.certificates import make_pki
 from tests.support.instances import make_ct
 from tests.support.node_process import start_node, write_config
 from tests.support.node_setup import parse_acknowledged, phantom_series, storescu_command
@@ -191,6 +193,41 @@ def test_a_connection_for_a_child_that_died_meanwhile_is_served_by_the_node(
     finally:
         let_go.set()
     assert running.journal is not None and running.journal.counts().instances == 1
+
+
+def test_a_tls_connection_handed_to_a_child_is_served_there_with_the_node_s_certificates(
+    tmp_path: Path,
+) -> None:
+    """The node passes the connection before any TLS byte: the child runs the handshake itself."""
+    pki = make_pki(tmp_path / "pki")
+    tls = {
+        "certificate": str(pki.server.certificate),
+        "private_key": str(pki.server.key),
+        "ca_certificates": str(pki.ca),
+        "require_client_certificate": True,
+    }
+    files = phantom_series(tmp_path / "ct", slices=4)
+    running = Node(config_from_mapping(_config(tmp_path / "var", tls=tls), base_dir=tmp_path))
+    running.start()
+    try:
+        others = running.receive_processes
+        assert others is not None and running.server is not None
+        from_child = _child_instances(others)
+        with socket.create_connection(("127.0.0.1", running.server.port)):  # the node's (never handshakes)
+            wait_for(lambda: others.open_connections() == {0: 1, 1: 0}, timeout=30, what="the node's one")
+            tool, *arguments = storescu_command(running.server.port, files)
+            client = ["+tls", str(pki.client.key), str(pki.client.certificate), "+cf", str(pki.ca)]
+            sent = subprocess.run(
+                [tool, *client, *arguments],
+                env=peer_env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        wait_for(lambda: len(from_child) == 4, timeout=30, what="the child's instance events")
+    finally:
+        running.stop()
 
 
 def test_quotas_are_refused_with_several_receive_processes(tmp_path: Path) -> None:
