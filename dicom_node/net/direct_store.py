@@ -8,7 +8,8 @@ with pydicom and calls the C-STORE handler, which reads that file again and copi
 file meta into the spool. That is ~2.5 ms of Python per CT image.
 
 :class:`PDataReader` (used by :class:`dicom_node.net.fastpath.WakingDUL` in the data transfer state,
-for each P-DATA-TF PDU) follows the PDV items as they come off the socket:
+for each P-DATA-TF PDU) follows the PDV items as they come off the socket, reading as many bytes of the
+PDU body per ``recv_into`` as the kernel has (an item's header comes with the data around it):
 
 - command fragments are collected; the complete command set is decoded with
   :mod:`dicom_node.net.command_set`;
@@ -86,6 +87,8 @@ class PDataReader:
         self.target = target
         self._buffer = bytearray(_CHUNK)
         self._view = memoryview(self._buffer)
+        self._left = 0  # of the current P-DATA-TF body, not read from the socket yet
+        self._start = self._end = 0  # the buffer's unconsumed bytes
         self._command = bytearray()
         self._command_pdvs: list[tuple[int, bytes]] = []
         self._passing = False  # the current message's data set goes to pynetdicom
@@ -97,46 +100,92 @@ class PDataReader:
 
     def read_pdu(self, length: int) -> None:
         """Consume one P-DATA-TF body of ``length`` bytes (its header was read). Raises
-        ConnectionEnded or MalformedPData."""
-        left = length
-        while left:
-            if left < _PDV_HEADER.size:
-                raise MalformedPData(f"{left} bytes left in a P-DATA-TF, too few for a PDV item")
-            item_length, context_id, control = _PDV_HEADER.unpack(self._read_exact(_PDV_HEADER.size))
-            if item_length < 2 or item_length - 2 > left - _PDV_HEADER.size:
-                raise MalformedPData(f"PDV item length {item_length} does not fit its P-DATA-TF")
+        ConnectionEnded or MalformedPData.
+
+        The body is read in as few ``recv_into`` calls as the kernel allows (a PDV item's header
+        comes in the same read as the data before and after it); a data fragment bound for a sink is
+        written from the buffer as it is read, never assembled."""
+        self._left = length  # bytes of this body not read from the socket yet
+        self._start = self._end = 0  # unconsumed bytes in the buffer
+        while self._left or self._end > self._start:
+            self._fill(_PDV_HEADER.size, "a PDV item")
+            item_length, context_id, control = _PDV_HEADER.unpack_from(self._buffer, self._start)
+            self._start += _PDV_HEADER.size
             size = item_length - 2
-            left -= _PDV_HEADER.size + size
+            if item_length < 2 or size > self._left + self._end - self._start:
+                raise MalformedPData(f"PDV item length {item_length} does not fit its P-DATA-TF")
             if control & _COMMAND:
-                self._command_fragment(context_id, control, self._read_exact(size))
+                self._command_fragment(context_id, control, self._take(size))
             elif self._sink is not None:
                 self._stream(size)
                 if control & _LAST:
                     self._finish_store(context_id)
             else:
-                self._pass(context_id, control, self._read_exact(size))
+                self._pass(context_id, control, self._take(size))
                 if control & _LAST:
                     self._passing = False
 
-    def _read_exact(self, size: int) -> bytes:
-        out = bytearray()
+    @property
+    def in_message(self) -> bool:
+        """Whether a message has begun and not ended (more of its fragments are due)."""
+        return self._sink is not None or bool(self._command) or self._passing
+
+    def _fill(self, need: int, what: str) -> None:
+        """Have at least ``need`` unconsumed bytes in the buffer (``need`` <= :data:`_CHUNK`)."""
+        have = self._end - self._start
+        if have >= need:
+            return
+        if have + self._left < need:
+            raise MalformedPData(f"{have + self._left} bytes left in a P-DATA-TF, too few for {what}")
+        if self._start:  # move the rest to the front
+            self._buffer[:have] = self._buffer[self._start : self._end]
+            self._start, self._end = 0, have
+        sock = self.dul.socket.socket
+        while self._end - self._start < need:
+            n = sock.recv_into(self._view[self._end :], min(self._left, _CHUNK - self._end))
+            if not n:
+                raise ConnectionEnded
+            self._end += n
+            self._left -= n
+
+    def _take(self, size: int) -> bytes:
+        """The next ``size`` bytes of the body (a command fragment, or a data set for pynetdicom)."""
+        have = self._end - self._start
+        if size <= have:
+            value = bytes(self._view[self._start : self._start + size])
+            self._start += size
+            return value
+        out = bytearray(self._view[self._start : self._end])
+        self._start = self._end = 0
         sock = self.dul.socket.socket
         while len(out) < size:
             n = sock.recv_into(self._view, min(size - len(out), _CHUNK))
             if not n:
                 raise ConnectionEnded
+            self._left -= n
             out += self._view[:n]
         return bytes(out)
 
     def _stream(self, size: int) -> None:
-        sock = self.dul.socket.socket
+        """Write a data fragment of ``size`` bytes to the sink: what is buffered, then the rest as it
+        is read (the buffer is empty after that)."""
         sink = self._sink
         assert sink is not None
+        have = min(size, self._end - self._start)
+        if have:
+            sink.write(self._view[self._start : self._start + have])
+            self._start += have
+            size -= have
+        if not size:
+            return
+        self._start = self._end = 0
+        sock = self.dul.socket.socket
         view = self._view
         while size:
             n = sock.recv_into(view, size if size < _CHUNK else _CHUNK)
             if not n:
                 raise ConnectionEnded
+            self._left -= n
             sink.write(view[:n])
             size -= n
 

@@ -25,7 +25,9 @@ subclasses below; no pynetdicom module is patched, nothing else differs:
 - With a store target (the server passes the :class:`~dicom_node.net.receive.Receiver`), each
   P-DATA-TF in the data transfer state is read by :class:`~dicom_node.net.direct_store.PDataReader`:
   C-STORE data sets go from the socket into their spool temp file and are answered at once; other
-  messages are handed to pynetdicom's DIMSE provider as pynetdicom would have made them.
+  messages are handed to pynetdicom's DIMSE provider as pynetdicom would have made them. While a
+  message is half read and its next PDU has already arrived (nothing is queued for the peer), that
+  PDU is read at once instead of after a turn of the reactor (two ``select`` calls fewer per PDU).
 
 Upstream, this would be: an event-driven DUL reactor (the "TODO: try and make this event based" in
 ``dul.py``: wake on the provider queue and the socket instead of ``_run_loop_delay``), an association
@@ -95,34 +97,40 @@ class WakingDUL(DULServiceProvider):
 
     def _read_pdu_data(self) -> None:
         """In the data transfer state, a P-DATA-TF goes to the :class:`PDataReader`; any other PDU
-        (and every PDU in other states) to pynetdicom, as read."""
+        (and every PDU in other states) to pynetdicom, as read. While a message is half read and
+        its next PDU has already arrived, that PDU is read at once, without a turn of the reactor."""
         reader = self._pdata_reader
         sock = self.socket
         if reader is None or self.state_machine.current_state != "Sta6" or sock is None:
             super()._read_pdu_data()
             return
-        try:
-            header = bytes(sock.recv(6))
-        except (OSError, TimeoutError):
-            header = b""
-        if len(header) < 6:
-            self.event_queue.put("Evt17")  # closed, as pynetdicom reports it
-            return
-        pdu_type, _, length = struct.unpack(">BBL", header)
-        if pdu_type != 0x04:
-            cast(BufferedAssociationSocket, sock).unread(header)
-            super()._read_pdu_data()
-            return
-        try:
-            reader.read_pdu(length)
-        except (ConnectionEnded, OSError, TimeoutError):
-            reader.close()
-            logger.error("connection closed before the entire PDU was received")
-            self.event_queue.put("Evt17")
-        except MalformedPData as exc:
-            reader.close()
-            logger.error("invalid P-DATA-TF PDU received: %s", exc)
-            self.event_queue.put("Evt19")
+        while True:
+            try:
+                header = bytes(sock.recv(6))
+            except (OSError, TimeoutError):
+                header = b""
+            if len(header) < 6:
+                self.event_queue.put("Evt17")  # closed, as pynetdicom reports it
+                return
+            pdu_type, _, length = struct.unpack(">BBL", header)
+            if pdu_type != 0x04:
+                cast(BufferedAssociationSocket, sock).unread(header)
+                super()._read_pdu_data()
+                return
+            try:
+                reader.read_pdu(length)
+            except (ConnectionEnded, OSError, TimeoutError):
+                reader.close()
+                logger.error("connection closed before the entire PDU was received")
+                self.event_queue.put("Evt17")
+                return
+            except MalformedPData as exc:
+                reader.close()
+                logger.error("invalid P-DATA-TF PDU received: %s", exc)
+                self.event_queue.put("Evt19")
+                return
+            if not reader.in_message or not self.to_provider_queue.empty() or not _readable_now(sock):
+                return
 
     def run_reactor(self) -> None:
         self._idle_timer.start()
@@ -176,6 +184,18 @@ class WakingDUL(DULServiceProvider):
         self.assoc.is_established = False
         self.assoc._kill = True
         self._kill_thread = True
+
+
+def _readable_now(sock: Any) -> bool:
+    """Whether the peer's next bytes are already waiting (never blocks)."""
+    raw = sock.socket
+    if raw is None or raw.fileno() < 0:
+        return False
+    try:
+        ready, _, _ = select.select([raw], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return bool(ready)
 
 
 class QueueWaitingAssociation(Association):

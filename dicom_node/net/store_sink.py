@@ -12,6 +12,7 @@ spool temp file (:meth:`~dicom_node.storage.ingest.Ingestor.open_incoming`), che
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +91,8 @@ class StoreSink:
         self.on_stored = on_stored
         self.incoming: IncomingFile | None = None
         self.error: Exception | None = None  # answered once the data set has been read off the network
+        self.header: InstanceHeader | None = None  # checked while the data set arrived
+        self._tried_early = False
         try:
             self.incoming = ingestor.open_incoming(
                 command.sop_class_uid, command.sop_instance_uid, command.transfer_syntax, origin
@@ -98,8 +101,27 @@ class StoreSink:
             self.error = exc
 
     def write(self, fragment: memoryview) -> None:
-        if self.incoming is not None:
-            self.incoming.write(fragment)
+        incoming = self.incoming
+        if incoming is None:
+            return
+        incoming.write(fragment)
+        if self.header is None and not self._tried_early and incoming.prefix_complete:
+            # the header is checked while the rest still arrives (the sender is the slower side);
+            # a header that goes on past what has arrived is checked again once all is in
+            self._tried_early = True
+            with contextlib.suppress(Exception):
+                self.header = self._check(incoming, complete=False)
+
+    def _check(self, incoming: IncomingFile, *, complete: bool) -> InstanceHeader:
+        command = self.command
+        return checked_header(
+            incoming.dataset_reader(complete=complete),
+            command.transfer_syntax,
+            self.ingestor.spool.max_dataset_bytes,
+            context_class=command.context_class,
+            command_class=command.sop_class_uid,
+            command_instance=command.sop_instance_uid,
+        )
 
     def finish(self) -> tuple[int, str]:
         """File the complete data set; (status, Error Comment) for the C-STORE-RSP."""
@@ -109,19 +131,9 @@ class StoreSink:
             if self.error is not None:
                 raise self.error
             assert incoming is not None
-            # the header is checked in a pool thread while this one waits for the file's fsync
-            checking = self.ingestor.spool.background().submit(
-                checked_header,
-                incoming.dataset_reader(),
-                command.transfer_syntax,
-                self.ingestor.spool.max_dataset_bytes,
-                context_class=command.context_class,
-                command_class=command.sop_class_uid,
-                command_instance=command.sop_instance_uid,
-            )
-            incoming.start_hash()
+            header = self.header or self._check(incoming, complete=True)
+            incoming.start_hash()  # runs on while the file is fsynced and renamed
             incoming.sync()
-            header = checking.result()
             self.ingestor.ingest_incoming(header, command.transfer_syntax, incoming, self.origin)
         except Exception as exc:
             if incoming is not None:

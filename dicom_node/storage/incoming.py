@@ -6,8 +6,11 @@ files it with :meth:`IncomingFile.commit` once the header was checked. What keep
 on the critical path (the sender waits for its answer) short:
 
 - **The header is read from memory**: the first :data:`PREFIX_BYTES` of the data set are kept as they
-  are written, and :meth:`IncomingFile.dataset_reader` serves reads from them (reading the file only for a
-  header longer than that), instead of opening the file again.
+  are written, and :meth:`IncomingFile.dataset_reader` serves reads from them (reading the file only
+  for a header longer than that), instead of opening the file again. The receive fast path checks
+  the header as soon as the prefix is full, while the rest still arrives
+  (:class:`dicom_node.net.store_sink.StoreSink`): such a reader raises :class:`IncompleteData` for a
+  read past what was written, so a header is never taken as ending where the data so far end.
 - **The SHA-256 of the data set runs in a background thread** (:meth:`IncomingFile.start_hash`)
   while the file and its folder are fsynced: it reads the data set back from the page cache, so
   nothing is hashed while the network is read, and it needs the interpreter lock only between its
@@ -40,21 +43,34 @@ PREFIX_BYTES = 64 * 1024  # of the data set kept in memory for the header check
 _HASH_CHUNK = 1024 * 1024
 
 
+class IncompleteData(Exception):
+    """A read of a data set still arriving went past what has arrived so far."""
+
+
 class _PrefixedReader(io.BytesIO):
     """A read-only view of a file whose first bytes are in memory: reads within them cost no system
-    call, a read that goes past them ``pread``s the file (``fd`` must stay open while this is used)."""
+    call, a read that goes past them ``pread``s the file (``fd`` must stay open while this is used).
+    ``complete=False``: the file is still being written; a read past its ``size`` bytes raises
+    :class:`IncompleteData` instead of returning short (a reader never sees an end that is not
+    there)."""
 
-    def __init__(self, prefix: bytes, fd: int, size: int) -> None:
+    def __init__(self, prefix: bytes, fd: int, size: int, *, complete: bool = True) -> None:
         super().__init__(prefix)
         self._prefix_size = len(prefix)
         self._fd = fd
         self._size = size
+        self._complete = complete
 
     def read(self, size: int | None = -1) -> bytes:
         pos = self.tell()
-        end = self._size if size is None or size < 0 else min(self._size, pos + size)
+        want = size is not None and size >= 0
+        if not self._complete and (not want or pos + (size or 0) > self._size):
+            raise IncompleteData(
+                f"a read to {'the end' if not want else pos + (size or 0)} of {self._size} bytes"
+            )
+        end = self._size if not want else min(self._size, pos + (size or 0))
         if end <= self._prefix_size:
-            return super().read(end - pos)
+            return super().read(max(0, end - pos))
         out = super().read(max(0, self._prefix_size - pos)) if pos < self._prefix_size else b""
         start = pos + len(out)
         while start < end:
@@ -68,6 +84,8 @@ class _PrefixedReader(io.BytesIO):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_END:
+            if not self._complete:
+                raise IncompleteData("the end of a data set still arriving")
             return super().seek(self._size + offset)
         return super().seek(offset, whence)
 
@@ -108,10 +126,16 @@ class IncomingFile:
         except OSError as exc:
             self.error = exc
 
-    def dataset_reader(self) -> BinaryIO:
+    @property
+    def prefix_complete(self) -> bool:
+        """Whether the kept prefix of the data set is full (more may follow)."""
+        return len(self._prefix) >= self._head_size + PREFIX_BYTES
+
+    def dataset_reader(self, *, complete: bool = True) -> BinaryIO:
         """The written data set (after the head) for reading, served from memory as far as the kept
-        prefix goes. Valid until :meth:`commit` or :meth:`discard`."""
-        reader = _PrefixedReader(bytes(self._prefix), self._fd, self.size)
+        prefix goes. ``complete=False`` while more is to come: a read past what was written raises
+        :class:`IncompleteData`. Valid until :meth:`commit` or :meth:`discard`."""
+        reader = _PrefixedReader(bytes(self._prefix), self._fd, self.size, complete=complete)
         reader.seek(self._head_size)
         return reader
 

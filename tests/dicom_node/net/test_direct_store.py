@@ -4,13 +4,14 @@ reaches pynetdicom; broken or abandoned messages leave nothing behind and the no
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
@@ -184,3 +185,94 @@ def test_a_store_on_another_classes_context_is_refused(
     [stored] = node.spool_files()
     assert stored.name != f"{ds.SOPInstanceUID}.dcm"
     assert list((node.storage / "spool" / ".tmp").iterdir()) == []
+
+
+def test_a_command_and_its_data_set_in_one_pdu_are_filed_byte_for_byte(node: Node) -> None:
+    """Several PDV items in one P-DATA-TF (the command and three data fragments of uneven sizes,
+    as PS3.8 allows): each item is found inside the buffered reads and the data set is filed whole."""
+    ae = AE(ae_title="ONEPDU")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="NNUNET", max_pdu=0)
+    assert assoc.is_established
+    (context,) = assoc.accepted_contexts
+    ds = make_ct(rows=64, columns=64)
+    source = Path(node.storage) / "ct.dcm"
+    ds.save_as(source, enforce_file_format=True)
+    data = dataset_bytes(source)
+    cut = [0, 7, len(data) // 3, len(data)]
+    items = [(0x03, cs.store_request(5, str(ds.SOPClassUID), str(ds.SOPInstanceUID)))]
+    items += [(0x02 if end == len(data) else 0x00, data[start:end]) for start, end in itertools.pairwise(cut)]
+    body = b"".join(
+        (len(value) + 2).to_bytes(4, "big") + bytes([context.context_id, control]) + value
+        for control, value in items
+    )
+    sock = assoc.dul.socket.socket
+    assoc._reactor_checkpoint.clear()  # keep pynetdicom's requestor thread off the answer
+    try:
+        wait_for(lambda: assoc._is_paused, timeout=10, what="the requestor thread to pause")
+        sock.sendall(b"\x04\x00" + len(body).to_bytes(4, "big") + body)
+        _, rsp = assoc.dimse.get_msg(block=True)
+        assert rsp is not None and rsp.Status == st.SUCCESS
+    finally:
+        assoc._reactor_checkpoint.set()
+        if assoc.is_established:
+            assoc.release()
+    [stored] = node.spool_files()
+    assert stored.name == f"{ds.SOPInstanceUID}.dcm"
+    assert dataset_bytes(stored) == data
+
+
+def _store_raw(node: Node, command_uid: str, ds: Any) -> tuple[int, Any]:
+    """Send a C-STORE-RQ naming ``command_uid`` with ``ds``'s data set; (status, association)."""
+    ae = AE(ae_title="RAWSTORE")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="NNUNET")
+    assert assoc.is_established
+    (context,) = assoc.accepted_contexts
+    source = Path(node.storage) / f"{command_uid}.src"
+    ds.save_as(source, enforce_file_format=True)
+    data = dataset_bytes(source)
+    sock = assoc.dul.socket.socket
+    assoc._reactor_checkpoint.clear()  # keep pynetdicom's requestor thread off the answer
+    try:
+        wait_for(lambda: assoc._is_paused, timeout=10, what="the requestor thread to pause")
+        sock.sendall(_p_data(context.context_id, 0x03, cs.store_request(3, str(ds.SOPClassUID), command_uid)))
+        for start in range(0, len(data), 16_000):
+            last = start + 16_000 >= len(data)
+            sock.sendall(_p_data(context.context_id, 0x02 if last else 0x00, data[start : start + 16_000]))
+        _, rsp = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
+    assert rsp is not None
+    return int(rsp.Status), assoc
+
+
+def test_a_large_data_set_of_another_instance_is_refused_once_it_has_arrived(node: Node) -> None:
+    """The header of a large data set is checked while the rest arrives; a mismatch is answered
+    (0xA900) only after the last fragment, and the association goes on."""
+    ds = make_ct(rows=256, columns=256)
+    status, assoc = _store_raw(node, generate_uid(), ds)
+    try:
+        assert status == 0xA900
+        assert assoc.send_c_store(make_ct()).Status == st.SUCCESS
+    finally:
+        assoc.release()
+    [stored] = node.spool_files()
+    assert stored.name != f"{ds.SOPInstanceUID}.dcm"
+    assert list((node.storage / "spool" / ".tmp").iterdir()) == []
+
+
+def test_a_header_that_goes_on_past_the_first_fragments_is_read_whole(node: Node) -> None:
+    """Images in Acquisition follows an element longer than what is checked early: the early check
+    must not take the end of what has arrived for the end of the header."""
+    ds = make_ct(rows=256, columns=256)
+    ds.add_new(0x00200500, "UN", b"\x01" * 100_000)  # an unknown element inside group 0020
+    ds.add_new(0x00201002, "IS", "3")
+    status, assoc = _store_raw(node, ds.SOPInstanceUID, ds)
+    assoc.release()
+    assert status == st.SUCCESS
+    [stored] = node.spool_files()
+    assert stored.parent.name == ds.SeriesInstanceUID
+    series = node.journal.get_series(ds.SeriesInstanceUID)
+    assert series is not None and series.expected_count == 3
+    assert dataset_bytes(stored) == dataset_bytes(Path(node.storage) / f"{ds.SOPInstanceUID}.src")

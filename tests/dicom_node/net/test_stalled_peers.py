@@ -103,7 +103,9 @@ def test_a_pdu_stalled_midway_is_closed_at_its_deadline(
     with running_node(tmp_path / "storage", acse_timeout_seconds=1, network_timeout_seconds=1) as node:
         if stall == "P-DATA":
             sock = raw_associate(node.port)
-            sock.sendall(b"\x04\x00\x00\x00\x01\x00" + b"\x00" * 100)  # 100 of 256 body bytes
+            # a valid PDV item header (252 bytes: context 1, a data fragment), then 100 of the PDU's
+            # 256 body bytes
+            sock.sendall(b"\x04\x00\x00\x00\x01\x00" + struct.pack(">IBB", 252, 1, 0) + b"\x00" * 94)
         else:
             sock = socket.create_connection(("127.0.0.1", node.port), timeout=60)
             sock.sendall(b"\x01\x00\x00\x00\x01\x00" + b"\x00" * 10)  # 10 of 256 body bytes
