@@ -119,17 +119,22 @@ def test_the_second_process_files_into_the_journal_and_tells_the_node(
 def test_a_receive_process_that_dies_is_started_again(
     node: tuple[Node, list[str], list[str]], tmp_path: Path
 ) -> None:
+    """Its connections are no longer counted, and connections go to the new one once it is ready."""
     running, _, _ = node
     others = running.receive_processes
     assert others is not None and running.server is not None
     others.restart_after = 0.0
     [first] = others.pids
-    os.kill(first, signal.SIGKILL)
-    [second] = wait_for(lambda: [p for p in others.serving if p != first], timeout=60, what="a new one ready")
     from_child = _child_instances(others)
     files = phantom_series(tmp_path / "ct", slices=4)
-    with _held(running.server.port):  # the next connection goes to the new receive process
-        sent = subprocess.run(
+    with _held(running.server.port, count=2):  # one in each process
+        assert others.open_connections() == {0: 1, 1: 1}
+        os.kill(first, signal.SIGKILL)
+        [second] = wait_for(
+            lambda: [p for p in others.serving if p != first], timeout=60, what="a new one ready"
+        )
+        assert others.open_connections() == {0: 1, 1: 0}
+        sent = subprocess.run(  # the new receive process's turn
             storescu_command(running.server.port, files),
             env=peer_env(),
             capture_output=True,
