@@ -235,6 +235,33 @@ def test_a_tls_connection_handed_to_a_child_is_served_there_with_the_node_s_cert
         running.stop()
 
 
+def test_connection_limits_apply_per_process_and_a_refused_connection_is_not_counted(
+    tmp_path: Path,
+) -> None:
+    """One pending connection per process: the first two are served (one each), the third is the
+    node's turn again and its gate refuses it; the node's count stays true."""
+    config = _config(
+        tmp_path / "var", max_pending_connections=1, max_pending_per_peer=1, acse_timeout_seconds=15
+    )
+    running = Node(config_from_mapping(config, base_dir=tmp_path))
+    running.start()
+    try:
+        others = running.receive_processes
+        assert others is not None and running.server is not None
+        port = running.server.port
+        with ExitStack() as stack:
+            for expected in ({0: 1, 1: 0}, {0: 1, 1: 1}):
+                stack.enter_context(socket.create_connection(("127.0.0.1", port)))
+                wait_for(lambda e=expected: others.open_connections() == e, timeout=30, what=str(expected))
+            refused = stack.enter_context(socket.create_connection(("127.0.0.1", port)))
+            refused.settimeout(30)
+            assert refused.recv(1) == b"", "closed by the node's gate"
+            wait_for(lambda: others.open_connections() == {0: 1, 1: 1}, timeout=30, what="not counted")
+        wait_for(lambda: others.open_connections() == {0: 0, 1: 0}, timeout=60, what="all ended")
+    finally:
+        running.stop()
+
+
 def test_quotas_are_refused_with_several_receive_processes(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="receive_processes"):
         config_from_mapping(_config(tmp_path / "var", calling_ae_quota_mb={"CT1": 100}), base_dir=tmp_path)
