@@ -82,7 +82,8 @@ class NodeSection(Strict):
         default=1,
         ge=1,
         le=32,
-        description="processes receiving on the port (the kernel spreads connections over them):"
+        description="processes receiving on the port (the node accepts each connection and hands it to"
+        " the one with the fewest open connections):"
         " parallel associations then add throughput beyond one Python process's; each process applies"
         " the association and pending-connection limits to the connections it gets",
     )

@@ -43,6 +43,7 @@ class Ticket:
     sock: socket.socket | None = None
     associating: bool = False
     closed: bool = field(default=False)
+    on_release: Callable[[], None] | None = None  # runs once the connection has ended
 
     @property
     def peer_text(self) -> str:
@@ -60,8 +61,9 @@ class ConnectionGate:
         self._pending = 0
         self._associating = 0
 
-    def admit(self, peer: tuple[str, int]) -> Ticket | None:
-        """A ticket for a new connection from ``peer``, or None (logged) if a pending limit is full."""
+    def admit(self, peer: tuple[str, int], on_release: Callable[[], None] | None = None) -> Ticket | None:
+        """A ticket for a new connection from ``peer``, or None (logged) if a pending limit is full.
+        ``on_release`` runs once the ticket is released (not when it is refused)."""
         host = str(peer[0])
         with self._lock:
             from_host = self._pending_by_host.get(host, 0)
@@ -70,7 +72,7 @@ class ConnectionGate:
             elif self._pending >= self.limits.max_pending:
                 reason = f"{self._pending} connections have not sent an association request"
             else:
-                ticket = Ticket((host, int(peer[1])))
+                ticket = Ticket((host, int(peer[1])), on_release=on_release)
                 self._tickets.add(ticket)
                 self._pending += 1
                 self._pending_by_host[host] = from_host + 1
@@ -107,6 +109,11 @@ class ConnectionGate:
                 self._associating -= 1
             else:
                 self._unpend(ticket)
+        if ticket.on_release is not None:
+            try:
+                ticket.on_release()
+            except Exception:
+                logger.exception("a connection's end callback failed")
 
     def _unpend(self, ticket: Ticket) -> None:
         self._pending -= 1

@@ -4,6 +4,12 @@
 fast path (:mod:`dicom_node.net.fastpath`) and frees the connection's slot when the association ends.
 Stopping it drops stalled peers instead of waiting for them
 (:meth:`GuardedAssociationServer.end_connections`).
+
+With several receive processes (``node.receive_processes``) only the node's server listens: its
+:class:`ConnectionHandoff` (:class:`~dicom_node.net.receive_processes.ReceiveProcesses`) may pass each
+accepted connection to another process, whose server (made with ``listen=False``) takes it in through
+:meth:`GuardedAssociationServer.serve_connection`, the one place where an accepted connection enters
+processing in either process.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import socketserver
 import ssl
 import threading
 import time
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 from pynetdicom import evt
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
@@ -28,6 +35,17 @@ from dicom_node.net.pdu_guard import PduGuardSocket, PduLimits, ReadDeadlines, R
 from dicom_node.net.pdv_meter import MessageLimits
 
 logger = logging.getLogger(__name__)
+
+Ended = Callable[[], None]
+
+
+class ConnectionHandoff(Protocol):
+    """Where the listening server may send an accepted connection instead of serving it."""
+
+    def hand_off(self, sock: socket.socket, address: tuple[str, int]) -> Ended | None:
+        """None: another process serves the connection (this process's copy of it is closed);
+        otherwise this process serves it and calls the returned function once it has ended."""
+        ...
 
 
 class GuardedRequestHandler(RequestHandler):
@@ -78,11 +96,13 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         fast_path: bool = True,
         store_target: StoreTarget | None = None,
         handshake_timeout: float = 30.0,
-        reuse_port: bool = False,
+        listen: bool = True,
         **kwargs: Any,
     ) -> None:
-        # SO_REUSEPORT: several receive processes listen on one port (the kernel spreads connections)
-        self.allow_reuse_port = reuse_port
+        # listen=False: no socket is bound; connections come only through serve_connection
+        self.listening = listen
+        self.handoff: ConnectionHandoff | None = None
+        self._closed = False
         self.fast_path = fast_path
         self.store_target = store_target
         self.handshake_timeout = handshake_timeout
@@ -100,29 +120,57 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
-        if self.allow_reuse_port:  # pynetdicom's server_bind sets SO_REUSEADDR only
-            cast(socket.socket, self.socket).setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        if self.listening:
+            super().server_bind()
+
+    def server_activate(self) -> None:
+        if self.listening:
+            super().server_activate()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        """Accept a connection. Under TLS the handshake is left to the connection's own thread
-        (pynetdicom's version runs it here, in the accept loop, where one silent client would stall
-        every other connection)."""
+        """Accept a connection (the TLS layer is added by :meth:`serve_connection`)."""
         listener = cast(socket.socket, self.socket)
-        sock, address = listener.accept()
-        if self.ssl_context is not None:
-            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, address
+        return listener.accept()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Admit (or refuse) the accepted connection, wrap it in the guard, start its thread."""
-        ticket = self.gate.admit(client_address)
+        """An accepted connection: handed to another process if the :attr:`handoff` says so,
+        served here otherwise."""
+        on_end = None
+        if self.handoff is not None:
+            on_end = self.handoff.hand_off(request, client_address)
+            if on_end is None:
+                return  # another process serves it
+        self.serve_connection(request, client_address, on_end=on_end)
+
+    def serve_connection(
+        self, sock: socket.socket, client_address: Any, *, on_end: Ended | None = None
+    ) -> None:
+        """Serve a connected socket: admit (or refuse) it, wrap it in the guard (under TLS: the TLS
+        layer, whose handshake is left to the connection's own thread, not the accept loop, where
+        one silent client would stall every other connection), start its thread. ``on_end`` runs
+        once the connection has ended (refused, failed or its association over)."""
+        on_end = _once(on_end)
+        try:
+            if self._closed:
+                raise ConnectionAbortedError("the server has stopped")
+            if self.ssl_context is not None:
+                sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            self._admit(sock, client_address, on_end)
+        except Exception:
+            if not self._closed:
+                self.handle_error(sock, client_address)
+            self.shutdown_request(sock)
+            on_end()
+
+    def _admit(self, request: Any, client_address: Any, on_end: Ended) -> None:
+        ticket = self.gate.admit(client_address, on_release=on_end)
         if ticket is None:
             self._report(
                 f"{client_address[0]}:{client_address[1]}",
                 "connection refused: too many connections without an association request",
             )
             self.shutdown_request(request)
+            on_end()
             return
         if isinstance(request, socket.socket) and not isinstance(request, ssl.SSLSocket):
             request = PduGuardSocket.wrap(
@@ -189,9 +237,12 @@ class GuardedAssociationServer(ThreadedAssociationServer):
             assoc.join(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
 
     def shutdown(self) -> None:
-        """Stop serving and close the listening socket. (pynetdicom's version also unregisters
-        from the AE's own server list, which this server, started by us, is not in.)"""
-        socketserver.BaseServer.shutdown(self)
+        """Stop serving and close the listening socket; connections handed in later are refused.
+        (pynetdicom's version also unregisters from the AE's own server list, which this server,
+        started by us, is not in.)"""
+        self._closed = True
+        if self.listening:
+            socketserver.BaseServer.shutdown(self)
         self.server_close()
 
     def service_actions(self) -> None:
@@ -200,6 +251,17 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         nnU-Net loaded a full collection scans ~500,000 objects for ~160 ms while holding the
         interpreter lock: every association stalls meanwhile. The interpreter's own generational
         collector frees the ended associations' reference cycles."""
+
+
+def _once(call: Ended | None) -> Ended:
+    """``call`` (or nothing), run at most once."""
+    done = threading.Lock()
+
+    def once() -> None:
+        if call is not None and done.acquire(blocking=False):
+            call()
+
+    return once
 
 
 def _handshake(sock: ssl.SSLSocket, peer: Any, timeout: float) -> bool:

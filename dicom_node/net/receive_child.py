@@ -1,19 +1,27 @@
 """One extra receive process (``node.receive_processes`` > 1): ``python -m dicom_node.net.receive_child``.
 
 Started by :class:`dicom_node.net.receive_processes.ReceiveProcesses`. It reads one JSON line on stdin
-(the node section, the port the node listens on, the log level and format), then runs the same
-receiver as the node's own (:class:`~dicom_node.net.scp_server.ScpServer` with the PDU guard and the
-receive fast path, an :class:`~dicom_node.storage.ingest.Ingestor` on the node's spool and journal)
-on that port with ``SO_REUSEPORT``. The journal is the meeting point: every instance is journaled
-before it is acknowledged, as in the node's process. What the node's completion loop must hear at once
-(an instance filed, an association released) goes to stdout as one JSON line each. End of stdin (the
-node stopping, or gone) stops it: running associations get ``grace`` seconds, then it exits.
+(the node section, the log level and format, the grace period, ``handoff_fd``: its end of a Unix
+socket pair with the node), then runs the same receiver as the node's own
+(:class:`~dicom_node.net.scp_server.ScpServer` with the connection gate, the PDU guard and the receive
+fast path, an :class:`~dicom_node.storage.ingest.Ingestor` on the node's spool and journal), without
+listening: a thread takes the connected sockets the node passes over the socket pair (``SCM_RIGHTS``,
+one message each: the connection's id and peer address) and serves each as if it had accepted it. The
+journal is the meeting point: every instance is journaled before it is acknowledged, as in the node's
+process. What the node must hear at once goes to stdout as one JSON line each: ``ready``, ``instance``
+(a series got an instance), ``released`` (an association released) and ``ended`` (a connection the node
+handed has ended, by its id). End of stdin (the node stopping, or gone) stops it: running associations
+get ``grace`` seconds, then it exits; the end of the socket pair (the node gone) ends the taking.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
+import os
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -55,6 +63,32 @@ class _Events:
                 pass  # the node is gone: end of stdin stops us
 
 
+def take_connections(channel: socket.socket, server: ScpServer, events: _Events) -> None:
+    """Serve every connection the node passes over ``channel`` until it ends (the node gone) or is
+    shut (this process stopping)."""
+    while True:
+        try:
+            message, fds, _flags, _address = socket.recv_fds(channel, 4096, 1)
+        except OSError:
+            return
+        if not message and not fds:
+            return  # the node's end is closed
+        if not fds:
+            logger.warning("the node sent %r without a connection", message[:200])
+            continue
+        sock = socket.socket(fileno=fds[0])
+        sock.setblocking(True)  # as accept() leaves it
+        try:
+            handed = json.loads(message)
+            number = int(handed["id"])
+            peer = (str(handed["peer"][0]), int(handed["peer"][1]))
+        except (ValueError, KeyError, IndexError, TypeError):
+            logger.warning("the node sent %r with a connection: closed", message[:200])
+            sock.close()
+            continue
+        server.serve_connection(sock, peer, on_end=functools.partial(events.emit, ended=number))
+
+
 def main() -> int:
     settings = json.loads(sys.stdin.readline())
     configure_logging(settings["log_level"], settings["log_format"])
@@ -82,11 +116,20 @@ def main() -> int:
         calling_ae_hosts=node.calling_ae_hosts,
         on_released=lambda association: events.emit(released=association),
     )
-    server = ScpServer(node, receiver, port=int(settings["port"]), reuse_port=True).start()
-    events.emit(ready=server.port)
+    channel = socket.socket(fileno=int(settings["handoff_fd"]))
+    server = ScpServer(node, receiver, listen=False).start()
+    taker = threading.Thread(
+        target=take_connections, args=(channel, server, events), name="take-connections", daemon=True
+    )
+    taker.start()
+    events.emit(ready=os.getpid())
     try:
         sys.stdin.read()  # until the node closes it, or is gone
     finally:
+        with contextlib.suppress(OSError):
+            channel.shutdown(socket.SHUT_RDWR)  # no more connections: the node serves them
+        taker.join(timeout=5)
+        channel.close()
         server.stop(grace_seconds=float(settings["grace"]))
         spool.close()
         journal.close()

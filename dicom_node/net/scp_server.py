@@ -1,10 +1,13 @@
 """The running SCP: :class:`ScpServer` builds the pynetdicom AE from the node configuration and runs
 a PDU-guarded association server (:mod:`dicom_node.net.guarded_server`) with the handlers of a
-:class:`~dicom_node.net.receive.Receiver`, in a background thread; ``stop()`` ends it."""
+:class:`~dicom_node.net.receive.Receiver`, in a background thread; ``stop()`` ends it. A receive
+process's server (``listen=False``) binds nothing: it serves the connections the node hands it
+(:meth:`ScpServer.serve_connection`)."""
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from typing import Any, cast
 
@@ -12,11 +15,14 @@ from pynetdicom import AE
 
 from dicom_node.config import NodeSection
 from dicom_node.net.contexts import accept_every_storage_class, supported_contexts
-from dicom_node.net.guarded_server import GuardedAssociationServer, guard_options
+from dicom_node.net.guarded_server import ConnectionHandoff, Ended, GuardedAssociationServer, guard_options
 from dicom_node.net.receive import Receiver, require_streamed_receive
 from dicom_node.net.tls import server_context
 
 logger = logging.getLogger(__name__)
+
+_serving: dict[int, ScpServer] = {}  # the listening servers of this process, by port
+_serving_lock = threading.Lock()
 
 
 def build_ae(node: NodeSection) -> AE:
@@ -39,7 +45,8 @@ def build_ae(node: NodeSection) -> AE:
 
 
 class ScpServer:
-    """A running SCP: ``start()`` binds and serves in a background thread, ``stop()`` ends it."""
+    """A running SCP: ``start()`` binds and serves in a background thread, ``stop()`` ends it.
+    ``listen=False``: it binds nothing and serves only what :meth:`serve_connection` hands it."""
 
     def __init__(
         self,
@@ -48,11 +55,10 @@ class ScpServer:
         *,
         host: str | None = None,
         port: int | None = None,
-        reuse_port: bool | None = None,
+        listen: bool = True,
     ):
         self.node = node
-        # with several receive processes every listening socket of the port shares it
-        self.reuse_port = node.receive_processes > 1 if reuse_port is None else reuse_port
+        self.listen = listen
         self.receiver = receiver
         self.host = node.host if host is None else host
         self._port = node.port if port is None else port
@@ -68,6 +74,12 @@ class ScpServer:
             return int(self._server.server_address[1])
         return self._port
 
+    @staticmethod
+    def on_port(port: int) -> ScpServer | None:
+        """The started, listening server of this process on ``port``, if any."""
+        with _serving_lock:
+            return _serving.get(port)
+
     def start(self) -> ScpServer:
         server = self.ae.make_server(  # returns an instance of server_class
             (self.host, self._port),
@@ -77,10 +89,17 @@ class ScpServer:
             server_class=GuardedAssociationServer,
             on_pdu_refused=self.receiver.pdu_refused,
             store_target=self.receiver,
-            reuse_port=self.reuse_port,
+            listen=self.listen,
             **guard_options(self.node),
         )
         self._server = cast(GuardedAssociationServer, server)
+        if not self.listen:
+            logger.info(
+                "DICOM SCP serving the connections the node hands over, as %s", ", ".join(self.node.ae_title)
+            )
+            return self
+        with _serving_lock:
+            _serving[self.port] = self
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="dicom-scp", daemon=True
         )
@@ -102,6 +121,24 @@ class ScpServer:
         server, thread = self._server, self._thread
         return server is not None and thread is not None and thread.is_alive() and server.fileno() >= 0
 
+    def hand_off_to(self, handoff: ConnectionHandoff | None) -> None:
+        """Let ``handoff`` decide, for each accepted connection, whether another process serves it."""
+        if self._server is not None:
+            self._server.handoff = handoff
+
+    def serve_connection(
+        self, sock: socket.socket, address: tuple[str, int], on_end: Ended | None = None
+    ) -> None:
+        """Serve a connection accepted elsewhere exactly as one accepted here; ``on_end`` runs once it
+        has ended. After :meth:`stop` the connection is closed at once."""
+        server = self._server
+        if server is None:
+            sock.close()
+            if on_end is not None:
+                on_end()
+            return
+        server.serve_connection(sock, address, on_end=on_end)
+
     def active_associations(self) -> list[Any]:
         if self._server is None:
             return []
@@ -113,6 +150,9 @@ class ScpServer:
         server, self._server = self._server, None
         if server is None:
             return
+        with _serving_lock:
+            if _serving.get(int(server.server_address[1])) is self:
+                del _serving[int(server.server_address[1])]
         server.shutdown()
         server.end_connections(grace_seconds)
         if self._thread is not None:
