@@ -275,8 +275,9 @@ def run_node(
     processes: int = 1,
     profiler: ThreadProfiler | None = None,
 ) -> float:
-    """The node's receiver (``processes`` > 1: plus that many - 1 receive processes on the same port,
-    as ``node.receive_processes`` runs them) receiving the files over ``associations``."""
+    """The node's receiver (``processes`` > 1: plus that many - 1 receive processes it hands
+    connections to, as ``node.receive_processes`` runs them) receiving the files over
+    ``associations``."""
     storage = work / "node"
     clear(storage)
     section = NodeSection(
@@ -295,9 +296,7 @@ def run_node(
     server = ScpServer(section, receiver).start()
     others = None
     if processes > 1:
-        others = ReceiveProcesses(
-            section, server.port, on_instance=lambda _: None, on_released=lambda _: None
-        )
+        others = ReceiveProcesses(section, server, on_instance=lambda _: None, on_released=lambda _: None)
         others.start(grace_seconds=5)
     try:
         if profiler is not None:

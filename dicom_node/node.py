@@ -232,7 +232,7 @@ class Node:
         if cfg.node.receive_processes > 1:
             self.receive_processes = ReceiveProcesses(
                 cfg.node,
-                self.server.port,
+                self.server,
                 on_instance=self._on_instance,
                 on_released=self._on_released,
                 log_format=cfg.logging.format,

@@ -50,21 +50,21 @@ SEND_SECONDS = 2.0  # a child that takes no connection for this long is passed o
 
 
 class ReceiveProcesses:
-    """The extra receive processes of a node whose own receiver listens on ``port``
-    (:class:`~dicom_node.net.scp_server.ScpServer`, started in this process): from :meth:`start` on,
-    that server hands connections to them (:meth:`hand_off`)."""
+    """The extra receive processes of a node whose own receiver is ``server`` (started, listening):
+    from :meth:`start` on, that server hands connections to them (:meth:`hand_off`)."""
 
     def __init__(
         self,
         node: NodeSection,
-        port: int,
+        server: ScpServer,
         *,
         on_instance: Callable[[str], None],
         on_released: Callable[[str], None],
         log_format: str = "text",
     ) -> None:
         self.node = node
-        self.port = port
+        self.server = server
+        self.port = server.port
         self.on_instance = on_instance
         self.on_released = on_released
         self.log_format = log_format
@@ -97,9 +97,7 @@ class ReceiveProcesses:
         """Start ``receive_processes - 1`` children and wait until each is ready, then let the node's
         server on :attr:`port` hand them connections. Raises NodeError (the children started so
         far are stopped) when one does not come up."""
-        server = ScpServer.on_port(self.port)
-        if server is None:
-            raise NodeError(f"no receiver of this process listens on port {self.port}")
+        server = self.server
         self._settings = {
             "node": json.loads(self.node.model_dump_json()),
             "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),

@@ -21,9 +21,6 @@ from dicom_node.net.tls import server_context
 
 logger = logging.getLogger(__name__)
 
-_serving: dict[int, ScpServer] = {}  # the listening servers of this process, by port
-_serving_lock = threading.Lock()
-
 
 def build_ae(node: NodeSection) -> AE:
     """The pynetdicom AE for our SCP. AE title checks are ours (see :meth:`Receiver.check_association`)
@@ -74,12 +71,6 @@ class ScpServer:
             return int(self._server.server_address[1])
         return self._port
 
-    @staticmethod
-    def on_port(port: int) -> ScpServer | None:
-        """The started, listening server of this process on ``port``, if any."""
-        with _serving_lock:
-            return _serving.get(port)
-
     def start(self) -> ScpServer:
         server = self.ae.make_server(  # returns an instance of server_class
             (self.host, self._port),
@@ -98,8 +89,6 @@ class ScpServer:
                 "DICOM SCP serving the connections the node hands over, as %s", ", ".join(self.node.ae_title)
             )
             return self
-        with _serving_lock:
-            _serving[self.port] = self
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="dicom-scp", daemon=True
         )
@@ -150,9 +139,6 @@ class ScpServer:
         server, self._server = self._server, None
         if server is None:
             return
-        with _serving_lock:
-            if _serving.get(int(server.server_address[1])) is self:
-                del _serving[int(server.server_address[1])]
         server.shutdown()
         server.end_connections(grace_seconds)
         if self._thread is not None:
