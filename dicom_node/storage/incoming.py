@@ -16,7 +16,8 @@ on the critical path (the sender waits for its answer) short:
   nothing is hashed while the network is read, and it needs the interpreter lock only between its
   reads and digest updates. The fsyncs stay in the calling thread: started from a pool thread they
   would wait for the interpreter lock until the caller blocked anyway (Python code such as the header
-  check does not give it up before the switch interval).
+  check does not give it up before the switch interval). Without fsyncs (``node.fsync: false``)
+  there is nothing to overlap: the data set is hashed as it is written.
 
 Durability is unchanged: :meth:`IncomingFile.commit` waits for the fsync before the rename, and the
 folder's fsync after it, as :meth:`~dicom_node.storage.filing.Spool.store` does.
@@ -109,12 +110,19 @@ class IncomingFile:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise spool._write_error(exc, self.path.name) from exc
-        self.write(head)
+        # without fsyncs there is nothing to hash alongside: the data set is hashed as it is written
+        self._digest = None if spool.fsync else hashlib.sha256()
+        self._append(head, hashed=False)
 
     def write(self, data: Buffer) -> None:
+        self._append(data, hashed=True)
+
+    def _append(self, data: Buffer, *, hashed: bool) -> None:
         if self.error is not None or self._fd < 0:
             return
         view = memoryview(data).cast("B")
+        if hashed and self._digest is not None:
+            self._digest.update(view)
         try:
             room = self._head_size + PREFIX_BYTES - len(self._prefix)
             if room > 0:
@@ -142,7 +150,7 @@ class IncomingFile:
     def start_hash(self) -> None:
         """Begin the SHA-256 of the data set in a background thread (it reads the file back from the
         page cache); :meth:`commit` waits for it last."""
-        if self.error is None and self._fd >= 0 and self._hash is None:
+        if self.error is None and self._fd >= 0 and self._hash is None and self._digest is None:
             self._hash = self.spool.background().submit(self._data_set_sha256)
 
     def _data_set_sha256(self) -> str:
@@ -195,9 +203,13 @@ class IncomingFile:
             if spool.fsync:
                 spool._sync_dirs(final.parent, new_dirs)
         finally:
-            digest, self._hash = self._hash, None
+            task, self._hash = self._hash, None
+            sha256: str | None = None
             try:
-                sha256 = digest.result() if digest is not None else None
+                if task is not None:
+                    sha256 = task.result()
+                else:
+                    sha256 = self._digest.hexdigest() if self._digest is not None else None
             finally:
                 self._close()  # the hash read through the descriptor
         return StoredFile(relpath=relpath, size=self.size, sha256=sha256)
