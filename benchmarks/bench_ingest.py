@@ -319,7 +319,6 @@ def run_node(
         if others is not None:
             others.stop(timeout=15)
         server.stop(grace_seconds=5)
-        spool.close()
         journal.close()
 
 

@@ -272,8 +272,6 @@ class Node:
         self.retention = self.completion = self.worker = self.sender = None
         self.workers = []
         self.ingestor = self.catalog = None
-        if self.spool is not None:
-            self.spool.close()
         self.executors = []
         for built in self._built_executors:
             try:

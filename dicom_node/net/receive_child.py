@@ -131,7 +131,6 @@ def main() -> int:
         taker.join(timeout=5)
         channel.close()
         server.stop(grace_seconds=float(settings["grace"]))
-        spool.close()
         journal.close()
     return 0
 

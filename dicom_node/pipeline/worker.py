@@ -77,7 +77,7 @@ class WorkerJournal(EventLog, Protocol):
 def _content_key(rows: Sequence[InstanceRow]) -> str:
     """What an input series holds: a digest of its SOP instances and their data set hashes (the same
     after a journal rebuild; changed by a new or changed instance)."""
-    items = sorted(f"{r.sop_instance_uid}:{r.sha256 or r.size}" for r in rows)
+    items = sorted(f"{r.sop_instance_uid}:{r.digest or r.size}" for r in rows)
     return hashlib.sha256("\n".join(items).encode()).hexdigest()[:32]
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import stat
@@ -20,12 +19,12 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, cast
 
 from dicom_node.errors import InvalidUIDError, OutOfResourcesError, StorageError
+from dicom_node.storage.digest import ContentDigest
 from dicom_node.storage.dir_sync import DirSyncer
 from dicom_node.storage.header import read_part10_header
 from dicom_node.storage.incoming import IncomingFile
@@ -54,7 +53,7 @@ class StoredFile:
 
     relpath: str
     size: int
-    sha256: str | None = None  # of the parts from ``hashed_from`` on (the data set), when asked
+    digest: str | None = None  # of the parts from ``hashed_from`` on (the data set), when asked
 
 
 def _parts(payload: Payload) -> Sequence[Part]:
@@ -80,7 +79,7 @@ def _write_all(fd: int, data: Buffer) -> None:
         view = view[written:]
 
 
-def _copy_file(fd: int, src: BinaryIO, digest: Any = None) -> None:
+def _copy_file(fd: int, src: BinaryIO, digest: ContentDigest | None = None) -> None:
     if digest is not None:  # read through Python to hash what is written
         while chunk := src.read(_COPY_CHUNK):
             digest.update(chunk)
@@ -125,23 +124,6 @@ class Spool:
         self.dir_syncer = DirSyncer()
         self._free_estimate = 0
         self._free_checked_at: float | None = None
-        self._background: ThreadPoolExecutor | None = None
-        self._background_lock = threading.Lock()
-
-    def background(self) -> ThreadPoolExecutor:
-        """Threads for fsyncs and hashes that overlap other work (made on first use; :meth:`close`
-        ends them): two per association receiving at once, for the usual few."""
-        with self._background_lock:
-            if self._background is None:
-                self._background = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool-sync")
-            return self._background
-
-    def close(self) -> None:
-        """End the background threads (a stopping node)."""
-        with self._background_lock:
-            background, self._background = self._background, None
-        if background is not None:
-            background.shutdown(wait=True)
 
     # ------------------------------------------------------------------ paths
 
@@ -189,7 +171,7 @@ class Spool:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
-                digest = hashlib.sha256() if hashed_from is not None else None
+                digest = ContentDigest() if hashed_from is not None else None
                 for index, part in enumerate(parts):
                     hashing = digest if hashed_from is not None and index >= hashed_from else None
                     if isinstance(part, bytes | bytearray | memoryview):
@@ -212,7 +194,7 @@ class Spool:
             raise
         if self.fsync:
             self._sync_dirs(final.parent, new_dirs)
-        return StoredFile(relpath=relpath, size=written, sha256=digest.hexdigest() if digest else None)
+        return StoredFile(relpath=relpath, size=written, digest=digest.value() if digest else None)
 
     def open_incoming(self, head: Buffer) -> IncomingFile:
         """A temp file for an instance whose bytes arrive in pieces (the receive fast path writes
@@ -362,7 +344,7 @@ class Spool:
             header.validated()
             size = os.fstat(fp.fileno()).st_size
             received_at = os.fstat(fp.fileno()).st_mtime
-            digest = hashlib.sha256()  # of the data set, as filing hashes it
+            digest = ContentDigest()  # of the data set, as filing takes it
             while chunk := fp.read(_COPY_CHUNK):
                 digest.update(chunk)
         meta = layout.file_meta
@@ -383,7 +365,7 @@ class Spool:
             series_description=header.series_description,
             expected_count=header.expected_count,
             acquisition=header.acquisition,
-            sha256=digest.hexdigest(),
+            digest=digest.value(),
         )
 
 

@@ -11,13 +11,8 @@ on the critical path (the sender waits for its answer) short:
   the header as soon as the prefix is full, while the rest still arrives
   (:class:`dicom_node.net.store_sink.StoreSink`): such a reader raises :class:`IncompleteData` for a
   read past what was written, so a header is never taken as ending where the data so far end.
-- **The SHA-256 of the data set runs in a background thread** (:meth:`IncomingFile.start_hash`)
-  while the file and its folder are fsynced: it reads the data set back from the page cache, so
-  nothing is hashed while the network is read, and it needs the interpreter lock only between its
-  reads and digest updates. The fsyncs stay in the calling thread: started from a pool thread they
-  would wait for the interpreter lock until the caller blocked anyway (Python code such as the header
-  check does not give it up before the switch interval). Without fsyncs (``node.fsync: false``)
-  there is nothing to overlap: the data set is hashed as it is written.
+- **The data set is digested as it is written** (:mod:`dicom_node.storage.digest`: XXH3-128,
+  0.009 ms for a CT image).
 
 Durability is unchanged: :meth:`IncomingFile.commit` waits for the fsync before the rename, and the
 folder's fsync after it, as :meth:`~dicom_node.storage.filing.Spool.store` does.
@@ -25,15 +20,14 @@ folder's fsync after it, as :meth:`~dicom_node.storage.filing.Spool.store` does.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import io
 import logging
 import os
 import uuid
-from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
+
+from dicom_node.storage.digest import ContentDigest
 
 if TYPE_CHECKING:
     from dicom_node.storage.filing import Buffer, Spool, StoredFile
@@ -41,7 +35,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PREFIX_BYTES = 64 * 1024  # of the data set kept in memory for the header check
-_HASH_CHUNK = 1024 * 1024
 
 
 class IncompleteData(Exception):
@@ -93,7 +86,7 @@ class _PrefixedReader(io.BytesIO):
 
 class IncomingFile:
     """A spool temp file written piece by piece (see module docstring). ``head`` (preamble and file
-    meta, not hashed) is written first. A failed write is kept and raised by :meth:`commit`, so the
+    meta, not digested) is written first. A failed write is kept and raised by :meth:`commit`, so the
     caller can read the rest of the message off the network first."""
 
     def __init__(self, spool: Spool, head: Buffer) -> None:
@@ -103,15 +96,13 @@ class IncomingFile:
         self.error: OSError | None = None
         self._head_size = memoryview(head).nbytes
         self._prefix = bytearray()
-        self._hash: Future[str] | None = None
         self._synced = False
         try:
-            # read and write: the header check and the hash read it back through the same descriptor
+            # read and write: the header check reads past the kept prefix through the same descriptor
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise spool._write_error(exc, self.path.name) from exc
-        # without fsyncs there is nothing to hash alongside: the data set is hashed as it is written
-        self._digest = None if spool.fsync else hashlib.sha256()
+        self._digest = ContentDigest()
         self._append(head, hashed=False)
 
     def write(self, data: Buffer) -> None:
@@ -121,7 +112,7 @@ class IncomingFile:
         if self.error is not None or self._fd < 0:
             return
         view = memoryview(data).cast("B")
-        if hashed and self._digest is not None:
+        if hashed:
             self._digest.update(view)
         try:
             room = self._head_size + PREFIX_BYTES - len(self._prefix)
@@ -147,23 +138,6 @@ class IncomingFile:
         reader.seek(self._head_size)
         return reader
 
-    def start_hash(self) -> None:
-        """Begin the SHA-256 of the data set in a background thread (it reads the file back from the
-        page cache); :meth:`commit` waits for it last."""
-        if self.error is None and self._fd >= 0 and self._hash is None and self._digest is None:
-            self._hash = self.spool.background().submit(self._data_set_sha256)
-
-    def _data_set_sha256(self) -> str:
-        digest = hashlib.sha256()
-        offset = self._head_size
-        while offset < self.size:
-            chunk = os.pread(self._fd, min(_HASH_CHUNK, self.size - offset), offset)
-            if not chunk:
-                raise OSError(f"{self.path} is shorter than the {self.size} bytes written")
-            digest.update(chunk)
-            offset += len(chunk)
-        return digest.hexdigest()
-
     def sync(self) -> None:
         """fsync the file now (when the spool fsyncs), in this thread; :meth:`commit` then does not.
         A failure is kept and raised by :meth:`commit`."""
@@ -176,9 +150,9 @@ class IncomingFile:
             self._synced = True
 
     def commit(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> StoredFile:
-        """fsync, rename to the instance's spool path, fsync its folder. Raises InvalidUIDError,
-        OutOfResourcesError or StorageError, after which the temp file is gone. The data set's hash
-        is waited for last: it runs on while the file is renamed and its folder fsynced."""
+        """fsync (unless :meth:`sync` did), rename to the instance's spool path, fsync its folder.
+        Raises InvalidUIDError, OutOfResourcesError or StorageError, after which the temp file is
+        gone."""
         from dicom_node.storage.filing import StoredFile
 
         spool = self.spool
@@ -189,37 +163,21 @@ class IncomingFile:
             spool._check_space(self.size)
             final = spool.storage_dir / relpath
             try:
-                self.start_hash()
                 if spool.fsync and not self._synced:
-                    # in this thread: the interpreter lock is free meanwhile for the hash
                     os.fsync(self._fd)
+                self._close()
                 new_dirs = spool._place(self.path, final, relpath)
             except OSError as exc:
                 raise spool._write_error(exc, relpath) from exc
         except BaseException:
             self.discard()
             raise
-        try:
-            if spool.fsync:
-                spool._sync_dirs(final.parent, new_dirs)
-        finally:
-            task, self._hash = self._hash, None
-            sha256: str | None = None
-            try:
-                if task is not None:
-                    sha256 = task.result()
-                else:
-                    sha256 = self._digest.hexdigest() if self._digest is not None else None
-            finally:
-                self._close()  # the hash read through the descriptor
-        return StoredFile(relpath=relpath, size=self.size, sha256=sha256)
+        if spool.fsync:
+            spool._sync_dirs(final.parent, new_dirs)
+        return StoredFile(relpath=relpath, size=self.size, digest=self._digest.value())
 
     def discard(self) -> None:
         """Drop the temp file (the message failed or its association ended half-way)."""
-        task, self._hash = self._hash, None
-        if task is not None:
-            with contextlib.suppress(Exception):
-                task.result()  # the fd stays open until the hash is done
         self._close()
         try:
             self.path.unlink()

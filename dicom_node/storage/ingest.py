@@ -195,7 +195,7 @@ class Ingestor:
                 series_description=header.series_description,
                 expected_count=header.expected_count,
                 acquisition=header.acquisition,
-                sha256=stored.sha256,
+                digest=stored.digest,
             )
             try:
                 outcome = self.journal.record_instance(record)

@@ -31,7 +31,7 @@ def instance_record(
     modality: str = "CT",
     description: str = "Abdomen",
     acquisition: str = "",
-    sha256: str | None = None,
+    digest: str | None = None,
     sop_class: str = CT,
 ) -> InstanceRecord:
     """The one way tests build an :class:`InstanceRecord` (a CT instance unless told otherwise)."""
@@ -51,7 +51,7 @@ def instance_record(
         series_description=description,
         expected_count=expected,
         acquisition=acquisition,
-        sha256=sha256 if sha256 is not None else f"content-of-{sop}-{size}",
+        digest=digest if digest is not None else f"content-of-{sop}-{size}",
     )
 
 

@@ -36,7 +36,7 @@ class InstanceRecord:
     series_description: str = ""
     expected_count: int | None = None  # ImagesInAcquisition
     acquisition: str = ""  # AcquisitionNumber
-    sha256: str | None = None  # of the data set bytes (no file meta)
+    digest: str | None = None  # of the data set bytes (no file meta): dicom_node.storage.digest
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class InstanceRow:
     received_at: float
     acquisition: str = ""  # AcquisitionNumber as sent
     images_in_acquisition: int | None = None  # ImagesInAcquisition as sent
-    sha256: str | None = None  # of the data set bytes as received
+    digest: str | None = None  # of the data set bytes as received: dicom_node.storage.digest
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ def instance_row(r: Row) -> InstanceRow:
         received_at=float(r["received_at"]),
         acquisition=r["acquisition"] or "",
         images_in_acquisition=_opt_int(r["images_in_acquisition"]),
-        sha256=r["sha256"],
+        digest=r["digest"],
     )
 
 

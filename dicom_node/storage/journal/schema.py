@@ -23,7 +23,9 @@ CREATE TABLE IF NOT EXISTS instances (
     received_at      REAL NOT NULL,
     acquisition      TEXT NOT NULL DEFAULT '',  -- AcquisitionNumber (0020,0012) as sent
     images_in_acquisition INTEGER,      -- ImagesInAcquisition (0020,1002) as sent
-    sha256           TEXT                -- of the data set bytes as received (no file meta)
+    digest           TEXT                -- of the data set bytes as received (no file meta), see
+                                         -- dicom_node.storage.digest; journals made before it
+                                         -- also have sha256 (no longer written or read)
 );
 CREATE INDEX IF NOT EXISTS instances_by_series ON instances(series_uid);
 CREATE INDEX IF NOT EXISTS instances_by_calling_ae ON instances(calling_ae);
@@ -118,6 +120,7 @@ _ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("instances", "acquisition", "TEXT NOT NULL DEFAULT ''"),
     ("instances", "images_in_acquisition", "INTEGER"),
     ("instances", "sha256", "TEXT"),
+    ("instances", "digest", "TEXT"),
     ("series", "completions", "INTEGER NOT NULL DEFAULT 0"),
     ("series", "complete_study", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "forward", "INTEGER NOT NULL DEFAULT 0"),

@@ -31,19 +31,19 @@ class SeriesOps(JournalBase):
         """
         with self._tx() as cur:
             old = cur.execute(
-                "SELECT path, series_uid, sha256 FROM instances WHERE sop_instance_uid = ?",
+                "SELECT path, series_uid, digest FROM instances WHERE sop_instance_uid = ?",
                 (rec.sop_instance_uid,),
             ).fetchone()
             unchanged = (
                 old is not None
                 and old["series_uid"] == rec.series_uid
-                and rec.sha256 is not None
-                and old["sha256"] == rec.sha256
+                and rec.digest is not None
+                and old["digest"] == rec.digest
             )
             cur.execute(
                 "INSERT OR REPLACE INTO instances (sop_instance_uid, sop_class_uid, series_uid,"
                 " study_uid, transfer_syntax, path, size, called_ae, calling_ae, association_id,"
-                " received_at, acquisition, images_in_acquisition, sha256)"
+                " received_at, acquisition, images_in_acquisition, digest)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     rec.sop_instance_uid,
@@ -59,7 +59,7 @@ class SeriesOps(JournalBase):
                     rec.received_at,
                     rec.acquisition,
                     rec.expected_count,
-                    rec.sha256,
+                    rec.digest,
                 ),
             )
             series = cur.execute(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import textwrap
@@ -12,6 +11,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicom_node.errors import InvalidUIDError, OutOfResourcesError, StorageError
+from dicom_node.storage.digest import digest_of
 from dicom_node.storage.filing import Spool
 from dicom_node.storage.header import InstanceHeader
 from dicom_node.storage.ingest import Ingestor, Origin
@@ -215,17 +215,17 @@ def test_reconcile_logs_unreadable_files(tmp_path: Path) -> None:
     assert events and events[0].kind == "reconcile_failed"
 
 
-def test_the_data_set_hash_is_taken_while_writing_and_skips_the_file_meta(tmp_path: Path) -> None:
+def test_the_data_set_digest_is_taken_while_writing_and_skips_the_file_meta(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "store", fsync=False)
     body = os.urandom(200_000)
     src = tmp_path / "src.bin"
     src.write_bytes(body)
-    expected = hashlib.sha256(body).hexdigest()
+    expected = digest_of(body)
     with src.open("rb") as fp:
         from_file = spool.store([b"meta one", fp], *uids(), hashed_from=1)
     from_buffers = spool.store([b"meta two", body[:5], memoryview(body[5:])], *uids(), hashed_from=1)
-    assert from_file.sha256 == from_buffers.sha256 == expected
-    assert spool.store([b"meta", body], *uids()).sha256 is None  # not asked
+    assert from_file.digest == from_buffers.digest == expected
+    assert spool.store([b"meta", body], *uids()).digest is None  # not asked
 
 
 def test_reconciliation_rebuilds_the_row_the_receiver_wrote(tmp_path: Path) -> None:
@@ -256,5 +256,5 @@ def test_reconciliation_rebuilds_the_row_the_receiver_wrote(tmp_path: Path) -> N
         f: getattr(received_series, f) for f in series_fields
     }
     assert received_series.expected_count == 3
-    # the same data set hash: a re-send after the rebuild is recognised as unchanged
-    assert rebuilt.sha256 == received.sha256 and rebuilt.sha256 is not None
+    # the same data set digest: a re-send after the rebuild is recognised as unchanged
+    assert rebuilt.digest == received.digest and rebuilt.digest is not None

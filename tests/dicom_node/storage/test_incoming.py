@@ -4,7 +4,6 @@ behind when it is dropped."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from pathlib import Path
@@ -14,6 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from dicom_node.errors import InvalidUIDError
 from dicom_node.net.store_sink import checked_header
+from dicom_node.storage.digest import digest_of
 from dicom_node.storage.filing import Spool
 from dicom_node.storage.incoming import PREFIX_BYTES
 from tests.support.instances import dataset_bytes, make_ct
@@ -27,21 +27,19 @@ def pieces(data: bytes, size: int) -> list[memoryview]:
 
 
 @pytest.mark.parametrize("fsync", [True, False])
-def test_a_data_set_written_in_pieces_is_filed_whole_with_the_hash_of_the_data_set(
+def test_a_data_set_written_in_pieces_is_filed_whole_with_the_digest_of_the_data_set(
     tmp_path: Path, fsync: bool
 ) -> None:
     spool = Spool(tmp_path / "storage", fsync=fsync)
-    body = os.urandom(700_000)  # more than the kept prefix and than one hash read
+    body = os.urandom(700_000)  # more than the kept prefix
     incoming = spool.open_incoming(HEAD)
     for piece in pieces(body, 65_000):
         incoming.write(piece)
-    incoming.start_hash()
     incoming.sync()
     study, series, sop = generate_uid(), generate_uid(), generate_uid()
     stored = incoming.commit(study, series, sop)
-    spool.close()
     assert (spool.storage_dir / stored.relpath).read_bytes() == HEAD + body
-    assert stored.sha256 == hashlib.sha256(body).hexdigest()
+    assert stored.digest == digest_of(body)
     assert stored.size == len(HEAD) + len(body)
     assert list(spool.tmp_dir.iterdir()) == []
 
@@ -66,7 +64,6 @@ def test_a_header_longer_than_the_kept_prefix_is_read_from_the_file(tmp_path: Pa
         command_instance=ds.SOPInstanceUID,
     )
     incoming.discard()
-    spool.close()
     assert header.study_uid == ds.StudyInstanceUID
     assert header.series_uid == ds.SeriesInstanceUID
 
@@ -86,18 +83,15 @@ def test_the_data_set_reader_reads_as_a_file_would(tmp_path: Path) -> None:
     assert reader.seek(-7, io.SEEK_END) == expected.seek(-7, io.SEEK_END)
     got.append((reader.read(), expected.read(), reader.tell(), expected.tell()))
     incoming.discard()
-    spool.close()
     for mine, theirs, my_pos, their_pos in got:
         assert (mine, my_pos) == (theirs, their_pos)
 
 
-def test_a_dropped_file_leaves_nothing_even_while_its_hash_runs(tmp_path: Path) -> None:
+def test_a_dropped_file_leaves_nothing(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "storage")
     incoming = spool.open_incoming(HEAD)
     incoming.write(os.urandom(3_000_000))
-    incoming.start_hash()
     incoming.discard()
-    spool.close()
     assert list(spool.tmp_dir.iterdir()) == []
 
 
@@ -105,9 +99,7 @@ def test_a_commit_under_an_invalid_uid_leaves_nothing(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "storage")
     incoming = spool.open_incoming(HEAD)
     incoming.write(b"data set")
-    incoming.start_hash()
     with pytest.raises(InvalidUIDError):
         incoming.commit(generate_uid(), "../../etc", generate_uid())
-    spool.close()
     assert list(spool.tmp_dir.iterdir()) == []
     assert [p for p in spool.root.iterdir() if p.name != ".tmp"] == []

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from dicom_node.storage.journal import SCHEMA_VERSION, Journal, JournalCounts
-from tests.support.journal_rows import SA
+from tests.support.journal_rows import SA, instance_record
 
 # the jobs table as the first schema version created it, before jobs.not_before existed
 OLD_JOBS_TABLE = """
@@ -52,3 +52,24 @@ def test_old_database_without_not_before_gets_the_column(tmp_path: Path) -> None
     finally:
         j.close()
     Journal(path).close()  # opening again migrates nothing and fails nothing
+
+
+def test_a_journal_from_before_digests_counts_the_first_resend_as_changed(tmp_path: Path) -> None:
+    """Rows written with a SHA-256 (an older node) have no digest: the first re-send of such an
+    instance is a change (one more inference), never a false "unchanged"; the next is unchanged."""
+    path = tmp_path / "journal.sqlite"
+    j = Journal(path)
+    j.record_instance(instance_record("1.1", at=100.0))
+    j.close()
+    conn = sqlite3.connect(path)  # as the older node left it: a hash in sha256, none in digest
+    conn.execute("UPDATE instances SET sha256 = 'ab' || digest, digest = NULL")
+    conn.commit()
+    conn.close()
+    j = Journal(path)
+    try:
+        first = j.record_instance(instance_record("1.1", at=200.0))
+        second = j.record_instance(instance_record("1.1", at=300.0))
+    finally:
+        j.close()
+    assert (first.replaced, first.unchanged) == (True, False)
+    assert (second.replaced, second.unchanged) == (True, True)

@@ -232,7 +232,7 @@ def test_an_unchanged_resend_keeps_the_generation_and_a_changed_one_bumps_it(jou
     assert (again.replaced, again.unchanged) == (True, True)
     s = journal.get_series(SA)
     assert pick(s, "generation", "state", "instance_count", "last_received") == (2, "receiving", 2, 200.0)
-    changed = journal.record_instance(instance_record("1.2", at=201.0, sha256="other content"))
+    changed = journal.record_instance(instance_record("1.2", at=201.0, digest="other content"))
     assert (changed.replaced, changed.unchanged) == (True, False)
     assert pick(journal.get_series(SA), "generation", "instance_count") == (3, 2)
 
