@@ -250,19 +250,28 @@ class Spool:
         """Make sure the series folder (``directory``) and its study folder are real folders inside
         the spool, creating them; return those created, outermost first. The spool root was
         resolved at start-up and the folder names are UIDs, so only these two could lead elsewhere:
-        a symlink planted in their place raises StorageError."""
-        created = []
-        for folder in (directory.parent, directory):
+        a symlink planted in their place raises StorageError. A study folder removed meanwhile
+        (retention drops empty ones) is made again."""
+        for attempt in (1, 2, 3):
+            created: list[Path] = []
             try:
-                mode = os.lstat(folder).st_mode
+                for folder in (directory.parent, directory):
+                    try:
+                        mode = os.lstat(folder).st_mode
+                    except FileNotFoundError:
+                        with contextlib.suppress(FileExistsError):  # a concurrent store made it
+                            os.mkdir(folder)
+                            created.append(folder)
+                        mode = os.lstat(folder).st_mode
+                    if not stat.S_ISDIR(mode):
+                        raise StorageError(
+                            f"{folder} is no folder: it could lead outside the spool {self.root}"
+                        )
+                return created
             except FileNotFoundError:
-                with contextlib.suppress(FileExistsError):  # a concurrent store made it
-                    os.mkdir(folder)
-                    created.append(folder)
-                mode = os.lstat(folder).st_mode
-            if not stat.S_ISDIR(mode):
-                raise StorageError(f"{folder} is no folder: it could lead outside the spool {self.root}")
-        return created
+                if attempt == 3:
+                    raise
+        raise AssertionError("unreachable")
 
     def _sync_dirs(self, directory: Path, new_dirs: list[Path]) -> None:
         """fsync the folder that received the new entry and the parents of new folders."""

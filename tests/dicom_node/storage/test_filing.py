@@ -258,3 +258,26 @@ def test_reconciliation_rebuilds_the_row_the_receiver_wrote(tmp_path: Path) -> N
     assert received_series.expected_count == 3
     # the same data set digest: a re-send after the rebuild is recognised as unchanged
     assert rebuilt.digest == received.digest and rebuilt.digest is not None
+
+
+def test_a_study_folder_removed_while_a_store_makes_its_series_folder_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention removes empty study folders; a store of another series of that study may be making
+    its series folder at that moment (the series locks are per series)."""
+    spool = Spool(tmp_path / "storage", fsync=True)
+    study, series, sop = uids()
+    (spool.root / study).mkdir()  # the study folder exists when the store looks
+    mkdir = os.mkdir
+    removed = []
+
+    def mkdir_after_a_purge(path: os.PathLike[str] | str, *args: object) -> None:
+        if Path(path).name == series and not removed:
+            (spool.root / study).rmdir()  # retention, between the look and the mkdir
+            removed.append(path)
+        mkdir(path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "mkdir", mkdir_after_a_purge)
+    stored = spool.store(b"data set", study, series, sop)
+    assert removed
+    assert (spool.storage_dir / stored.relpath).read_bytes() == b"data set"
