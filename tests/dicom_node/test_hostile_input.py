@@ -142,12 +142,7 @@ def test_tls_both_ways_storescu_to_the_node_and_its_seg_to_storescp(tmp_path: Pa
     storage = tmp_path / "var"
     dest_port, out = free_port(), tmp_path / "pacs"
     data = node_config(storage, model_spec(tmp_path / "spec"), dest_port)
-    data["node"]["tls"] = {
-        "certificate": str(pki.server.certificate),
-        "private_key": str(pki.server.key),
-        "ca_certificates": str(pki.ca),
-        "require_client_certificate": True,
-    }
+    data["node"]["tls"] = pki.node_tls()
     data["destinations"]["pacs"]["tls"] = {
         "ca_certificates": str(pki.ca),
         "certificate": str(pki.client.certificate),

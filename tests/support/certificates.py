@@ -22,6 +22,16 @@ class Pki:
     client: Pair
     rogue: Pair  # self-signed: not issued by ``ca``
 
+    def node_tls(self) -> dict[str, object]:
+        """The ``node.tls`` section of a node that serves with the server certificate and asks its
+        peers for a certificate issued by the CA."""
+        return {
+            "certificate": str(self.server.certificate),
+            "private_key": str(self.server.key),
+            "ca_certificates": str(self.ca),
+            "require_client_certificate": True,
+        }
+
 
 def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)

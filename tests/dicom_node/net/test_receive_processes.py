@@ -30,7 +30,7 @@ from dicom_node.storage.journal import Journal
 from tests.support.certificates import make_pki
 from tests.support.instances import make_ct
 from tests.support.node_process import start_node, write_config
-from tests.support.node_setup import parse_acknowledged, phantom_series, storescu_command
+from tests.support.node_setup import parse_acknowledged, phantom_series, storescu, storescu_command
 from tests.support.tools import peer_env, wait_for
 
 pytestmark = pytest.mark.dcmtk
@@ -97,15 +97,9 @@ def test_the_second_process_files_into_the_journal_and_tells_the_node(
     files = phantom_series(tmp_path / "ct", slices=12)
     with _held(running.server.port) as held:  # the node is busier now: the next connection goes to the child
         _wait_owners(running.server.port, held, [child], [os.getpid()])
-        sent = subprocess.run(
-            storescu_command(running.server.port, files),
-            env=peer_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert sent.returncode == 0, sent.stdout + sent.stderr
-    assert len(parse_acknowledged(sent.stdout + sent.stderr)) == 12
+        sent = storescu(running.server.port, files)
+    assert sent.returncode == 0, sent.output
+    assert len(sent.acknowledged) == 12
     assert running.journal is not None
     assert running.journal.counts().instances == 12
     assert len(list((tmp_path / "var" / "spool").rglob("*.dcm"))) == 12
@@ -134,14 +128,8 @@ def test_a_receive_process_that_dies_is_started_again(
             lambda: [p for p in others.serving if p != first], timeout=60, what="a new one ready"
         )
         assert others.open_connections() == {0: 1, 1: 0}
-        sent = subprocess.run(  # the new receive process's turn
-            storescu_command(running.server.port, files),
-            env=peer_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert sent.returncode == 0, sent.stdout + sent.stderr
+        sent = storescu(running.server.port, files)  # the new receive process's turn
+    assert sent.returncode == 0, sent.output
     wait_for(lambda: len(from_child) == 4, timeout=30, what="the new process's events")
     assert _alive(second)
 
@@ -205,12 +193,7 @@ def test_a_tls_connection_handed_to_a_child_is_served_there_with_the_node_s_cert
 ) -> None:
     """The node passes the connection before any TLS byte: the child runs the handshake itself."""
     pki = make_pki(tmp_path / "pki")
-    tls = {
-        "certificate": str(pki.server.certificate),
-        "private_key": str(pki.server.key),
-        "ca_certificates": str(pki.ca),
-        "require_client_certificate": True,
-    }
+    tls = pki.node_tls()
     files = phantom_series(tmp_path / "ct", slices=4)
     running = Node(config_from_mapping(_config(tmp_path / "var", tls=tls), base_dir=tmp_path))
     running.start()

@@ -213,12 +213,7 @@ def test_tls_sends_to_a_node_requiring_client_certificates_and_says_why_a_handsh
     tmp_path: Path,
 ) -> None:
     pki = make_pki(tmp_path / "pki")
-    tls = {
-        "certificate": str(pki.server.certificate),
-        "private_key": str(pki.server.key),
-        "ca_certificates": str(pki.ca),
-        "require_client_certificate": True,
-    }
+    tls = pki.node_tls()
     files = write_series(tmp_path / "in", 3, rows=128, columns=128)  # ~33 kB: several PDUs each
     trusted = client_context(
         ClientTls(ca_certificates=pki.ca, certificate=pki.client.certificate, private_key=pki.client.key),

@@ -61,12 +61,7 @@ def storescu_tls(port: int, files: list[Path], *tls: str) -> subprocess.Complete
 def test_tls_scp_accepts_a_client_with_a_certificate_of_its_ca_and_refuses_others(
     tmp_path: Path, pki: Pki
 ) -> None:
-    tls = {
-        "certificate": str(pki.server.certificate),
-        "private_key": str(pki.server.key),
-        "ca_certificates": str(pki.ca),
-        "require_client_certificate": True,
-    }
+    tls = pki.node_tls()
     ct = tmp_path / "ct.dcm"
     make_ct().save_as(ct, enforce_file_format=True)
     with running_node(tmp_path / "storage", tls=tls) as node:
