@@ -132,7 +132,6 @@ class StoreSink:
                 raise self.error
             assert incoming is not None
             header = self.header or self._check(incoming, complete=True)
-            incoming.sync()
             self.ingestor.ingest_incoming(header, command.transfer_syntax, incoming, self.origin)
         except Exception as exc:
             if incoming is not None:

@@ -96,7 +96,6 @@ class IncomingFile:
         self.error: OSError | None = None
         self._head_size = memoryview(head).nbytes
         self._prefix = bytearray()
-        self._synced = False
         try:
             # read and write: the header check reads past the kept prefix through the same descriptor
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -138,21 +137,9 @@ class IncomingFile:
         reader.seek(self._head_size)
         return reader
 
-    def sync(self) -> None:
-        """fsync the file now (when the spool fsyncs), in this thread; :meth:`commit` then does not.
-        A failure is kept and raised by :meth:`commit`."""
-        if self.spool.fsync and not self._synced and self.error is None and self._fd >= 0:
-            try:
-                os.fsync(self._fd)
-            except OSError as exc:
-                self.error = exc
-                return
-            self._synced = True
-
     def commit(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> StoredFile:
-        """fsync (unless :meth:`sync` did), rename to the instance's spool path, fsync its folder.
-        Raises InvalidUIDError, OutOfResourcesError or StorageError, after which the temp file is
-        gone."""
+        """fsync, rename to the instance's spool path, fsync its folder. Raises InvalidUIDError,
+        OutOfResourcesError or StorageError, after which the temp file is gone."""
         from dicom_node.storage.filing import StoredFile
 
         spool = self.spool
@@ -163,7 +150,7 @@ class IncomingFile:
             spool._check_space(self.size)
             final = spool.storage_dir / relpath
             try:
-                if spool.fsync and not self._synced:
+                if spool.fsync:
                     os.fsync(self._fd)
                 self._close()
                 new_dirs = spool._place(self.path, final, relpath)
